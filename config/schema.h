@@ -1,0 +1,110 @@
+// Plain structs that the TOML loader fills. No behaviour, no uv handles: a Config is the
+// validated user intent; the runtime Snapshot (proxy/snapshot.h) is compiled from it.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sluice::config {
+
+using Duration = std::chrono::milliseconds;
+
+// 1-based position of a key or value in the TOML file (0 = unknown).
+struct SourcePos {
+  int line = 0;
+  int col = 0;
+};
+
+// A parsed "host:port". `host` is an IP literal for listeners; backends may use names.
+struct HostPort {
+  std::string host;  // without IPv6 brackets
+  uint16_t port = 0;
+};
+
+// An IPv4 or IPv6 network, e.g. 10.0.0.0/8 or ::1/128.
+struct Cidr {
+  sockaddr_storage network{};  // family + address bytes, host bits zeroed
+  int prefixLen = 0;
+};
+
+struct ServerSettings {
+  unsigned workers = 0;  // 0 = "auto" (number of CPUs)
+  std::string pidFile;   // empty = none
+  Duration shutdownTimeout{30000};
+  uint64_t maxHeaderSize = 32 * 1024;
+  uint64_t maxBodySize = 100ull * 1024 * 1024;  // 0 = unlimited
+  Duration clientHeaderTimeout{10000};
+  Duration clientIdleTimeout{60000};
+  std::vector<Cidr> trustedProxies;
+};
+
+struct AdminSettings {
+  bool enabled = false;  // true when an [admin] table is present
+  HostPort listen;
+  std::string token;  // empty = no auth
+  SourcePos pos;
+};
+
+enum class LogFormat { Json, Combined };
+enum class LogLevel { Debug, Info, Warn, Error };
+
+struct LogSettings {
+  std::string access = "stdout";  // "stdout" | "off" | a file path
+  LogFormat format = LogFormat::Json;
+  LogLevel level = LogLevel::Info;
+};
+
+struct ListenerConfig {
+  std::string name;
+  HostPort listen;
+  std::string redirectHttps;  // empty = route normally
+  SourcePos pos;
+};
+
+enum class Balance { RoundRobin };
+
+struct BackendConfig {
+  std::string address;  // as written, "host:port"
+  HostPort hostPort;
+  uint32_t weight = 1;
+  SourcePos pos;
+};
+
+struct PoolConfig {
+  std::string name;
+  std::vector<BackendConfig> backends;
+  Balance balance = Balance::RoundRobin;
+  Duration connectTimeout{2000};
+  Duration responseTimeout{30000};
+  Duration idleTimeout{60000};
+  uint32_t retries = 1;
+  SourcePos pos;
+};
+
+struct RouteConfig {
+  std::string name;
+  std::string host;       // empty = any; "*.example.com" = wildcard
+  std::string path;       // prefix match; empty when pathExact is used
+  std::string pathExact;  // exact match
+  std::vector<std::string> methods;  // empty = any; upper-case
+  bool stripPrefix = false;
+  std::string pool;
+  SourcePos pos;
+};
+
+struct Config {
+  std::string file;  // path it was read from
+  ServerSettings server;
+  AdminSettings admin;
+  LogSettings log;
+  std::vector<ListenerConfig> listeners;
+  std::vector<PoolConfig> pools;    // in file order
+  std::vector<RouteConfig> routes;  // in file order
+};
+
+}  // namespace sluice::config

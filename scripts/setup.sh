@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs everything Sluice needs to build, test and benchmark, from Debian's registry only.
+# Idempotent: re-running it on a machine that has everything does (almost) nothing.
+#   scripts/setup.sh          build + test dependencies
+#   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
+set -euo pipefail
+
+want_bench=0
+for a in "$@"; do
+  case "$a" in
+    --bench) want_bench=1 ;;
+    *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
+      libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3)
+if [ "$want_bench" = 1 ]; then
+  pkgs+=(nginx-light haproxy wrk gnuplot-nox)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# llhttp 9.2 is in trixie, not bookworm. Fetch the two .debs from the trixie suite of the same
+# registry the machine already uses, through a throw-away apt state, then install them with dpkg.
+if ! pkg-config --exists libllhttp 2>/dev/null && ! [ -f /usr/include/llhttp.h ]; then
+  mirror=""
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    mirror=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' "$f")
+    [ -n "$mirror" ] && break
+  done
+  if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+    mirror=$(awk '$1 == "deb" && $2 !~ /security/ && $2 !~ /^\[/ {print $2; exit}' /etc/apt/sources.list)
+  fi
+  [ -n "$mirror" ] || { echo "setup: cannot find the Debian mirror in /etc/apt" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" >"$tmp/sources.list"
+  aptopts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+           -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::Archives=$tmp/archives"
+           -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
+  echo "setup: fetching libllhttp from trixie"
+  $SUDO apt-get "${aptopts[@]}" update -qq
+  (cd "$tmp" && $SUDO apt-get "${aptopts[@]}" download libllhttp9.2 libllhttp-dev)
+  $SUDO dpkg -i "$tmp"/libllhttp*.deb >/dev/null
+fi
+
+# The test harness starts its own redis-server processes; the packaged service is not needed.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  $SUDO systemctl stop redis-server >/dev/null 2>&1 || true
+fi
+echo "setup: ok"
