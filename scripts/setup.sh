@@ -18,7 +18,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
-      libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3)
+      libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3
+      python3-pytest)
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
 fi

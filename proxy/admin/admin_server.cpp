@@ -1,0 +1,328 @@
+// Admin listener: a small keep-alive HTTP/1.1 server on the main loop.
+#include "proxy/admin/admin_server.h"
+
+#include <cstring>
+
+#include "config/units.h"
+#include "proxy/admin/health.h"
+#include "proxy/http/http1_parser.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/net/out_queue.h"
+#include "proxy/observe/log.h"
+#include "proxy/server.h"
+
+namespace sluice::admin {
+
+class AdminConnection final : private http::Http1Parser::Handler {
+ public:
+  AdminConnection(uv_loop_t* loop, AdminServer& server) : server_(server) {
+    uv_tcp_init(loop, &tcp_);
+    tcp_.data = this;
+    parser_.init(http::Http1Parser::Kind::Request, this, 16 * 1024);
+    out_.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
+  }
+  bool accept(uv_stream_t* s) {
+    if (uv_accept(s, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+    return true;
+  }
+  void respond(int status, std::string_view contentType, std::string_view body) {
+    if (closed_) return;
+    std::string& s = out_.beginScratch();
+    s.append("HTTP/1.1 ");
+    s.append(std::to_string(status));
+    s.push_back(' ');
+    s.append(http::reasonPhrase(status));
+    s.append("\r\nContent-Type: ");
+    s.append(contentType);
+    s.append("\r\nCache-Control: no-store\r\nContent-Length: ");
+    s.append(std::to_string(headRequest_ ? 0 : body.size()));
+    s.append(keepAlive_ ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
+    if (!headRequest_) s.append(body);
+    out_.endScratch();
+    if (out_.flush() < 0) {
+      close();
+      return;
+    }
+    busy_ = false;
+    if (!keepAlive_) {
+      closeAfterWrite_ = true;
+      if (out_.queuedBytes() == 0) close();
+      return;
+    }
+    parser_.next();
+    std::string rest;
+    rest.swap(stash_);
+    if (!rest.empty()) feed(rest.data(), rest.size());
+    if (!busy_ && !closed_) uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+  }
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    server_.connectionClosed(this);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
+             [](uv_handle_t* h) { delete static_cast<AdminConnection*>(h->data); });
+  }
+
+ private:
+  int onHeadersComplete() override { return kBody; }
+  bool onBody(const char*, size_t len) override {
+    bodyBytes_ += len;
+    return bodyBytes_ <= 64 * 1024;
+  }
+  void onMessageComplete() override {}
+
+  void feed(const char* data, size_t len) {
+    while (len > 0 && !closed_ && !busy_) {
+      auto r = parser_.execute(data, len);
+      data += r.consumed;
+      len -= r.consumed;
+      if (r.status == http::Http1Parser::Status::Error) {
+        keepAlive_ = false;
+        busy_ = true;
+        respond(400, "application/json", "{\"error\":\"bad_request\"}");
+        return;
+      }
+      if (r.status == http::Http1Parser::Status::Complete ||
+          r.status == http::Http1Parser::Status::Upgrade) {
+        stash_.append(data, len);
+        busy_ = true;
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+        http::RequestHead& req = parser_.request();
+        keepAlive_ = req.keepAlive && r.status != http::Http1Parser::Status::Upgrade;
+        headRequest_ = req.method == "HEAD";
+        bodyBytes_ = 0;
+        server_.handle(this, req.method, req.target, std::string(req.headers.get("authorization")));
+        return;
+      }
+    }
+  }
+  static void onAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+    static thread_local char b[16 * 1024];
+    *buf = uv_buf_init(b, sizeof b);
+  }
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+    auto* self = static_cast<AdminConnection*>(s->data);
+    if (nread < 0) {
+      self->close();
+      return;
+    }
+    self->feed(buf->base, size_t(nread));
+  }
+  static void onWriteDone(void* p, int status) {
+    auto* self = static_cast<AdminConnection*>(p);
+    if (status < 0 || (self->closeAfterWrite_ && self->out_.queuedBytes() == 0)) self->close();
+  }
+
+  AdminServer& server_;
+  uv_tcp_t tcp_{};
+  http::Http1Parser parser_;
+  net::OutQueue out_;
+  std::string stash_;
+  size_t bodyBytes_ = 0;
+  bool keepAlive_ = true;
+  bool headRequest_ = false;
+  bool busy_ = false;
+  bool closed_ = false;
+  bool closeAfterWrite_ = false;
+};
+
+struct AdminServer::Scrape {
+  AdminConnection* conn;
+  observe::WorkerMetrics merged;
+  size_t waiting = 0;
+};
+
+AdminServer::AdminServer(uv_loop_t* loop, Server& server) : loop_(loop), server_(server) {
+  uv_async_init(loop_, &async_,
+                [](uv_async_t* h) { static_cast<AdminServer*>(h->data)->finishScrapes(); });
+  async_.data = this;
+}
+
+AdminServer::~AdminServer() = default;
+
+bool AdminServer::listen(const config::HostPort& addr, std::string& err) {
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!config::toSockaddr(addr, ss, len)) {
+    err = "admin: bad listen address";
+    return false;
+  }
+  uv_tcp_init(loop_, &tcp_);
+  tcp_.data = this;
+  int rc = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, onConnection);
+  if (rc != 0) {
+    err = "admin: cannot listen on " + config::formatHostPort(addr) + ": " + uv_strerror(rc);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+    return false;
+  }
+  listening_ = true;
+  addr_ = addr;
+  return true;
+}
+
+void AdminServer::close() {
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+    listening_ = false;
+  }
+  auto conns = conns_;
+  for (AdminConnection* c : conns) c->close();
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_)))
+    uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+}
+
+void AdminServer::onConnection(uv_stream_t* s, int status) {
+  auto* self = static_cast<AdminServer*>(s->data);
+  if (status < 0) return;
+  auto* c = new AdminConnection(self->loop_, *self);
+  if (!c->accept(s)) {
+    c->close();
+    return;
+  }
+  self->conns_.push_back(c);
+}
+
+void AdminServer::connectionClosed(AdminConnection* c) {
+  conns_.erase(std::remove(conns_.begin(), conns_.end(), c), conns_.end());
+  for (auto& s : inflight_)
+    if (s->conn == c) s->conn = nullptr;
+}
+
+static void appendStatusJson(Server& server, std::string& out) {
+  const Snapshot& snap = *server.snapshot();
+  out.append("{\"version\":\"" SLUICE_VERSION "\",\"generation\":");
+  out.append(std::to_string(snap.generation));
+  out.append(",\"ready\":");
+  out.append(snap.ready() ? "true" : "false");
+  out.append(",\"workers\":");
+  out.append(std::to_string(server.workers().size()));
+  out.append(",\"reloads\":{\"success\":");
+  out.append(std::to_string(server.reloadsOk()));
+  out.append(",\"error\":");
+  out.append(std::to_string(server.reloadsError()));
+  out.append("},\"listeners\":[");
+  for (size_t i = 0; i < snap.listeners.size(); ++i) {
+    if (i) out.push_back(',');
+    out.append("{\"name\":\"");
+    observe::appendJsonEscaped(out, snap.listeners[i].cfg.name);
+    out.append("\",\"listen\":\"");
+    observe::appendJsonEscaped(out, snap.listeners[i].key);
+    out.append("\"}");
+  }
+  out.append("],\"pools\":");
+  appendPoolsJson(snap, out);
+  out.append(",\"routes\":[");
+  const auto& routes = snap.config.routes;
+  for (size_t i = 0; i < routes.size(); ++i) {
+    if (i) out.push_back(',');
+    out.append("{\"name\":\"");
+    observe::appendJsonEscaped(out, routes[i].name);
+    out.append("\",\"host\":\"");
+    observe::appendJsonEscaped(out, routes[i].host);
+    out.append("\",\"path\":\"");
+    observe::appendJsonEscaped(out,
+                               routes[i].pathExact.empty() ? routes[i].path : routes[i].pathExact);
+    out.append("\",\"exact\":");
+    out.append(routes[i].pathExact.empty() ? "false" : "true");
+    out.append(",\"pool\":\"");
+    observe::appendJsonEscaped(out, routes[i].pool);
+    out.append("\"}");
+  }
+  out.append("]}");
+}
+
+void AdminServer::handle(AdminConnection* c, const std::string& method, const std::string& target,
+                         const std::string& authorization) {
+  std::string path = target.substr(0, target.find('?'));
+  const bool read = method == "GET" || method == "HEAD";
+  int status;
+  std::string body;
+  if (healthResponse(path, *server_.snapshot(), status, body)) {
+    c->respond(read ? status : 405, "application/json",
+               read ? body : "{\"error\":\"method_not_allowed\"}");
+    return;
+  }
+  if (path == "/metrics") {
+    if (!read) {
+      c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
+      return;
+    }
+    startScrape(c);
+    return;
+  }
+  if (path.rfind("/admin/", 0) == 0) {
+    if (!token_.empty() && authorization != "Bearer " + token_) {
+      c->respond(401, "application/json", "{\"error\":\"unauthorized\"}");
+      return;
+    }
+    if (path == "/admin/status") {
+      if (!read) {
+        c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
+        return;
+      }
+      std::string out;
+      appendStatusJson(server_, out);
+      c->respond(200, "application/json", out);
+      return;
+    }
+  }
+  c->respond(404, "application/json", "{\"error\":\"not_found\"}");
+}
+
+void AdminServer::startScrape(AdminConnection* c) {
+  auto scrape = std::make_shared<Scrape>();
+  scrape->conn = c;
+  inflight_.push_back(scrape);
+  auto& workers = server_.workers();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    scrape->waiting = workers.size();
+  }
+  size_t posted = 0;
+  for (auto& w : workers) {
+    Worker* wp = w.get();
+    bool ok = wp->post([this, scrape, wp]() {
+      std::lock_guard<std::mutex> lock(mu_);
+      scrape->merged.merge(wp->metrics());
+      if (--scrape->waiting == 0) {
+        done_.push_back(scrape);
+        uv_async_send(&async_);
+      }
+    });
+    if (ok) ++posted;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  scrape->waiting -= workers.size() - posted;
+  if (scrape->waiting == 0) {
+    done_.push_back(scrape);
+    uv_async_send(&async_);
+  }
+}
+
+void AdminServer::finishScrapes() {
+  std::vector<std::shared_ptr<Scrape>> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done.swap(done_);
+  }
+  for (auto& s : done) {
+    inflight_.erase(std::remove(inflight_.begin(), inflight_.end(), s), inflight_.end());
+    if (!s->conn) continue;
+    observe::ProcessMetrics p;
+    const Snapshot& snap = *server_.snapshot();
+    p.generation = snap.generation;
+    p.reloadsOk = server_.reloadsOk();
+    p.reloadsError = server_.reloadsError();
+    for (const auto& pool : snap.pools)
+      for (const auto& b : pool->backends)
+        p.backends.push_back(
+            {pool->name, b->address, b->resolved && b->healthy.load(std::memory_order_relaxed)});
+    std::string text;
+    observe::renderPrometheus(s->merged, p, text);
+    s->conn->respond(200, "text/plain; version=0.0.4; charset=utf-8", text);
+  }
+}
+
+}  // namespace sluice::admin

@@ -1,0 +1,61 @@
+// AdminServer: the admin listener on the main thread's loop. Serves /health*, /metrics
+// (Prometheus text, gathered from every worker through post()), and /admin/status. When a
+// token is configured, /admin/* needs "Authorization: Bearer TOKEN"; /health* and /metrics
+// stay open.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config/schema.h"
+#include "proxy/observe/metrics.h"
+
+namespace sluice {
+class Server;
+}
+
+namespace sluice::admin {
+
+class AdminConnection;
+
+class AdminServer {
+ public:
+  AdminServer(uv_loop_t* loop, Server& server);
+  ~AdminServer();
+  // Binds and listens. Returns false with `err` on failure.
+  bool listen(const config::HostPort& addr, std::string& err);
+  void setToken(std::string token) { token_ = std::move(token); }
+  const config::HostPort& address() const { return addr_; }
+  void close();
+
+  // Called by connections.
+  void handle(AdminConnection* c, const std::string& method, const std::string& target,
+              const std::string& authorization);
+  void connectionClosed(AdminConnection* c);
+
+ private:
+  struct Scrape;
+  void startScrape(AdminConnection* c);
+  void finishScrapes();
+  static void onConnection(uv_stream_t* s, int status);
+
+  uv_loop_t* loop_;
+  Server& server_;
+  uv_tcp_t tcp_{};
+  bool listening_ = false;
+  config::HostPort addr_;
+  std::string token_;
+  std::vector<AdminConnection*> conns_;
+  // Metrics gathering: workers merge into `pending_` under a lock and ping `async_`.
+  uv_async_t async_{};
+  std::mutex mu_;
+  std::vector<std::shared_ptr<Scrape>> done_;
+  std::vector<std::shared_ptr<Scrape>> inflight_;
+};
+
+}  // namespace sluice::admin

@@ -1,0 +1,842 @@
+// Downstream connection: request parsing, routing, the proxied exchange and local replies.
+#include "proxy/client_connection.h"
+
+#include <cstring>
+
+#include "proxy/admin/health.h"
+#include "proxy/observe/access_log.h"
+#include "proxy/observe/ids.h"
+#include "proxy/worker.h"
+
+namespace sluice {
+
+using http::Http1Parser;
+using observe::UpstreamErrorKind;
+
+namespace {
+constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
+constexpr uint64_t kLingerMs = 2000;
+
+bool isIdempotent(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
+}
+
+void formatPeer(uv_tcp_t* tcp, char* out, size_t outLen) {
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    std::snprintf(out, outLen, "-");
+    return;
+  }
+  if (ss.ss_family == AF_INET) {
+    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), out, outLen);
+  } else {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+      sockaddr_in s4{};
+      s4.sin_family = AF_INET;
+      std::memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+      uv_ip4_name(&s4, out, outLen);
+    } else {
+      uv_ip6_name(s6, out, outLen);
+    }
+  }
+}
+}  // namespace
+
+ClientConnection::ClientConnection(Worker& w, SnapshotPtr snap, const ListenerSpec* listener)
+    : w_(w), snap_(std::move(snap)), listener_(listener) {
+  uv_tcp_init(w_.loop(), &tcp_);
+  uv_timer_init(w_.loop(), &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  shutdownReq_.data = this;
+  const auto& s = snap_->config.server;
+  parser_.init(Http1Parser::Kind::Request, this, size_t(s.maxHeaderSize));
+  out_.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
+}
+
+void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string& listenerKey) {
+  const ListenerSpec* spec = w.snapshot()->listener(listenerKey);
+  auto* c = new ClientConnection(w, w.snapshot(), spec);
+  if (!spec || uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+    c->state_ = State::Closed;
+    c->closing_ = 2;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), onClosed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->timer_), onClosed);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp_, 1);
+  formatPeer(&c->tcp_, c->clientIp_, sizeof c->clientIp_);
+  w.addConnection(c);
+  w.metrics().connectionsActive[spec->nameId]++;
+  w.metrics().connectionsTotal[spec->nameId]++;
+  c->headTimer_ = true;
+  c->armTimer(uint64_t(c->snap_->config.server.clientHeaderTimeout.count()));
+  c->startReading();
+}
+
+// ---------------------------------------------------------------- reading and parsing
+
+void ClientConnection::startReading() {
+  if (!reading_ && state_ != State::Closed) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+    reading_ = true;
+  }
+}
+
+void ClientConnection::stopReading() {
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+  }
+}
+
+void ClientConnection::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<ClientConnection*>(h->data);
+  *buf = uv_buf_init(self->w_.readBuffer(), unsigned(Worker::kReadBufferSize));
+}
+
+void ClientConnection::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<ClientConnection*>(s->data);
+  if (nread == 0 || self->state_ == State::Closed) return;
+  if (nread < 0) {
+    switch (self->state_) {
+      case State::Lingering:
+        self->close();
+        return;
+      case State::Tunnel:
+        // Client finished sending: pass the half-close on; the backend's close ends it all.
+        self->stopReading();
+        if (self->ex_.up)
+          self->ex_.up->shutdownWrite();
+        else
+          self->closeAfterFlush();
+        return;
+      default:
+        // Mid-request EOF or reset: nothing to answer to. An upstream exchange in progress
+        // is abandoned (its connection cannot be reused).
+        self->close();
+        return;
+    }
+  }
+  if (self->state_ == State::Lingering) return;  // discard
+  if (self->state_ == State::Tunnel) {
+    if (self->ex_.up) {
+      self->ex_.up->out().ref(buf->base, size_t(nread));
+      self->flushUpstream();
+    }
+    return;
+  }
+  if (self->state_ == State::ReadingHead && !self->headTimer_) {
+    self->headTimer_ = true;
+    self->armTimer(uint64_t(self->snap_->config.server.clientHeaderTimeout.count()));
+  } else if (self->state_ == State::Proxying && !self->ex_.requestComplete)
+    self->armTimer(uint64_t(self->snap_->config.server.clientIdleTimeout.count()));
+  self->feed(buf->base, size_t(nread));
+  self->flushUpstream();
+  self->flushClient();
+}
+
+void ClientConnection::feed(const char* data, size_t len) {
+  while (len > 0 && state_ != State::Closed && state_ != State::Lingering) {
+    auto r = parser_.execute(data, len);
+    data += r.consumed;
+    len -= r.consumed;
+    switch (r.status) {
+      case Http1Parser::Status::NeedMore:
+        return;
+      case Http1Parser::Status::HeadComplete:
+        stash_.append(data, len);
+        stopReading();
+        onRequestHead();
+        return;
+      case Http1Parser::Status::Upgrade:
+        ex_.mustClose = true;
+        [[fallthrough]];
+      case Http1Parser::Status::Complete:
+        // Whatever follows is the next request: it waits until this one is answered.
+        stash_.append(data, len);
+        stopReading();
+        ex_.requestComplete = true;
+        if (!ex_.headProcessed)
+          onRequestHead();
+        else if (ex_.up)
+          flushUpstream();
+        return;
+      case Http1Parser::Status::Error:
+        onParseError();
+        return;
+    }
+  }
+}
+
+void ClientConnection::feedStash() {
+  if (stash_.empty()) return;
+  stashWork_.swap(stash_);
+  stash_.clear();
+  feed(stashWork_.data(), stashWork_.size());
+  // Body pieces may point into stashWork_: write them out before it is reused.
+  flushUpstream();
+  flushClient();
+  stashWork_.clear();
+}
+
+void ClientConnection::onParseError() {
+  switch (parser_.error()) {
+    case http::ParseError::HeadTooLarge:
+    case http::ParseError::TooManyHeaders:
+      sendLocalReply(431, "headers_too_large", true);
+      break;
+    case http::ParseError::Unsupported:
+      sendLocalReply(501, "not_implemented", true);
+      break;
+    case http::ParseError::Aborted:
+      // A callback already answered or closed.
+      if (state_ != State::Closed && state_ != State::Lingering && !ex_.responseStarted)
+        sendLocalReply(400, "bad_request", true);
+      break;
+    default:
+      if (ex_.responseStarted || ex_.bodyStarted) {
+        // Bad chunk framing mid-body: the upstream got a partial body; abandon both sides.
+        abortUpstream();
+        if (!ex_.responseStarted)
+          sendLocalReply(400, "bad_request", true);
+        else
+          close();
+      } else {
+        sendLocalReply(400, "bad_request", true);
+      }
+  }
+}
+
+int ClientConnection::onHeadersComplete() {
+  const http::RequestHead& req = parser_.request();
+  // Stop after the head when a body follows, so the body is read only once an upstream
+  // connection exists (and can be replayed to another backend if the connect fails).
+  return req.hasBody() ? kPause : kBody;
+}
+
+bool ClientConnection::onBody(const char* data, size_t len) {
+  ex_.requestBodyBytes += len;
+  uint64_t max = snap_->config.server.maxBodySize;
+  if (max && ex_.requestBodyBytes > max) {
+    abortUpstream();
+    if (!ex_.responseStarted)
+      sendLocalReply(413, "payload_too_large", true);
+    else
+      close();
+    return false;
+  }
+  if (!ex_.up) return false;
+  net::OutQueue& o = ex_.up->out();
+  if (parser_.request().chunked) {
+    std::string& s = o.beginScratch();
+    http::appendChunkHeader(len, s);
+    o.endScratch();
+    o.ref(data, len);
+    o.copy("\r\n");
+  } else {
+    o.ref(data, len);
+  }
+  ex_.bodyStarted = true;
+  return true;
+}
+
+void ClientConnection::onMessageComplete() {
+  if (ex_.headProcessed && ex_.up && parser_.request().chunked) ex_.up->out().copy("0\r\n\r\n");
+}
+
+// ---------------------------------------------------------------- request phases
+
+void ClientConnection::onRequestHead() {
+  ex_.headProcessed = true;
+  ex_.startNs = uv_hrtime();
+  uv_timer_stop(&timer_);
+  state_ = State::Proxying;
+  http::RequestHead& req = parser_.request();
+  ex_.headRequest = req.method == "HEAD";
+  ex_.keepAlive = req.keepAlive && !shuttingDown_ && !w_.draining();
+  std::string_view rid = req.headers.get("x-request-id");
+  if (observe::isSaneRequestId(rid))
+    ex_.requestId.assign(rid);
+  else
+    w_.ids().requestId(ex_.requestId);
+  routeRequest();
+}
+
+void ClientConnection::routeRequest() {
+  http::RequestHead& req = parser_.request();
+  if (req.method == "CONNECT") {
+    sendLocalReply(405, "method_not_allowed", true);
+    return;
+  }
+  std::string_view hostFromTarget, path, query;
+  if (!router::splitTarget(req.target, hostFromTarget, path, query)) {
+    sendLocalReply(400, "bad_request", true);
+    return;
+  }
+  bool hasHost = false;
+  std::string_view hostHeader = req.headers.get("host", &hasHost);
+  router::normalizeHost(hostFromTarget.empty() ? hostHeader : hostFromTarget, ex_.host);
+
+  if (!listener_->cfg.redirectHttps.empty()) {
+    // Template: {host} = request host without port, {uri} = the request-target's path+query.
+    std::string loc;
+    std::string_view tpl = listener_->cfg.redirectHttps;
+    std::string uri(path);
+    uri.append(query);
+    for (size_t i = 0; i < tpl.size();) {
+      if (tpl.compare(i, 6, "{host}") == 0) {
+        loc.append(ex_.host);
+        i += 6;
+      } else if (tpl.compare(i, 5, "{uri}") == 0) {
+        loc.append(uri);
+        i += 5;
+      } else {
+        loc.push_back(tpl[i++]);
+      }
+    }
+    const bool closeConn = !ex_.keepAlive || (req.hasBody() && !ex_.requestComplete);
+    ex_.status = 308;
+    std::string& s = out_.beginScratch();
+    size_t before = s.size();
+    s.append("HTTP/1.1 308 Permanent Redirect\r\nLocation: ");
+    s.append(loc);
+    s.append("\r\nContent-Length: 0\r\nX-Request-Id: ");
+    s.append(ex_.requestId);
+    s.append(closeConn ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+    ex_.bytesSent += s.size() - before;
+    out_.endScratch();
+    finishRequest();
+    if (closeConn)
+      lingerClose();
+    else
+      startNextRequest();
+    return;
+  }
+
+  uint64_t max = snap_->config.server.maxBodySize;
+  if (max && req.hasContentLength && req.contentLength > max) {
+    sendLocalReply(413, "payload_too_large", true);
+    return;
+  }
+
+  ex_.route = snap_->routes.match(ex_.host, path, req.method);
+  if (!ex_.route) {
+    if (answerHealth(path)) return;
+    sendLocalReply(404, "no_route", req.hasBody() && !ex_.requestComplete);
+    return;
+  }
+  ex_.pool = ex_.route->pool;
+  ex_.target.clear();
+  if (ex_.route->stripPrefix && !ex_.route->exact) {
+    std::string_view rest = path.substr(ex_.route->path.size());
+    if (rest.empty() || rest[0] != '/') ex_.target.push_back('/');
+    ex_.target.append(rest);
+    ex_.target.append(query);
+  } else {
+    ex_.target.assign(req.target);
+    if (!hostFromTarget.empty()) {  // absolute-form: send origin-form upstream
+      ex_.target.assign(path);
+      ex_.target.append(query);
+    }
+  }
+  ex_.traceparent.clear();
+  observe::nextTraceparent(req.headers.get("traceparent"), w_.ids(), ex_.traceparent);
+  std::string_view upgrade = req.headers.get("upgrade");
+  ex_.websocket = req.upgrade && req.method == "GET" && http::iequals(upgrade, "websocket");
+  if (req.upgrade && !ex_.websocket) ex_.mustClose = true;  // e.g. h2c: not forwarded
+  std::string_view expect = req.headers.get("expect");
+  if (!expect.empty()) {
+    if (!http::iequals(expect, "100-continue")) {
+      sendLocalReply(417, "expectation_failed", true);
+      return;
+    }
+    ex_.expectContinue = req.hasBody();
+  }
+  pickAndConnect();
+}
+
+bool ClientConnection::answerHealth(std::string_view path) {
+  int status;
+  std::string body;
+  if (!admin::healthResponse(path, *snap_, status, body)) return false;
+  ex_.status = status;
+  std::string& s = out_.beginScratch();
+  s.append(status == 200 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 503 Service Unavailable\r\n");
+  s.append("Content-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ");
+  s.append(std::to_string(body.size()));
+  s.append("\r\nX-Request-Id: ");
+  s.append(ex_.requestId);
+  s.append("\r\n");
+  bool close = !ex_.keepAlive || (parser_.request().hasBody() && !ex_.requestComplete);
+  if (close) s.append("Connection: close\r\n");
+  s.append("\r\n");
+  if (!ex_.headRequest) s.append(body);
+  out_.endScratch();
+  ex_.bytesSent += s.size();
+  finishRequest();
+  if (close)
+    closeAfterFlush();
+  else
+    startNextRequest();
+  return true;
+}
+
+void ClientConnection::pickAndConnect() {
+  const upstream::Pool* pool = ex_.pool;
+  int idx = w_.balancer(pool).pick(*pool, ex_.tried, ex_.triedCount);
+  if (idx < 0) {
+    bool closeConn = parser_.request().hasBody() && !ex_.requestComplete;
+    if (ex_.attempts == 0)
+      sendLocalReply(503, "no_healthy_backend", closeConn);
+    else
+      sendLocalReply(502, "bad_gateway", closeConn);
+    return;
+  }
+  ex_.backend = pool->backends[size_t(idx)];
+  ex_.backend->active.fetch_add(1, std::memory_order_relaxed);
+  if (ex_.upstreamStartNs == 0) ex_.upstreamStartNs = uv_hrtime();
+  upstream::UpstreamConn* up = w_.connPool().acquire(ex_.backend.get());
+  if (up) {
+    ex_.up = up;
+    up->attach(this);
+    onUpstreamConnected(up);
+    return;
+  }
+  up = new upstream::UpstreamConn(w_.loop(), w_.connPool(), ex_.backend, w_.readBuffer(),
+                                  Worker::kReadBufferSize);
+  ex_.up = up;
+  up->connect(this, uint64_t(pool->settings.connectTimeout.count()));
+}
+
+void ClientConnection::onUpstreamConnected(upstream::UpstreamConn* up) {
+  sendRequestHead();
+  const auto& ps = ex_.pool->settings;
+  up->startResponse(uint64_t(ps.responseTimeout.count()), ex_.headRequest);
+  if (ex_.websocket) {
+    flushUpstream();  // the client's bytes wait in the stash until the 101
+    return;
+  }
+  if (!ex_.requestComplete) {
+    if (ex_.expectContinue && stash_.empty()) {
+      out_.copy("HTTP/1.1 100 Continue\r\n\r\n");
+      flushClient();
+    }
+    parser_.resume();
+    feedStash();
+    if (state_ == State::Proxying && !ex_.requestComplete) {
+      armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
+      if (!ex_.up || ex_.up->out().queuedBytes() < kHighWater) startReading();
+    }
+  }
+  flushUpstream();
+}
+
+void ClientConnection::sendRequestHead() {
+  http::UpstreamRequestInfo info;
+  info.target = ex_.target;
+  info.clientIp = clientIp_;
+  info.proto = "http";
+  info.requestId = ex_.requestId;
+  info.traceparent = ex_.traceparent;
+  info.websocket = ex_.websocket;
+  net::OutQueue& o = ex_.up->out();
+  http::serializeUpstreamRequest(parser_.request(), info, o.beginScratch());
+  o.endScratch();
+}
+
+int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseHead& head) {
+  (void)up;
+  const http::RequestHead& req = parser_.request();
+  ex_.upstreamEndNs = uv_hrtime();
+  ex_.status = head.status;
+  http::ClientResponseInfo info;
+  info.requestId = ex_.requestId;
+  info.http10Client = req.versionMinor == 0;
+  if (head.status == 101) {
+    if (!ex_.websocket) return kAbort;
+    info.upgrade = true;
+    info.framing = http::BodyFraming::None;
+    std::string& s = out_.beginScratch();
+    size_t before = s.size();
+    http::serializeClientResponse(head, info, s);
+    ex_.bytesSent += s.size() - before;
+    out_.endScratch();
+    ex_.responseStarted = true;
+    return kUpgrade;
+  }
+  const bool noBody = ex_.headRequest || head.status == 204 || head.status == 304;
+  if (noBody) {
+    info.framing = http::BodyFraming::None;
+    if (head.hasContentLength && head.status != 204) {
+      info.framing = http::BodyFraming::ContentLength;
+      info.contentLength = head.contentLength;
+    }
+  } else if (head.hasContentLength) {
+    info.framing = http::BodyFraming::ContentLength;
+    info.contentLength = head.contentLength;
+  } else if (!info.http10Client) {
+    info.framing = http::BodyFraming::Chunked;  // chunked or close-delimited upstream
+  } else {
+    info.framing = http::BodyFraming::Close;
+    ex_.keepAlive = false;
+  }
+  // A request still sending its body when the answer comes cannot leave the connection in a
+  // known state unless we drain it; closing is simpler and what nginx does too.
+  if (!ex_.requestComplete || ex_.mustClose || ex_.websocket) ex_.keepAlive = false;
+  info.keepAlive = ex_.keepAlive;
+  ex_.framing = noBody ? http::BodyFraming::None : info.framing;
+  std::string& s = out_.beginScratch();
+  size_t before = s.size();
+  http::serializeClientResponse(head, info, s);
+  ex_.bytesSent += s.size() - before;
+  out_.endScratch();
+  ex_.responseStarted = true;
+  return noBody ? kNoBody : kBody;
+}
+
+bool ClientConnection::onUpstreamBody(upstream::UpstreamConn*, const char* data, size_t len) {
+  if (ex_.framing == http::BodyFraming::Chunked) {
+    std::string& s = out_.beginScratch();
+    http::appendChunkHeader(len, s);
+    out_.endScratch();
+    out_.ref(data, len);
+    out_.copy("\r\n");
+  } else {
+    out_.ref(data, len);
+  }
+  ex_.bytesSent += len;
+  ex_.bodyBytesSent += len;
+  return true;
+}
+
+void ClientConnection::onUpstreamComplete(upstream::UpstreamConn*) {
+  if (ex_.framing == http::BodyFraming::Chunked) out_.copy("0\r\n\r\n");
+  const bool reusable = ex_.requestComplete && !ex_.websocket;
+  releaseUpstream(reusable);
+  finishRequest();
+  if (!ex_.keepAlive || ex_.mustClose) {
+    closeAfterFlush();
+    return;
+  }
+  startNextRequest();
+}
+
+void ClientConnection::onUpstreamError(upstream::UpstreamConn* up, UpstreamErrorKind kind,
+                                       bool responseBytes) {
+  (void)up;  // already closed by UpstreamConn
+  w_.metrics().upstreamError(ex_.pool->nameId, ex_.backend->addressId, kind);
+  ex_.backend->active.fetch_sub(1, std::memory_order_relaxed);
+  const bool wasReused = ex_.up && ex_.up->reused();
+  ex_.up = nullptr;
+  if (state_ == State::Tunnel) {
+    close();
+    return;
+  }
+  if (ex_.responseStarted) {
+    close();  // a truncated response must not look complete
+    return;
+  }
+  const std::string_view method = parser_.request().method;
+  const bool connectError =
+      kind == UpstreamErrorKind::ConnectFailed || kind == UpstreamErrorKind::ConnectTimeout;
+  const bool replayable = !ex_.bodyStarted && !responseBytes;
+  // A pooled connection the backend closed just before we used it: not the backend's fault,
+  // retry on a fresh connection without counting an attempt.
+  if (wasReused && kind == UpstreamErrorKind::Reset && replayable && isIdempotent(method) &&
+      !ex_.websocket) {
+    ex_.backend.reset();
+    pickAndConnect();
+    return;
+  }
+  const bool retryable =
+      replayable && !ex_.websocket &&
+      (connectError || (kind == UpstreamErrorKind::Reset && isIdempotent(method)));
+  if (retryable && ex_.attempts < ex_.pool->settings.retries) {
+    if (ex_.triedCount < std::size(ex_.tried)) ex_.tried[ex_.triedCount++] = ex_.backend.get();
+    ex_.attempts++;
+    ex_.backend.reset();
+    pickAndConnect();
+    return;
+  }
+  ex_.attempts++;
+  bool closeConn = !ex_.requestComplete;
+  if (kind == UpstreamErrorKind::Timeout || kind == UpstreamErrorKind::ConnectTimeout)
+    sendLocalReply(504, "gateway_timeout", closeConn);
+  else
+    sendLocalReply(502, "bad_gateway", closeConn);
+}
+
+void ClientConnection::onUpstreamTunnelData(upstream::UpstreamConn*, const char* data, size_t len) {
+  if (state_ != State::Tunnel) {
+    // First bytes after the 101 arrived with its head.
+    state_ = State::Tunnel;
+  }
+  out_.ref(data, len);
+  ex_.bytesSent += len;
+}
+
+void ClientConnection::onUpstreamTunnelEof(upstream::UpstreamConn*) {
+  closeAfterFlush();
+}
+
+void ClientConnection::afterUpstreamRead(upstream::UpstreamConn* up) {
+  if (state_ == State::Proxying && ex_.up == up && ex_.status == 101 && ex_.websocket) {
+    // The 101 went out: from now on both directions are raw bytes.
+    state_ = State::Tunnel;
+    uv_timer_stop(&timer_);
+    up->enterTunnel();
+    if (!stash_.empty()) {
+      up->out().copy(stash_);
+      stash_.clear();
+      flushUpstream();
+    }
+    startReading();
+  }
+  flushClient();
+  if (ex_.up == up && out_.queuedBytes() > kHighWater) {
+    up->pauseReading();
+    upstreamPaused_ = true;
+  }
+}
+
+void ClientConnection::onUpstreamDrained(upstream::UpstreamConn* up) {
+  if (ex_.up != up) return;
+  if ((state_ == State::Proxying && ex_.headProcessed && !ex_.requestComplete) ||
+      state_ == State::Tunnel)
+    startReading();
+}
+
+void ClientConnection::releaseUpstream(bool reusable) {
+  if (!ex_.up) return;
+  ex_.backend->active.fetch_sub(1, std::memory_order_relaxed);
+  ex_.up->release(reusable, uint64_t(ex_.pool->settings.idleTimeout.count()));
+  ex_.up = nullptr;
+}
+
+void ClientConnection::abortUpstream() {
+  if (!ex_.up) return;
+  ex_.backend->active.fetch_sub(1, std::memory_order_relaxed);
+  ex_.up->close();
+  ex_.up = nullptr;
+}
+
+void ClientConnection::sendLocalReply(int status, std::string_view code, bool closeConn,
+                                      std::string_view extraHeaders) {
+  if (ex_.requestId.empty()) w_.ids().requestId(ex_.requestId);
+  if (shuttingDown_ || w_.draining()) closeConn = true;
+  if (!ex_.keepAlive) closeConn = true;
+  ex_.status = status;
+  abortUpstream();
+  std::string& s = out_.beginScratch();
+  size_t before = s.size();
+  http::serializeLocalReply(status, code, ex_.requestId, !closeConn, ex_.headRequest, s,
+                            extraHeaders);
+  ex_.bytesSent += s.size() - before;
+  out_.endScratch();
+  ex_.responseStarted = true;
+  finishRequest();
+  if (closeConn) {
+    lingerClose();
+  } else {
+    startNextRequest();
+  }
+}
+
+void ClientConnection::finishRequest() {
+  if (ex_.logged) return;
+  ex_.logged = true;
+  uint64_t end = uv_hrtime();
+  if (ex_.startNs == 0) ex_.startNs = end;
+  double seconds = double(end - ex_.startNs) / 1e9;
+  uint32_t routeId = ex_.route ? ex_.route->nameId : 0;
+  uint32_t poolId = ex_.pool ? ex_.pool->nameId : 0;
+  w_.metrics().request(routeId, poolId, ex_.status, seconds);
+  if (observe::LogWriter::instance().accessEnabled()) {
+    observe::AccessRecord rec;
+    const http::RequestHead& req = parser_.request();
+    rec.requestId = ex_.requestId;
+    rec.clientIp = clientIp_;
+    rec.method = req.method;
+    rec.host = ex_.host;
+    rec.path = req.target;
+    rec.status = ex_.status;
+    rec.bytesSent = ex_.bytesSent;
+    rec.bodyBytesSent = ex_.bodyBytesSent;
+    rec.durationMs = seconds * 1000.0;
+    rec.upstream = ex_.backend ? std::string_view(ex_.backend->address) : std::string_view();
+    rec.upstreamMs = ex_.upstreamStartNs && ex_.upstreamEndNs
+                         ? double(ex_.upstreamEndNs - ex_.upstreamStartNs) / 1e6
+                         : -1;
+    rec.route = ex_.route ? std::string_view(ex_.route->name) : std::string_view();
+    rec.pool = ex_.pool ? std::string_view(ex_.pool->name) : std::string_view();
+    rec.userAgent = req.headers.get("user-agent");
+    rec.referer = req.headers.get("referer");
+    rec.httpMinor = req.versionMinor;
+    observe::appendAccessLine(w_.accessBuffer(), rec);
+  }
+}
+
+void ClientConnection::startNextRequest() {
+  // Reset the per-request state but keep the strings' capacity.
+  std::string rid = std::move(ex_.requestId), tp = std::move(ex_.traceparent),
+              host = std::move(ex_.host), target = std::move(ex_.target);
+  ex_ = Exchange{};
+  rid.clear();
+  tp.clear();
+  host.clear();
+  target.clear();
+  ex_.requestId = std::move(rid);
+  ex_.traceparent = std::move(tp);
+  ex_.host = std::move(host);
+  ex_.target = std::move(target);
+  state_ = State::ReadingHead;
+  parser_.next();
+  if (shuttingDown_ || w_.draining()) {
+    closeAfterFlush();
+    return;
+  }
+  headTimer_ = false;
+  armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
+  if (!stash_.empty()) {
+    headTimer_ = true;
+    armTimer(uint64_t(snap_->config.server.clientHeaderTimeout.count()));
+    feedStash();
+  }
+  if (state_ == State::ReadingHead) startReading();
+}
+
+// ---------------------------------------------------------------- timers, writes, closing
+
+void ClientConnection::armTimer(uint64_t ms) {
+  uv_timer_start(&timer_, onTimer, ms, 0);
+}
+
+void ClientConnection::onTimer(uv_timer_t* t) {
+  auto* self = static_cast<ClientConnection*>(t->data);
+  switch (self->state_) {
+    case State::ReadingHead:
+      if (self->parser_.messageStarted())
+        self->sendLocalReply(408, "request_timeout", true);
+      else
+        self->close();  // idle keep-alive, or a connection that never sent a byte
+      break;
+    case State::Proxying:
+      // The client stopped sending its body.
+      self->abortUpstream();
+      if (!self->ex_.responseStarted)
+        self->sendLocalReply(408, "request_timeout", true);
+      else
+        self->close();
+      break;
+    case State::Lingering:
+      self->close();
+      break;
+    default:
+      break;
+  }
+}
+
+void ClientConnection::flushClient() {
+  if (state_ == State::Closed) return;
+  if (out_.flush() < 0) close();
+}
+
+void ClientConnection::flushUpstream() {
+  if (!ex_.up) return;
+  upstream::UpstreamConn* up = ex_.up;
+  if (up->flush() < 0) {
+    // The write failed synchronously: treat like a reset.
+    up->close();
+    onUpstreamError(up, UpstreamErrorKind::Reset, false);
+    return;
+  }
+  if (up->out().queuedBytes() > kHighWater) stopReading();
+}
+
+void ClientConnection::onWriteDone(void* p, int status) {
+  auto* self = static_cast<ClientConnection*>(p);
+  if (self->state_ == State::Closed) return;
+  if (status < 0) {
+    self->close();
+    return;
+  }
+  if (self->out_.queuedBytes() == 0 && self->closeAfterFlush_) {
+    self->closeAfterFlush_ = false;
+    if (self->state_ == State::Lingering)
+      self->lingerClose();
+    else
+      self->close();
+    return;
+  }
+  if (self->upstreamPaused_ && self->out_.queuedBytes() < kHighWater / 4) {
+    self->upstreamPaused_ = false;
+    if (self->ex_.up) self->ex_.up->resumeReading();
+  }
+}
+
+void ClientConnection::closeAfterFlush() {
+  flushClient();
+  if (state_ == State::Closed) return;
+  if (out_.queuedBytes() == 0) {
+    close();
+  } else {
+    closeAfterFlush_ = true;
+    stopReading();
+  }
+}
+
+void ClientConnection::lingerClose() {
+  // Send what is queued, shut our side, then read and discard until the client closes (or
+  // kLingerMs): closing with unread input would make the kernel send RST and could destroy the
+  // error response before the client read it.
+  flushClient();
+  if (state_ == State::Closed) return;
+  abortUpstream();
+  state_ = State::Lingering;
+  if (out_.queuedBytes() > 0) {
+    closeAfterFlush_ = true;
+    return;
+  }
+  if (uv_shutdown(&shutdownReq_, reinterpret_cast<uv_stream_t*>(&tcp_), onShutdown) != 0) {
+    close();
+    return;
+  }
+  armTimer(kLingerMs);
+  startReading();
+}
+
+void ClientConnection::onShutdown(uv_shutdown_t* req, int status) {
+  auto* self = static_cast<ClientConnection*>(req->data);
+  if (status < 0 && self->state_ != State::Closed) self->close();
+}
+
+void ClientConnection::beginShutdown() {
+  shuttingDown_ = true;
+  if (state_ == State::ReadingHead && !parser_.messageStarted() && stash_.empty()) close();
+}
+
+void ClientConnection::close() {
+  if (state_ == State::Closed) return;
+  if (ex_.headProcessed && !ex_.logged) {
+    if (ex_.status == 0) ex_.status = 499;  // client went away first (nginx's convention)
+    finishRequest();
+  }
+  abortUpstream();
+  state_ = State::Closed;
+  reading_ = false;
+  closing_ = 2;
+  w_.removeConnection(this);
+  if (listener_) w_.metrics().connectionsActive[listener_->nameId]--;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
+}
+
+void ClientConnection::onClosed(uv_handle_t* h) {
+  auto* self = static_cast<ClientConnection*>(h->data);
+  if (--self->closing_ == 0) delete self;
+}
+
+}  // namespace sluice

@@ -1,0 +1,144 @@
+// ClientConnection: one downstream HTTP/1.x connection and the one request it is working on
+// (requests on a connection are handled in order, so pipelined requests wait in `stash_`
+// and get their responses in order). It parses the request, routes it, drives the upstream
+// exchange through UpstreamConn, streams bodies both ways with backpressure, and answers
+// errors itself through sendLocalReply().
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "proxy/http/http1_parser.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/net/out_queue.h"
+#include "proxy/snapshot.h"
+#include "proxy/upstream/conn_pool.h"
+
+namespace sluice {
+
+class Worker;
+
+class ClientConnection final : private http::Http1Parser::Handler,
+                               private upstream::UpstreamHandler {
+ public:
+  // Accepts one connection from `server`; the connection owns itself from then on.
+  static void accept(Worker& w, uv_stream_t* server, const std::string& listenerKey);
+
+  // Graceful shutdown: close now when idle, else after the current response.
+  void beginShutdown();
+  void forceClose() { close(); }
+
+  ClientConnection* next = nullptr;  // worker's list
+  ClientConnection* prev = nullptr;
+
+ private:
+  enum class State : uint8_t { ReadingHead, Proxying, Tunnel, Lingering, Closed };
+
+  ClientConnection(Worker& w, SnapshotPtr snap, const ListenerSpec* listener);
+  ~ClientConnection() = default;
+
+  // --- Http1Parser::Handler (request side) ---
+  int onHeadersComplete() override;
+  bool onBody(const char* data, size_t len) override;
+  void onMessageComplete() override;
+
+  // --- upstream::UpstreamHandler ---
+  void onUpstreamConnected(upstream::UpstreamConn* up) override;
+  int onUpstreamHead(upstream::UpstreamConn* up, http::ResponseHead& head) override;
+  bool onUpstreamBody(upstream::UpstreamConn* up, const char* data, size_t len) override;
+  void onUpstreamComplete(upstream::UpstreamConn* up) override;
+  void onUpstreamError(upstream::UpstreamConn* up, observe::UpstreamErrorKind kind,
+                       bool responseBytes) override;
+  void onUpstreamTunnelData(upstream::UpstreamConn* up, const char* data, size_t len) override;
+  void onUpstreamTunnelEof(upstream::UpstreamConn* up) override;
+  void afterUpstreamRead(upstream::UpstreamConn* up) override;
+  void onUpstreamDrained(upstream::UpstreamConn* up) override;
+
+  // Request phases.
+  void feed(const char* data, size_t len);
+  void feedStash();
+  void onRequestHead();
+  void routeRequest();
+  void pickAndConnect();
+  void sendRequestHead();
+  void finishRequest();
+  void startNextRequest();
+  void sendLocalReply(int status, std::string_view code, bool close,
+                      std::string_view extraHeaders = {});
+  bool answerHealth(std::string_view path);
+  void onParseError();
+
+  // I/O helpers.
+  void startReading();
+  void stopReading();
+  void flushClient();
+  void flushUpstream();
+  void armTimer(uint64_t ms);
+  void closeAfterFlush();
+  void lingerClose();
+  void close();
+  void releaseUpstream(bool reusable);
+  void abortUpstream();
+
+  static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onTimer(uv_timer_t* t);
+  static void onWriteDone(void* self, int status);
+  static void onShutdown(uv_shutdown_t* req, int status);
+  static void onClosed(uv_handle_t* h);
+
+  Worker& w_;
+  SnapshotPtr snap_;
+  const ListenerSpec* listener_;
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_shutdown_t shutdownReq_{};
+  http::Http1Parser parser_;
+  net::OutQueue out_;
+  std::string stash_;      // unparsed bytes (pipelined requests, body after a paused head)
+  std::string stashWork_;  // the stash being parsed right now
+  char clientIp_[48] = {0};
+  State state_ = State::ReadingHead;
+  int closing_ = 0;
+  bool reading_ = false;
+  bool closeAfterFlush_ = false;
+  bool shuttingDown_ = false;
+  bool upstreamPaused_ = false;
+  bool headTimer_ = false;  // the timer is the header timeout, not the idle one  // we stopped
+                            // reading upstream: client side is slow
+
+  // The current request.
+  struct Exchange {
+    const router::Route* route = nullptr;
+    const upstream::Pool* pool = nullptr;
+    upstream::UpstreamConn* up = nullptr;
+    upstream::BackendPtr backend;
+    const upstream::Backend* tried[8] = {};
+    size_t triedCount = 0;
+    uint32_t attempts = 0;
+    uint64_t startNs = 0, upstreamStartNs = 0, upstreamEndNs = 0;
+    int status = 0;
+    uint64_t bytesSent = 0;
+    uint64_t bodyBytesSent = 0;
+    uint64_t requestBodyBytes = 0;
+    http::BodyFraming framing = http::BodyFraming::None;
+    bool headProcessed = false;
+    bool headRequest = false;
+    bool requestComplete = false;
+    bool bodyStarted = false;
+    bool responseStarted = false;
+    bool keepAlive = true;
+    bool websocket = false;
+    bool expectContinue = false;
+    bool mustClose = false;  // after this response
+    bool logged = false;
+    std::string requestId;
+    std::string traceparent;
+    std::string host;  // normalized
+    std::string target;
+  } ex_;
+};
+
+}  // namespace sluice

@@ -1,0 +1,100 @@
+// OutQueue: try_write first, copy only the remainder.
+#include "proxy/net/out_queue.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace sluice::net {
+
+struct OutQueue::WriteReq {
+  uv_write_t req;
+  OutQueue* queue;
+  size_t len;
+  char data[];
+};
+
+void OutQueue::copy(std::string_view s) {
+  if (s.empty()) return;
+  pieces_.push_back({nullptr, scratch_.size(), s.size()});
+  scratch_.append(s);
+}
+
+void OutQueue::ref(const char* p, size_t n) {
+  if (n) pieces_.push_back({p, 0, n});
+}
+
+void OutQueue::endScratch() {
+  if (scratch_.size() > mark_) pieces_.push_back({nullptr, mark_, scratch_.size() - mark_});
+}
+
+int OutQueue::flush() {
+  if (pieces_.empty()) return 0;
+  constexpr size_t kMaxIov = 64;
+  uv_buf_t bufs[kMaxIov];
+  size_t total = 0;
+  size_t first = 0;
+  int rc = 0;
+  // Several rounds only when there are more than kMaxIov pieces.
+  while (first < pieces_.size()) {
+    size_t n = 0;
+    size_t batch = 0;
+    for (size_t i = first; i < pieces_.size() && n < kMaxIov; ++i, ++n) {
+      const Piece& p = pieces_[i];
+      const char* base = p.ptr ? p.ptr : scratch_.data() + p.off;
+      bufs[n] = uv_buf_init(const_cast<char*>(base), unsigned(p.len));
+      batch += p.len;
+    }
+    total += batch;
+    size_t written = 0;
+    if (queued_ == 0) {
+      int w = uv_try_write(stream_, bufs, unsigned(n));
+      if (w >= 0)
+        written = size_t(w);
+      else if (w != UV_EAGAIN && w != UV_ENOSYS) {
+        rc = w;
+        break;
+      }
+    }
+    if (written < batch) {
+      size_t rest = batch - written;
+      auto* wr = static_cast<WriteReq*>(std::malloc(sizeof(WriteReq) + rest));
+      wr->queue = this;
+      wr->len = rest;
+      char* dst = wr->data;
+      size_t skip = written;
+      for (size_t i = 0; i < n; ++i) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+          skip -= len;
+          continue;
+        }
+        std::memcpy(dst, bufs[i].base + skip, len - skip);
+        dst += len - skip;
+        skip = 0;
+      }
+      uv_buf_t b = uv_buf_init(wr->data, unsigned(rest));
+      int w = uv_write(&wr->req, stream_, &b, 1, onWrite);
+      if (w < 0) {
+        std::free(wr);
+        rc = w;
+        break;
+      }
+      queued_ += rest;
+    }
+    first += n;
+  }
+  (void)total;
+  pieces_.clear();
+  scratch_.clear();
+  return rc;
+}
+
+void OutQueue::onWrite(uv_write_t* req, int status) {
+  auto* wr = reinterpret_cast<WriteReq*>(req);
+  OutQueue* q = wr->queue;
+  q->queued_ -= wr->len;
+  std::free(wr);
+  if (q->done_) q->done_(q->owner_, status);
+}
+
+}  // namespace sluice::net

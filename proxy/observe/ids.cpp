@@ -1,0 +1,92 @@
+// Request id and traceparent helpers.
+#include "proxy/observe/ids.h"
+
+#include <sys/random.h>
+
+#include <chrono>
+
+namespace sluice::observe {
+
+IdGenerator::IdGenerator() {
+  if (getrandom(&state_, sizeof state_, 0) != sizeof state_)
+    state_ = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+             uint64_t(reinterpret_cast<uintptr_t>(this));
+}
+
+uint64_t IdGenerator::next() {
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void IdGenerator::hex(std::string& out, size_t bytes) {
+  static const char kHex[] = "0123456789abcdef";
+  while (bytes > 0) {
+    uint64_t v = next();
+    for (int i = 0; i < 8 && bytes > 0; ++i, --bytes) {
+      out.push_back(kHex[(v >> 4) & 0xf]);
+      out.push_back(kHex[v & 0xf]);
+      v >>= 8;
+    }
+  }
+}
+
+void IdGenerator::requestId(std::string& out) {
+  hex(out, 16);
+}
+
+bool isSaneRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+static bool isLowerHex(std::string_view s) {
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+static bool allZero(std::string_view s) {
+  return s.find_first_not_of('0') == std::string_view::npos;
+}
+
+bool isValidTraceparent(std::string_view tp) {
+  // version "-" trace-id(32) "-" parent-id(16) "-" flags(2); version ff is invalid. Future
+  // versions may append fields after another "-".
+  if (tp.size() < 55) return false;
+  if (tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return false;
+  std::string_view ver = tp.substr(0, 2), trace = tp.substr(3, 32), parent = tp.substr(36, 16),
+                   flags = tp.substr(53, 2);
+  if (!isLowerHex(ver) || ver == "ff" || !isLowerHex(trace) || !isLowerHex(parent) ||
+      !isLowerHex(flags))
+    return false;
+  if (allZero(trace) || allZero(parent)) return false;
+  if (ver == "00" && tp.size() != 55) return false;
+  if (tp.size() > 55 && tp[55] != '-') return false;
+  return true;
+}
+
+void nextTraceparent(std::string_view incoming, IdGenerator& gen, std::string& out) {
+  if (isValidTraceparent(incoming)) {
+    out.append("00-");
+    out.append(incoming.substr(3, 32));
+    out.push_back('-');
+    gen.hex(out, 8);
+    out.push_back('-');
+    out.append(incoming.substr(53, 2));
+    return;
+  }
+  out.append("00-");
+  gen.hex(out, 16);
+  out.push_back('-');
+  gen.hex(out, 8);
+  out.append("-01");
+}
+
+}  // namespace sluice::observe

@@ -1,0 +1,219 @@
+// Metric accumulation and Prometheus text rendering.
+#include "proxy/observe/metrics.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <tuple>
+
+namespace sluice::observe {
+
+namespace {
+std::mutex gNamesMu;
+std::unordered_map<std::string, uint32_t> gNameIds;
+std::vector<std::string> gNames{""};  // id 0 = ""
+}  // namespace
+
+uint32_t internName(std::string_view name) {
+  std::lock_guard<std::mutex> lock(gNamesMu);
+  auto it = gNameIds.find(std::string(name));
+  if (it != gNameIds.end()) return it->second;
+  uint32_t id = uint32_t(gNames.size());
+  gNames.emplace_back(name);
+  gNameIds.emplace(std::string(name), id);
+  return id;
+}
+
+std::string nameOf(uint32_t id) {
+  std::lock_guard<std::mutex> lock(gNamesMu);
+  return id < gNames.size() ? gNames[id] : std::string();
+}
+
+const char* upstreamErrorKindName(UpstreamErrorKind k) {
+  switch (k) {
+    case UpstreamErrorKind::ConnectFailed:
+      return "connect_failed";
+    case UpstreamErrorKind::ConnectTimeout:
+      return "connect_timeout";
+    case UpstreamErrorKind::Reset:
+      return "reset";
+    case UpstreamErrorKind::Timeout:
+      return "timeout";
+    case UpstreamErrorKind::BadResponse:
+      return "bad_response";
+  }
+  return "unknown";
+}
+
+void Histogram::observe(double seconds) {
+  for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
+    if (seconds <= kDurationBuckets[i]) {
+      ++buckets[i];
+      break;
+    }
+  }
+  ++count;
+  sum += seconds;
+}
+
+void Histogram::merge(const Histogram& o) {
+  for (size_t i = 0; i < buckets.size(); ++i) buckets[i] += o.buckets[i];
+  count += o.count;
+  sum += o.sum;
+}
+
+void WorkerMetrics::request(uint32_t route, uint32_t pool, int status, double seconds) {
+  uint64_t key = (uint64_t(route) << 36) | (uint64_t(pool) << 16) | uint64_t(status & 0xffff);
+  ++requests[key];
+  durations[route].observe(seconds);
+}
+
+void WorkerMetrics::upstreamError(uint32_t pool, uint32_t backend, UpstreamErrorKind kind) {
+  uint64_t key = (uint64_t(pool) << 32) | (uint64_t(backend) << 8) | uint64_t(kind);
+  ++upstreamErrors[key];
+}
+
+void WorkerMetrics::merge(const WorkerMetrics& o) {
+  for (auto& [k, v] : o.requests) requests[k] += v;
+  for (auto& [k, v] : o.durations) durations[k].merge(v);
+  for (auto& [k, v] : o.upstreamErrors) upstreamErrors[k] += v;
+  for (auto& [k, v] : o.connectionsActive) connectionsActive[k] += v;
+  for (auto& [k, v] : o.connectionsTotal) connectionsTotal[k] += v;
+}
+
+static void appendLabelValue(std::string& out, const std::string& v) {
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out.append("\\n");
+      continue;
+    }
+    out.push_back(c);
+  }
+}
+
+static void appendNumber(std::string& out, double v) {
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%.6g", v);
+  out.append(buf, size_t(n));
+}
+
+static void appendUnsigned(std::string& out, uint64_t v) {
+  out.append(std::to_string(v));
+}
+
+void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::string& out) {
+  // Sort by names so the output is stable from scrape to scrape.
+  out.append("# HELP sluice_requests_total Requests answered, by route, pool and status code.\n");
+  out.append("# TYPE sluice_requests_total counter\n");
+  std::map<std::tuple<std::string, std::string, int>, uint64_t> reqs;
+  for (auto& [k, v] : m.requests)
+    reqs[{nameOf(uint32_t(k >> 36)), nameOf(uint32_t((k >> 16) & 0xfffff)), int(k & 0xffff)}] += v;
+  for (auto& [k, v] : reqs) {
+    out.append("sluice_requests_total{route=\"");
+    appendLabelValue(out, std::get<0>(k));
+    out.append("\",pool=\"");
+    appendLabelValue(out, std::get<1>(k));
+    out.append("\",code=\"");
+    out.append(std::to_string(std::get<2>(k)));
+    out.append("\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+
+  out.append("# HELP sluice_request_duration_seconds Time from request head to response end.\n");
+  out.append("# TYPE sluice_request_duration_seconds histogram\n");
+  std::map<std::string, Histogram> hists;
+  for (auto& [k, v] : m.durations) hists[nameOf(k)].merge(v);
+  for (auto& [route, h] : hists) {
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= kDurationBuckets.size(); ++i) {
+      out.append("sluice_request_duration_seconds_bucket{route=\"");
+      appendLabelValue(out, route);
+      out.append("\",le=\"");
+      if (i < kDurationBuckets.size()) {
+        cum += h.buckets[i];
+        appendNumber(out, kDurationBuckets[i]);
+      } else {
+        cum = h.count;
+        out.append("+Inf");
+      }
+      out.append("\"} ");
+      appendUnsigned(out, cum);
+      out.push_back('\n');
+    }
+    out.append("sluice_request_duration_seconds_sum{route=\"");
+    appendLabelValue(out, route);
+    out.append("\"} ");
+    appendNumber(out, h.sum);
+    out.append("\nsluice_request_duration_seconds_count{route=\"");
+    appendLabelValue(out, route);
+    out.append("\"} ");
+    appendUnsigned(out, h.count);
+    out.push_back('\n');
+  }
+
+  out.append("# HELP sluice_upstream_errors_total Failed upstream attempts, by kind.\n");
+  out.append("# TYPE sluice_upstream_errors_total counter\n");
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> errs;
+  for (auto& [k, v] : m.upstreamErrors)
+    errs[{nameOf(uint32_t(k >> 32)), nameOf(uint32_t((k >> 8) & 0xffffff)),
+          upstreamErrorKindName(UpstreamErrorKind(k & 0xff))}] += v;
+  for (auto& [k, v] : errs) {
+    out.append("sluice_upstream_errors_total{pool=\"");
+    appendLabelValue(out, std::get<0>(k));
+    out.append("\",backend=\"");
+    appendLabelValue(out, std::get<1>(k));
+    out.append("\",kind=\"");
+    out.append(std::get<2>(k));
+    out.append("\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+
+  out.append("# HELP sluice_backend_up 1 when the backend takes traffic.\n");
+  out.append("# TYPE sluice_backend_up gauge\n");
+  for (auto& b : p.backends) {
+    out.append("sluice_backend_up{pool=\"");
+    appendLabelValue(out, b.pool);
+    out.append("\",backend=\"");
+    appendLabelValue(out, b.backend);
+    out.append(b.up ? "\"} 1\n" : "\"} 0\n");
+  }
+
+  out.append("# HELP sluice_connections_active Open client connections, by listener.\n");
+  out.append("# TYPE sluice_connections_active gauge\n");
+  std::map<std::string, int64_t> active;
+  for (auto& [k, v] : m.connectionsActive) active[nameOf(k)] += v;
+  for (auto& [k, v] : active) {
+    out.append("sluice_connections_active{listener=\"");
+    appendLabelValue(out, k);
+    out.append("\"} ");
+    out.append(std::to_string(v));
+    out.push_back('\n');
+  }
+  out.append("# HELP sluice_connections_total Accepted client connections, by listener.\n");
+  out.append("# TYPE sluice_connections_total counter\n");
+  std::map<std::string, uint64_t> total;
+  for (auto& [k, v] : m.connectionsTotal) total[nameOf(k)] += v;
+  for (auto& [k, v] : total) {
+    out.append("sluice_connections_total{listener=\"");
+    appendLabelValue(out, k);
+    out.append("\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+
+  out.append("# HELP sluice_config_reloads_total Configuration reloads, by result.\n");
+  out.append("# TYPE sluice_config_reloads_total counter\n");
+  out.append("sluice_config_reloads_total{result=\"success\"} ");
+  appendUnsigned(out, p.reloadsOk);
+  out.append("\nsluice_config_reloads_total{result=\"error\"} ");
+  appendUnsigned(out, p.reloadsError);
+  out.append("\n# HELP sluice_config_generation Generation of the running configuration.\n");
+  out.append("# TYPE sluice_config_generation gauge\nsluice_config_generation ");
+  appendUnsigned(out, p.generation);
+  out.push_back('\n');
+}
+
+}  // namespace sluice::observe

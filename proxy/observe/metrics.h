@@ -1,0 +1,69 @@
+// Metrics. Each worker owns a WorkerMetrics and is its only writer (no atomics, no locks on
+// the hot path). A scrape asks every worker, through its post() queue, for a copy, merges the
+// copies and renders Prometheus text. Label values are interned names (ids) so the hot path
+// hashes integers, not strings.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace sluice::observe {
+
+// Process-wide name interning (config build and scrape only, never per request).
+uint32_t internName(std::string_view name);
+std::string nameOf(uint32_t id);
+
+enum class UpstreamErrorKind : uint8_t {
+  ConnectFailed,
+  ConnectTimeout,
+  Reset,
+  Timeout,
+  BadResponse
+};
+const char* upstreamErrorKindName(UpstreamErrorKind k);
+
+constexpr std::array<double, 11> kDurationBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                     0.5,   1,    2.5,   5,    10};
+
+struct Histogram {
+  std::array<uint64_t, kDurationBuckets.size()> buckets{};  // non-cumulative
+  uint64_t count = 0;
+  double sum = 0;
+  void observe(double seconds);
+  void merge(const Histogram& o);
+};
+
+struct WorkerMetrics {
+  // key: route(20 bits) | pool(20 bits) | status(16 bits)
+  std::unordered_map<uint64_t, uint64_t> requests;
+  std::unordered_map<uint32_t, Histogram> durations;  // by route
+  // key: pool(24) | backend(24) | kind(8)
+  std::unordered_map<uint64_t, uint64_t> upstreamErrors;
+  std::unordered_map<uint32_t, int64_t> connectionsActive;  // by listener name
+  std::unordered_map<uint32_t, uint64_t> connectionsTotal;  // by listener name
+
+  void request(uint32_t route, uint32_t pool, int status, double seconds);
+  void upstreamError(uint32_t pool, uint32_t backend, UpstreamErrorKind kind);
+  void merge(const WorkerMetrics& o);
+};
+
+// Process-level values owned by the main thread.
+struct ProcessMetrics {
+  uint64_t generation = 0;
+  uint64_t reloadsOk = 0;
+  uint64_t reloadsError = 0;
+  struct BackendState {
+    std::string pool, backend;
+    bool up;
+  };
+  std::vector<BackendState> backends;
+};
+
+void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::string& out);
+
+}  // namespace sluice::observe

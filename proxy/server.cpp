@@ -1,0 +1,315 @@
+// Main thread: startup, reload, signals, shutdown.
+#include "proxy/server.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "config/loader.h"
+#include "config/units.h"
+#include "proxy/observe/log.h"
+
+namespace sluice {
+
+using config::LogLevel;
+using observe::logEvent;
+
+Server::Server(std::string configPath) : configPath_(std::move(configPath)) {
+  uv_loop_init(&loop_);
+}
+
+Server::~Server() {
+  uv_loop_close(&loop_);
+}
+
+static unsigned workerCount(const config::Config& cfg) {
+  if (cfg.server.workers) return cfg.server.workers;
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? n : 1;
+}
+
+static int makeListenSocket(const config::HostPort& hp, std::string& err) {
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!config::toSockaddr(hp, ss, len)) {
+    err = "bad listen address " + config::formatHostPort(hp);
+    return -1;
+  }
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = std::string("socket: ") + std::strerror(errno);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, 511) != 0) {
+    err = "cannot listen on " + config::formatHostPort(hp) + ": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool Server::bindListeners(const config::Config& cfg, std::map<std::string, std::vector<int>>& made,
+                           std::string& err) {
+  for (const auto& l : cfg.listeners) {
+    std::string key = listenerKey(l.listen);
+    if (std::find(boundKeys_.begin(), boundKeys_.end(), key) != boundKeys_.end()) continue;
+    std::vector<int> fds;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      int fd = makeListenSocket(l.listen, err);
+      if (fd < 0) {
+        for (int f : fds) ::close(f);
+        for (auto& [_, v] : made)
+          for (int f : v) ::close(f);
+        made.clear();
+        err = "listener " + l.name + ": " + err;
+        return false;
+      }
+      fds.push_back(fd);
+    }
+    made[key] = std::move(fds);
+  }
+  return true;
+}
+
+bool Server::applyLogSettings(const config::Config& cfg, std::string& err) {
+  auto& w = observe::LogWriter::instance();
+  if (!w.setAccessTarget(cfg.log.access, err)) return false;
+  w.setFormat(cfg.log.format);
+  w.setLevel(cfg.log.level);
+  return true;
+}
+
+void Server::writePidFile() {
+  if (pidFile_.empty()) return;
+  std::ofstream f(pidFile_, std::ios::trunc);
+  f << ::getpid() << "\n";
+  if (!f) logEvent(LogLevel::Warn, "cannot write pid file", {{"path", pidFile_}});
+}
+
+bool Server::start() {
+  auto res = config::loadConfigFile(configPath_);
+  for (const auto& w : res.warnings) logEvent(LogLevel::Warn, w.str());
+  if (!res.config) {
+    for (const auto& e : res.errors) std::fprintf(stderr, "sluice: %s\n", e.str().c_str());
+    return false;
+  }
+  const config::Config& cfg = *res.config;
+  std::string err;
+  if (!applyLogSettings(cfg, err)) {
+    std::fprintf(stderr, "sluice: %s\n", err.c_str());
+    return false;
+  }
+  unsigned n = workerCount(cfg);
+  for (unsigned i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(i));
+  std::map<std::string, std::vector<int>> fds;
+  if (!bindListeners(cfg, fds, err)) {
+    std::fprintf(stderr, "sluice: %s\n", err.c_str());
+    return false;
+  }
+  std::vector<std::string> warnings;
+  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings);
+  for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
+  if (cfg.admin.enabled) {
+    admin_ = std::make_unique<admin::AdminServer>(&loop_, *this);
+    admin_->setToken(cfg.admin.token);
+    if (!admin_->listen(cfg.admin.listen, err)) {
+      std::fprintf(stderr, "sluice: %s\n", err.c_str());
+      for (auto& [_, v] : fds)
+        for (int f : v) ::close(f);
+      return false;
+    }
+  }
+  current_ = snap;
+  pidFile_ = cfg.server.pidFile;
+  writePidFile();
+
+  observe::LogWriter::instance().start();
+  uv_async_init(&loop_, &workerExit_,
+                [](uv_async_t* h) { static_cast<Server*>(h->data)->onWorkerExit(); });
+  workerExit_.data = this;
+  uv_timer_init(&loop_, &shutdownTimer_);
+  shutdownTimer_.data = this;
+  for (unsigned i = 0; i < n; ++i) {
+    std::map<std::string, int> mine;
+    for (auto& [key, v] : fds) mine[key] = v[i];
+    workers_[i]->setExitHook([this] {
+      workersExited_.fetch_add(1);
+      uv_async_send(&workerExit_);
+    });
+    workers_[i]->start(current_, std::move(mine));
+  }
+  for (auto& [key, _] : fds) boundKeys_.push_back(key);
+
+  const int sigs[5] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGUSR1};
+  for (int i = 0; i < 5; ++i) {
+    uv_signal_init(&loop_, &signals_[i]);
+    signals_[i].data = this;
+    uv_signal_start(&signals_[i], onSignal, sigs[i]);
+  }
+  std::string listeners;
+  for (const auto& l : current_->listeners) listeners += (listeners.empty() ? "" : ",") + l.key;
+  logEvent(LogLevel::Info, "sluice started",
+           {{"version", SLUICE_VERSION},
+            {"config", configPath_},
+            {"workers", std::to_string(n)},
+            {"listeners", listeners},
+            {"admin", admin_ ? config::formatHostPort(admin_->address()) : "-"}});
+  return true;
+}
+
+void Server::reload() {
+  logEvent(LogLevel::Info, "reloading configuration", {{"config", configPath_}});
+  auto res = config::loadConfigFile(configPath_);
+  for (const auto& w : res.warnings) logEvent(LogLevel::Warn, w.str());
+  auto failed = [&](const std::string& why) {
+    ++reloadsError_;
+    logEvent(LogLevel::Error, "reload failed, keeping the running configuration",
+             {{"reason", why}, {"generation", std::to_string(current_->generation)}});
+  };
+  if (!res.config) {
+    for (const auto& e : res.errors) logEvent(LogLevel::Error, e.str());
+    failed(std::to_string(res.errors.size()) + " configuration error(s)");
+    return;
+  }
+  const config::Config& cfg = *res.config;
+  if (workerCount(cfg) != workers_.size())
+    logEvent(LogLevel::Warn, "server.workers changes need a restart; keeping the running count");
+  std::string err;
+  std::map<std::string, std::vector<int>> fds;
+  if (!bindListeners(cfg, fds, err)) {
+    logEvent(LogLevel::Error, err);
+    failed(err);
+    return;
+  }
+  // Admin listener: rebind only when the address changed.
+  std::unique_ptr<admin::AdminServer> newAdmin;
+  bool adminChanged =
+      cfg.admin.enabled != bool(admin_) || (admin_ && config::formatHostPort(admin_->address()) !=
+                                                          config::formatHostPort(cfg.admin.listen));
+  if (adminChanged && cfg.admin.enabled) {
+    if (admin_) admin_->close();  // free the port first if it moves between IPs
+    newAdmin = std::make_unique<admin::AdminServer>(&loop_, *this);
+    if (!newAdmin->listen(cfg.admin.listen, err)) {
+      for (auto& [_, v] : fds)
+        for (int f : v) ::close(f);
+      logEvent(LogLevel::Error, err);
+      failed(err);
+      return;
+    }
+  }
+  if (!applyLogSettings(cfg, err)) {
+    for (auto& [_, v] : fds)
+      for (int f : v) ::close(f);
+    logEvent(LogLevel::Error, err);
+    failed(err);
+    return;
+  }
+  std::vector<std::string> warnings;
+  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings);
+  for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
+  ++generation_;
+  std::vector<std::string> closeKeys;
+  for (const auto& key : boundKeys_)
+    if (!snap->listener(key)) closeKeys.push_back(key);
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    std::map<std::string, int> mine;
+    for (auto& [key, v] : fds) mine[key] = v[i];
+    workers_[i]->applySnapshot(snap, std::move(mine), closeKeys);
+  }
+  for (const auto& key : closeKeys)
+    boundKeys_.erase(std::find(boundKeys_.begin(), boundKeys_.end(), key));
+  for (auto& [key, _] : fds) boundKeys_.push_back(key);
+  if (adminChanged) {
+    if (admin_ && !cfg.admin.enabled) admin_->close();
+    // The old AdminServer's handles close asynchronously; keep it alive until exit.
+    if (admin_) retiredAdmins_.push_back(std::move(admin_));
+    admin_ = std::move(newAdmin);
+  }
+  if (admin_) admin_->setToken(cfg.admin.token);
+  current_ = snap;
+  if (cfg.server.pidFile != pidFile_) {
+    if (!pidFile_.empty()) ::unlink(pidFile_.c_str());
+    pidFile_ = cfg.server.pidFile;
+    writePidFile();
+  }
+  registry_.prune();
+  ++reloadsOk_;
+  logEvent(LogLevel::Info, "configuration reloaded", {{"generation", std::to_string(generation_)}});
+}
+
+void Server::onSignal(uv_signal_t* h, int signum) {
+  auto* self = static_cast<Server*>(h->data);
+  switch (signum) {
+    case SIGHUP:
+      if (!self->shuttingDown_) self->reload();
+      break;
+    case SIGTERM:
+    case SIGQUIT:
+      self->beginShutdown(true);
+      break;
+    case SIGINT:
+      self->beginShutdown(false);
+      break;
+    case SIGUSR1:
+      logEvent(LogLevel::Info, "reopening log files");
+      observe::LogWriter::instance().reopen();
+      break;
+  }
+}
+
+void Server::beginShutdown(bool graceful) {
+  if (shuttingDown_ && graceful) return;
+  bool first = !shuttingDown_;
+  shuttingDown_ = true;
+  logEvent(LogLevel::Info, graceful ? "graceful shutdown" : "fast shutdown");
+  for (auto& w : workers_) w->shutdown(graceful);
+  if (first && admin_) admin_->close();
+  if (graceful) {
+    uint64_t ms = uint64_t(current_->config.server.shutdownTimeout.count());
+    uv_timer_start(
+        &shutdownTimer_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<Server*>(t->data);
+          logEvent(LogLevel::Warn, "shutdown_timeout reached, closing remaining connections");
+          for (auto& w : self->workers_) w->shutdown(false);
+        },
+        ms, 0);
+  }
+  onWorkerExit();
+}
+
+void Server::onWorkerExit() {
+  if (workersExited_.load() < workers_.size()) return;
+  // Every worker is done: close our handles so uv_run returns.
+  uv_timer_stop(&shutdownTimer_);
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+}
+
+int Server::run() {
+  signal(SIGPIPE, SIG_IGN);
+  if (!start()) return 1;
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (auto& w : workers_) w->join();
+  if (!pidFile_.empty()) ::unlink(pidFile_.c_str());
+  logEvent(LogLevel::Info, "sluice stopped");
+  observe::LogWriter::instance().stop();
+  return exitCode_;
+}
+
+}  // namespace sluice

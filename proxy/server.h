@@ -1,0 +1,68 @@
+// Server: the main thread. It loads and validates the config, builds snapshots, binds the
+// listening sockets (one SO_REUSEPORT socket per listener per worker) and hands them to the
+// workers, runs the admin listener, and handles signals: reload (HUP), graceful stop
+// (TERM/QUIT), fast stop (INT) and log reopen (USR1).
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/schema.h"
+#include "proxy/admin/admin_server.h"
+#include "proxy/snapshot.h"
+#include "proxy/worker.h"
+
+namespace sluice {
+
+class Server {
+ public:
+  explicit Server(std::string configPath);
+  ~Server();
+  // Runs until shutdown. Returns the process exit code.
+  int run();
+
+  // For the admin server (main thread).
+  const SnapshotPtr& snapshot() const { return current_; }
+  std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
+  uint64_t reloadsOk() const { return reloadsOk_; }
+  uint64_t reloadsError() const { return reloadsError_; }
+
+ private:
+  bool start();
+  void reload();
+  // Creates sockets for listener keys not bound yet; on failure closes what it made.
+  bool bindListeners(const config::Config& cfg, std::map<std::string, std::vector<int>>& made,
+                     std::string& err);
+  bool applyLogSettings(const config::Config& cfg, std::string& err);
+  void beginShutdown(bool graceful);
+  void onWorkerExit();
+  void writePidFile();
+
+  static void onSignal(uv_signal_t* h, int signum);
+
+  std::string configPath_;
+  uv_loop_t loop_{};
+  uv_signal_t signals_[5]{};
+  uv_async_t workerExit_{};
+  uv_timer_t shutdownTimer_{};
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<unsigned> workersExited_{0};
+  SnapshotPtr current_;
+  upstream::BackendRegistry registry_;
+  std::vector<std::string> boundKeys_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  std::vector<std::unique_ptr<admin::AdminServer>> retiredAdmins_;
+  std::string pidFile_;
+  uint64_t generation_ = 0;
+  uint64_t reloadsOk_ = 0;
+  uint64_t reloadsError_ = 0;
+  bool shuttingDown_ = false;
+  int exitCode_ = 0;
+};
+
+}  // namespace sluice

@@ -1,0 +1,321 @@
+// UpstreamConn state machine and the idle pool.
+#include "proxy/upstream/conn_pool.h"
+
+#include <cstring>
+
+namespace sluice::upstream {
+
+using observe::UpstreamErrorKind;
+
+UpstreamConn::UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf,
+                           size_t readBufSize)
+    : pool_(pool), backend_(std::move(backend)), readBuf_(readBuf), readBufSize_(readBufSize) {
+  uv_tcp_init(loop, &tcp_);
+  uv_timer_init(loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  connectReq_.data = this;
+  // Response heads from our own backends: generous limits, they are trusted more than clients.
+  parser_.init(http::Http1Parser::Kind::Response, this, 64 * 1024, 200);
+  out_.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
+}
+
+void UpstreamConn::connect(UpstreamHandler* h, uint64_t connectTimeoutMs) {
+  handler_ = h;
+  state_ = State::Connecting;
+  uv_tcp_nodelay(&tcp_, 1);
+  int rc = uv_tcp_connect(&connectReq_, &tcp_, reinterpret_cast<const sockaddr*>(&backend_->addr),
+                          onConnect);
+  if (rc < 0) {
+    // Report on the next turn so the caller's stack is not re-entered.
+    state_ = State::Busy;
+    connectFailed_ = true;
+    armTimer(0);
+    return;
+  }
+  armTimer(connectTimeoutMs);
+}
+
+void UpstreamConn::attach(UpstreamHandler* h) {
+  handler_ = h;
+  state_ = State::Busy;
+  reused_ = true;
+  gotBytes_ = false;
+  complete_ = false;
+  uv_timer_stop(&timer_);
+  parser_.next();
+}
+
+void UpstreamConn::onConnect(uv_connect_t* req, int status) {
+  auto* self = static_cast<UpstreamConn*>(req->data);
+  if (self->state_ == State::Closed) return;
+  uv_timer_stop(&self->timer_);
+  if (status < 0) {
+    self->fail(UpstreamErrorKind::ConnectFailed);
+    return;
+  }
+  self->state_ = State::Busy;
+  if (self->handler_) self->handler_->onUpstreamConnected(self);
+}
+
+int UpstreamConn::flush() {
+  return out_.flush();
+}
+
+void UpstreamConn::startResponse(uint64_t responseTimeoutMs, bool headRequest) {
+  responseTimeoutMs_ = responseTimeoutMs;
+  parser_.setExpectNoBody(headRequest);
+  armTimer(responseTimeoutMs);
+  resumeReading();
+}
+
+void UpstreamConn::pauseReading() {
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+  }
+}
+
+void UpstreamConn::resumeReading() {
+  if (!reading_ && state_ != State::Closed) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+    reading_ = true;
+  }
+}
+
+void UpstreamConn::enterTunnel() {
+  state_ = State::Tunnel;
+  uv_timer_stop(&timer_);
+}
+
+void UpstreamConn::shutdownWrite() {
+  if (state_ != State::Tunnel) return;
+  shutdownReq_.data = this;
+  if (uv_shutdown(&shutdownReq_, reinterpret_cast<uv_stream_t*>(&tcp_),
+                  [](uv_shutdown_t*, int) {}) != 0)
+    fail(observe::UpstreamErrorKind::Reset);
+}
+
+void UpstreamConn::armTimer(uint64_t ms) {
+  uv_timer_start(&timer_, onTimer, ms, 0);
+}
+
+void UpstreamConn::onTimer(uv_timer_t* t) {
+  auto* self = static_cast<UpstreamConn*>(t->data);
+  switch (self->state_) {
+    case State::Connecting:
+      self->fail(UpstreamErrorKind::ConnectTimeout);
+      break;
+    case State::Busy:
+      self->fail(self->connectFailed_ ? UpstreamErrorKind::ConnectFailed
+                                      : UpstreamErrorKind::Timeout);
+      break;
+    case State::Idle:
+      self->pool_.remove(self);
+      self->close();
+      break;
+    default:
+      break;
+  }
+}
+
+void UpstreamConn::fail(UpstreamErrorKind kind) {
+  UpstreamHandler* h = handler_;
+  handler_ = nullptr;
+  bool bytes = gotBytes_;
+  close();
+  if (h) h->onUpstreamError(this, kind, bytes);
+}
+
+void UpstreamConn::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<UpstreamConn*>(h->data);
+  *buf = uv_buf_init(self->readBuf_, unsigned(self->readBufSize_));
+}
+
+void UpstreamConn::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<UpstreamConn*>(s->data);
+  if (nread == 0 || self->state_ == State::Closed) return;
+  UpstreamHandler* h = self->handler_;
+  if (self->state_ == State::Idle) {
+    // A pooled connection must stay silent: data or EOF means it is unusable.
+    self->pool_.remove(self);
+    self->close();
+    return;
+  }
+  if (nread < 0) {
+    if (self->state_ == State::Tunnel) {
+      self->pauseReading();
+      if (h) h->onUpstreamTunnelEof(self);
+      return;
+    }
+    if (nread == UV_EOF && self->parser_.finish() == http::Http1Parser::Status::Complete) {
+      // A close-delimited response ended: complete, and this connection cannot be reused.
+      self->trailingGarbage_ = true;
+      if (h) {
+        h->onUpstreamComplete(self);
+        h->afterUpstreamRead(self);
+      }
+      return;
+    }
+    self->fail(self->parser_.headComplete() ? UpstreamErrorKind::Reset
+               : self->gotBytes_            ? UpstreamErrorKind::BadResponse
+                                            : UpstreamErrorKind::Reset);
+    return;
+  }
+  self->gotBytes_ = true;
+  if (self->state_ == State::Tunnel) {
+    if (h) {
+      h->onUpstreamTunnelData(self, buf->base, size_t(nread));
+      h->afterUpstreamRead(self);
+    }
+    return;
+  }
+  if (self->responseTimeoutMs_) self->armTimer(self->responseTimeoutMs_);
+  self->onData(buf->base, size_t(nread));
+  if (h) h->afterUpstreamRead(self);
+}
+
+void UpstreamConn::onData(const char* data, size_t len) {
+  while (len > 0 && state_ == State::Busy) {
+    auto r = parser_.execute(data, len);
+    data += r.consumed;
+    len -= r.consumed;
+    switch (r.status) {
+      case http::Http1Parser::Status::NeedMore:
+      case http::Http1Parser::Status::HeadComplete:
+        break;
+      case http::Http1Parser::Status::Complete: {
+        int status = parser_.response().status;
+        if (status >= 100 && status < 200) {  // interim response: skip it
+          parser_.next();
+          parser_.setExpectNoBody(false);
+          continue;
+        }
+        // Bytes after a complete response that nobody asked for: never reuse this connection.
+        if (len > 0) trailingGarbage_ = true;
+        complete_ = true;
+        if (handler_) handler_->onUpstreamComplete(this);
+        return;
+      }
+      case http::Http1Parser::Status::Upgrade:
+        if (handler_) {
+          state_ = State::Tunnel;
+          uv_timer_stop(&timer_);
+          if (len > 0) handler_->onUpstreamTunnelData(this, data, len);
+        }
+        return;
+      case http::Http1Parser::Status::Error:
+        fail(parser_.error() == http::ParseError::Aborted && parser_.headComplete()
+                 ? UpstreamErrorKind::Reset
+                 : UpstreamErrorKind::BadResponse);
+        return;
+    }
+  }
+}
+
+int UpstreamConn::onHeadersComplete() {
+  http::ResponseHead& head = parser_.response();
+  if (head.status >= 100 && head.status < 200 && head.status != 101) return kNoBody;
+  if (!handler_) return kAbort;
+  return handler_->onUpstreamHead(this, head);
+}
+
+bool UpstreamConn::onBody(const char* data, size_t len) {
+  return handler_ && handler_->onUpstreamBody(this, data, len);
+}
+
+void UpstreamConn::onMessageComplete() {
+  int status = parser_.response().status;
+  if (status >= 100 && status < 200) return;
+  uv_timer_stop(&timer_);
+}
+
+void UpstreamConn::release(bool reusable, uint64_t idleTimeoutMs) {
+  handler_ = nullptr;
+  if (!reusable || trailingGarbage_ || state_ != State::Busy || !out_.idle()) {
+    close();
+    return;
+  }
+  state_ = State::Idle;
+  complete_ = false;
+  gotBytes_ = false;
+  responseTimeoutMs_ = 0;
+  resumeReading();  // notice the backend closing it
+  armTimer(idleTimeoutMs);
+  pool_.putIdle(this);
+}
+
+void UpstreamConn::onWriteDone(void* self, int status) {
+  auto* c = static_cast<UpstreamConn*>(self);
+  if (c->state_ == State::Closed) return;
+  if (status < 0) {
+    c->fail(c->gotBytes_ ? UpstreamErrorKind::Reset : UpstreamErrorKind::Reset);
+    return;
+  }
+  if (c->handler_ && c->out_.queuedBytes() == 0) c->handler_->onUpstreamDrained(c);
+}
+
+void UpstreamConn::close() {
+  if (state_ == State::Closed) return;
+  state_ = State::Closed;
+  handler_ = nullptr;
+  closing_ = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
+}
+
+void UpstreamConn::onClosed(uv_handle_t* h) {
+  auto* self = static_cast<UpstreamConn*>(h->data);
+  if (--self->closing_ == 0) delete self;
+}
+
+UpstreamConn* ConnPool::acquire(const Backend* backend) {
+  auto it = idle_.find(backend);
+  if (it == idle_.end() || !it->second.head) return nullptr;
+  UpstreamConn* c = it->second.head;
+  remove(c);
+  return c;
+}
+
+void ConnPool::putIdle(UpstreamConn* c) {
+  List& l = idle_[c->backend_.get()];
+  c->prevIdle_ = nullptr;
+  c->nextIdle_ = l.head;
+  if (l.head) l.head->prevIdle_ = c;
+  l.head = c;
+}
+
+void ConnPool::remove(UpstreamConn* c) {
+  auto it = idle_.find(c->backend_.get());
+  if (it == idle_.end()) return;
+  List& l = it->second;
+  if (c->prevIdle_)
+    c->prevIdle_->nextIdle_ = c->nextIdle_;
+  else if (l.head == c)
+    l.head = c->nextIdle_;
+  else
+    return;  // not in the list
+  if (c->nextIdle_) c->nextIdle_->prevIdle_ = c->prevIdle_;
+  c->nextIdle_ = c->prevIdle_ = nullptr;
+  if (!l.head) idle_.erase(it);
+}
+
+void ConnPool::closeAll() {
+  std::vector<UpstreamConn*> all;
+  for (auto& [_, l] : idle_)
+    for (UpstreamConn* c = l.head; c; c = c->nextIdle_) all.push_back(c);
+  idle_.clear();
+  for (UpstreamConn* c : all) {
+    c->nextIdle_ = c->prevIdle_ = nullptr;
+    c->close();
+  }
+}
+
+size_t ConnPool::idleCount() const {
+  size_t n = 0;
+  for (auto& [_, l] : idle_)
+    for (UpstreamConn* c = l.head; c; c = c->nextIdle_) ++n;
+  return n;
+}
+
+}  // namespace sluice::upstream

@@ -1,0 +1,136 @@
+// Upstream connections and the per-worker keep-alive pool.
+//
+// UpstreamConn is one TCP connection to a backend with its response parser. Its exchange is an
+// explicit sequence (nginx style): connect -> send request -> read head -> stream body ->
+// release (back to the pool) or close. Its owner for the duration of one request is an
+// UpstreamHandler (the client stream); while idle in the pool it has none and any byte or EOF
+// from the backend closes it.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "proxy/http/http1_parser.h"
+#include "proxy/net/out_queue.h"
+#include "proxy/observe/metrics.h"
+#include "proxy/upstream/pool.h"
+
+namespace sluice::upstream {
+
+class UpstreamConn;
+class ConnPool;
+
+class UpstreamHandler {
+ public:
+  virtual ~UpstreamHandler() = default;
+  virtual void onUpstreamConnected(UpstreamConn* up) = 0;
+  // Parser action, as Http1Parser::Handler::onHeadersComplete.
+  virtual int onUpstreamHead(UpstreamConn* up, http::ResponseHead& head) = 0;
+  virtual bool onUpstreamBody(UpstreamConn* up, const char* data, size_t len) = 0;
+  virtual void onUpstreamComplete(UpstreamConn* up) = 0;
+  // The exchange failed. `responseBytes`: whether any response byte had arrived.
+  virtual void onUpstreamError(UpstreamConn* up, observe::UpstreamErrorKind kind,
+                               bool responseBytes) = 0;
+  // Raw bytes after a 101 (tunnel mode).
+  virtual void onUpstreamTunnelData(UpstreamConn* up, const char* data, size_t len) = 0;
+  virtual void onUpstreamTunnelEof(UpstreamConn* up) = 0;
+  // End of one read callback: flush what was queued for the client.
+  virtual void afterUpstreamRead(UpstreamConn* up) = 0;
+  // The write queue to the backend drained (backpressure release).
+  virtual void onUpstreamDrained(UpstreamConn* up) = 0;
+};
+
+class UpstreamConn final : private http::Http1Parser::Handler {
+ public:
+  UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf,
+               size_t readBufSize);
+
+  // Starts connecting; the handler hears onUpstreamConnected or onUpstreamError.
+  void connect(UpstreamHandler* h, uint64_t connectTimeoutMs);
+  // Takes an idle pooled connection for a new request.
+  void attach(UpstreamHandler* h);
+  bool connected() const { return state_ != State::Connecting; }
+  bool reused() const { return reused_; }
+
+  net::OutQueue& out() { return out_; }
+  int flush();
+  // The request head is queued: start waiting for the response (first byte within
+  // `responseTimeoutMs`, and no more than that between two reads).
+  void startResponse(uint64_t responseTimeoutMs, bool headRequest);
+  void pauseReading();
+  void resumeReading();
+  void enterTunnel();
+  // Tunnel: the client finished sending; FIN the backend once queued bytes are written.
+  void shutdownWrite();
+
+  // Back to the pool (reusable) or closed. The handler is detached either way.
+  void release(bool reusable, uint64_t idleTimeoutMs);
+  void close();
+
+  Backend& backend() { return *backend_; }
+  const BackendPtr& backendPtr() const { return backend_; }
+
+ private:
+  friend class ConnPool;
+  enum class State { Connecting, Busy, Idle, Tunnel, Closed };
+
+  // Http1Parser::Handler
+  int onHeadersComplete() override;
+  bool onBody(const char* data, size_t len) override;
+  void onMessageComplete() override;
+
+  void fail(observe::UpstreamErrorKind kind);
+  void armTimer(uint64_t ms);
+  void onData(const char* data, size_t len);
+  static void onConnect(uv_connect_t* req, int status);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void onTimer(uv_timer_t* t);
+  static void onWriteDone(void* self, int status);
+  static void onClosed(uv_handle_t* h);
+
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_connect_t connectReq_{};
+  uv_shutdown_t shutdownReq_{};
+  ConnPool& pool_;
+  BackendPtr backend_;
+  char* readBuf_;
+  size_t readBufSize_;
+  UpstreamHandler* handler_ = nullptr;
+  http::Http1Parser parser_;
+  net::OutQueue out_;
+  State state_ = State::Connecting;
+  uint64_t responseTimeoutMs_ = 0;
+  int closing_ = 0;  // handles still to close
+  bool reused_ = false;
+  bool gotBytes_ = false;
+  bool reading_ = false;
+  bool complete_ = false;
+  bool connectFailed_ = false;
+  bool trailingGarbage_ = false;
+  UpstreamConn* nextIdle_ = nullptr;
+  UpstreamConn* prevIdle_ = nullptr;
+};
+
+// Per-worker pool of idle keep-alive connections, by backend. Lock-free: one thread.
+class ConnPool {
+ public:
+  // An idle connection to `backend`, or nullptr.
+  UpstreamConn* acquire(const Backend* backend);
+  void putIdle(UpstreamConn* c);
+  void remove(UpstreamConn* c);
+  void closeAll();
+  size_t idleCount() const;
+
+ private:
+  struct List {
+    UpstreamConn* head = nullptr;
+  };
+  std::unordered_map<const Backend*, List> idle_;
+};
+
+}  // namespace sluice::upstream

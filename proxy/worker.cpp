@@ -1,0 +1,169 @@
+// Worker thread: loop setup, posted work, listeners, connection bookkeeping and shutdown.
+#include "proxy/worker.h"
+
+#include "proxy/client_connection.h"
+#include "proxy/observe/log.h"
+
+namespace sluice {
+
+Worker::Worker(unsigned id) : id_(id), readBuf_(new char[kReadBufferSize]) {
+  uv_loop_init(&loop_);
+  uv_async_init(&loop_, &async_, onAsync);
+  async_.data = this;
+  uv_check_init(&loop_, &check_);
+  check_.data = this;
+}
+
+Worker::~Worker() {
+  if (thread_.joinable()) thread_.join();
+  uv_loop_close(&loop_);
+}
+
+void Worker::start(SnapshotPtr snap, std::map<std::string, int> listenFds) {
+  snapshot_ = std::move(snap);
+  for (auto& [key, fd] : listenFds) openListener(key, fd);
+  uv_check_start(&check_, onCheck);
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::run() {
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  // Flush the last access-log lines.
+  if (!accessBuf_.empty()) observe::LogWriter::instance().writeAccess(std::move(accessBuf_));
+  if (exitHook_) exitHook_();
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Worker::post(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (asyncClosed_) return false;
+  posted_.push_back(std::move(fn));
+  uv_async_send(&async_);
+  return true;
+}
+
+void Worker::onAsync(uv_async_t* h) {
+  static_cast<Worker*>(h->data)->drainPosted();
+}
+
+void Worker::drainPosted() {
+  std::vector<std::function<void()>> work;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    work.swap(posted_);
+  }
+  for (auto& fn : work) fn();
+}
+
+void Worker::onCheck(uv_check_t* h) {
+  // Once per loop turn: hand the access lines of this turn to the writer thread.
+  auto* self = static_cast<Worker*>(h->data);
+  if (!self->accessBuf_.empty()) {
+    std::string batch;
+    batch.swap(self->accessBuf_);
+    self->accessBuf_.reserve(batch.capacity());
+    observe::LogWriter::instance().writeAccess(std::move(batch));
+  }
+}
+
+void Worker::openListener(const std::string& key, int fd) {
+  auto* ls = new ListenSocket;
+  ls->worker = this;
+  ls->key = key;
+  uv_tcp_init(&loop_, &ls->tcp);
+  ls->tcp.data = ls;
+  int rc = uv_tcp_open(&ls->tcp, fd);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&ls->tcp), 511, onConnection);
+  if (rc != 0) {
+    observe::logEvent(config::LogLevel::Error, "worker cannot listen",
+                      {{"listener", key}, {"error", uv_strerror(rc)}});
+    uv_close(reinterpret_cast<uv_handle_t*>(&ls->tcp),
+             [](uv_handle_t* h) { delete static_cast<ListenSocket*>(h->data); });
+    return;
+  }
+  listeners_[key] = ls;
+}
+
+void Worker::closeListener(const std::string& key) {
+  auto it = listeners_.find(key);
+  if (it == listeners_.end()) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&it->second->tcp),
+           [](uv_handle_t* h) { delete static_cast<ListenSocket*>(h->data); });
+  listeners_.erase(it);
+}
+
+void Worker::onConnection(uv_stream_t* server, int status) {
+  auto* ls = static_cast<ListenSocket*>(server->data);
+  if (status < 0 || ls->worker->draining_) return;
+  ClientConnection::accept(*ls->worker, server, ls->key);
+}
+
+void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
+                           std::vector<std::string> close) {
+  post([this, snap = std::move(snap), open = std::move(open), close = std::move(close)]() {
+    if (draining_) return;
+    snapshot_ = snap;
+    balancers_.clear();
+    for (const auto& key : close) closeListener(key);
+    for (const auto& [key, fd] : open) openListener(key, fd);
+  });
+}
+
+void Worker::addConnection(ClientConnection* c) {
+  c->prev = nullptr;
+  c->next = connHead_;
+  if (connHead_) connHead_->prev = c;
+  connHead_ = c;
+}
+
+void Worker::removeConnection(ClientConnection* c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (connHead_ == c)
+    connHead_ = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = nullptr;
+  if (draining_) maybeStop();
+}
+
+void Worker::shutdown(bool graceful) {
+  post([this, graceful]() {
+    if (!draining_) {
+      draining_ = true;
+      for (auto& [key, ls] : listeners_)
+        uv_close(reinterpret_cast<uv_handle_t*>(&ls->tcp),
+                 [](uv_handle_t* h) { delete static_cast<ListenSocket*>(h->data); });
+      listeners_.clear();
+    }
+    // Connections remove themselves from the list as they close: walk a copy.
+    std::vector<ClientConnection*> conns;
+    for (ClientConnection* c = connHead_; c; c = c->next) conns.push_back(c);
+    for (ClientConnection* c : conns) {
+      if (graceful)
+        c->beginShutdown();
+      else
+        c->forceClose();
+    }
+    maybeStop();
+  });
+}
+
+void Worker::maybeStop() {
+  if (stopped_ || connHead_) return;
+  stopped_ = true;
+  connPool_.closeAll();
+  onCheck(&check_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    asyncClosed_ = true;
+    posted_.clear();
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  // Remaining handles (upstream connections closing) finish; then uv_run returns.
+}
+
+}  // namespace sluice

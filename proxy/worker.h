@@ -1,0 +1,103 @@
+// Worker: one thread, one uv_loop. It owns its listening sockets (SO_REUSEPORT, one per
+// listener per worker), its client connections and their upstream connections, its upstream
+// connection pools and balancer state, and its metrics. Other threads talk to it only through
+// post().
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "proxy/observe/ids.h"
+#include "proxy/observe/metrics.h"
+#include "proxy/snapshot.h"
+#include "proxy/upstream/conn_pool.h"
+
+namespace sluice {
+
+class ClientConnection;
+
+class Worker {
+ public:
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+
+  explicit Worker(unsigned id);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts the thread with the first snapshot and its listening fds (key -> fd).
+  void start(SnapshotPtr snap, std::map<std::string, int> listenFds);
+  // Runs `fn` on the worker's loop (thread-safe). False once the worker has stopped.
+  bool post(std::function<void()> fn);
+  // A new config generation: listeners to open (key -> fd) and keys to close.
+  void applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
+                     std::vector<std::string> close);
+  // Graceful: stop accepting, finish in-flight, close idle; the thread ends when nothing is
+  // left. Fast: close everything now.
+  void shutdown(bool graceful);
+  void join();
+  // Called on the worker thread when its loop has ended.
+  void setExitHook(std::function<void()> fn) { exitHook_ = std::move(fn); }
+
+  // --- worker-thread side ---
+  unsigned id() const { return id_; }
+  uv_loop_t* loop() { return &loop_; }
+  const SnapshotPtr& snapshot() const { return snapshot_; }
+  char* readBuffer() { return readBuf_.get(); }
+  observe::WorkerMetrics& metrics() { return metrics_; }
+  observe::IdGenerator& ids() { return ids_; }
+  upstream::ConnPool& connPool() { return connPool_; }
+  upstream::SmoothWrr& balancer(const upstream::Pool* pool) { return balancers_[pool]; }
+  std::string& accessBuffer() { return accessBuf_; }
+  bool draining() const { return draining_; }
+  uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
+
+  void addConnection(ClientConnection* c);
+  void removeConnection(ClientConnection* c);
+
+ private:
+  struct ListenSocket {
+    uv_tcp_t tcp;
+    Worker* worker;
+    std::string key;
+  };
+  void run();
+  void openListener(const std::string& key, int fd);
+  void closeListener(const std::string& key);
+  void drainPosted();
+  void maybeStop();
+  static void onConnection(uv_stream_t* server, int status);
+  static void onAsync(uv_async_t* h);
+  static void onCheck(uv_check_t* h);
+
+  unsigned id_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  uv_check_t check_{};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::function<void()>> posted_;
+  SnapshotPtr snapshot_;
+  std::map<std::string, ListenSocket*> listeners_;
+  std::unique_ptr<char[]> readBuf_;
+  observe::WorkerMetrics metrics_;
+  observe::IdGenerator ids_;
+  upstream::ConnPool connPool_;
+  std::unordered_map<const upstream::Pool*, upstream::SmoothWrr> balancers_;
+  std::string accessBuf_;
+  std::function<void()> exitHook_;
+  ClientConnection* connHead_ = nullptr;  // intrusive list of open client connections
+  bool draining_ = false;
+  bool stopped_ = false;
+  bool asyncClosed_ = false;  // guarded by mu_
+};
+
+}  // namespace sluice
