@@ -68,6 +68,8 @@ void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string&
   }
   uv_tcp_nodelay(&c->tcp_, 1);
   formatPeer(&c->tcp_, c->clientIp_, sizeof c->clientIp_);
+  c->listenerKey_ = listenerKey;
+  c->listenerNameId_ = spec->nameId;
   w.addConnection(c);
   w.metrics().connectionsActive[spec->nameId]++;
   w.metrics().connectionsTotal[spec->nameId]++;
@@ -151,9 +153,7 @@ void ClientConnection::feed(const char* data, size_t len) {
         stopReading();
         onRequestHead();
         return;
-      case Http1Parser::Status::Upgrade:
-        ex_.mustClose = true;
-        [[fallthrough]];
+      case Http1Parser::Status::Upgrade:  // websocket: tunnel or close; others: next()
       case Http1Parser::Status::Complete:
         // Whatever follows is the next request: it waits until this one is answered.
         stash_.append(data, len);
@@ -250,6 +250,13 @@ void ClientConnection::onMessageComplete() {
 // ---------------------------------------------------------------- request phases
 
 void ClientConnection::onRequestHead() {
+  // Each request runs on the newest config generation; it keeps that one until it is done.
+  if (w_.snapshot() != snap_) {
+    if (const ListenerSpec* l = w_.snapshot()->listener(listenerKey_)) {
+      snap_ = w_.snapshot();
+      listener_ = l;
+    }
+  }
   ex_.headProcessed = true;
   ex_.startNs = uv_hrtime();
   uv_timer_stop(&timer_);
@@ -346,7 +353,8 @@ void ClientConnection::routeRequest() {
   observe::nextTraceparent(req.headers.get("traceparent"), w_.ids(), ex_.traceparent);
   std::string_view upgrade = req.headers.get("upgrade");
   ex_.websocket = req.upgrade && req.method == "GET" && http::iequals(upgrade, "websocket");
-  if (req.upgrade && !ex_.websocket) ex_.mustClose = true;  // e.g. h2c: not forwarded
+  // Other upgrades (h2c, ...) are not forwarded: without the Upgrade header the backend answers
+  // in HTTP/1.1 and the connection simply goes on.
   std::string_view expect = req.headers.get("expect");
   if (!expect.empty()) {
     if (!http::iequals(expect, "100-continue")) {
@@ -467,6 +475,7 @@ int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseH
     ex_.responseStarted = true;
     return kUpgrade;
   }
+  if (shuttingDown_ || w_.draining()) ex_.keepAlive = false;
   const bool noBody = ex_.headRequest || head.status == 204 || head.status == 304;
   if (noBody) {
     info.framing = http::BodyFraming::None;
@@ -563,7 +572,9 @@ void ClientConnection::onUpstreamError(upstream::UpstreamConn* up, UpstreamError
   }
   ex_.attempts++;
   bool closeConn = !ex_.requestComplete;
-  if (kind == UpstreamErrorKind::Timeout || kind == UpstreamErrorKind::ConnectTimeout)
+  // 504 is for a backend that took the connection but did not answer in response_timeout; one
+  // that could not be reached at all is a 502, like a refused connect.
+  if (kind == UpstreamErrorKind::Timeout)
     sendLocalReply(504, "gateway_timeout", closeConn);
   else
     sendLocalReply(502, "bad_gateway", closeConn);
@@ -680,6 +691,10 @@ void ClientConnection::finishRequest() {
 }
 
 void ClientConnection::startNextRequest() {
+  // The answer may have been produced outside a client read callback (upstream error, timer):
+  // write it now.
+  flushClient();
+  if (state_ == State::Closed) return;
   // Reset the per-request state but keep the strings' capacity.
   std::string rid = std::move(ex_.requestId), tp = std::move(ex_.traceparent),
               host = std::move(ex_.host), target = std::move(ex_.target);
@@ -694,6 +709,7 @@ void ClientConnection::startNextRequest() {
   ex_.target = std::move(target);
   state_ = State::ReadingHead;
   parser_.next();
+  parser_.setMaxHeadBytes(size_t(w_.snapshot()->config.server.maxHeaderSize));
   if (shuttingDown_ || w_.draining()) {
     closeAfterFlush();
     return;
@@ -829,7 +845,7 @@ void ClientConnection::close() {
   reading_ = false;
   closing_ = 2;
   w_.removeConnection(this);
-  if (listener_) w_.metrics().connectionsActive[listener_->nameId]--;
+  if (listenerNameId_) w_.metrics().connectionsActive[listenerNameId_]--;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
 }

@@ -91,7 +91,9 @@ class ClientConnection final : private http::Http1Parser::Handler,
 
   Worker& w_;
   SnapshotPtr snap_;
-  const ListenerSpec* listener_;
+  const ListenerSpec* listener_;  // in snap_
+  std::string listenerKey_;
+  uint32_t listenerNameId_ = 0;
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uv_shutdown_t shutdownReq_{};

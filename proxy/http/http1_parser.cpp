@@ -19,6 +19,7 @@ struct ParserCallbacks {
     Http1Parser* s = self(p);
     s->messageStarted_ = true;
     s->headComplete_ = false;
+    s->trailerBytes_ = 0;
     s->messageDone_ = false;
     s->msgStartKnown_ = false;
     s->inValue_ = false;
@@ -51,6 +52,7 @@ struct ParserCallbacks {
   }
   static int onHeaderField(llhttp_t* p, const char* at, size_t len) {
     Http1Parser* s = self(p);
+    if (s->headComplete_) return s->countTrailer(len);
     if (int rc = s->checkHeadSize(at, len)) return rc;
     HeaderMap& h = headers(s);
     if (s->inValue_ || h.size() == 0) {
@@ -63,6 +65,7 @@ struct ParserCallbacks {
   }
   static int onHeaderValue(llhttp_t* p, const char* at, size_t len) {
     Http1Parser* s = self(p);
+    if (s->headComplete_) return s->countTrailer(len);
     if (int rc = s->checkHeadSize(at, len)) return rc;
     HeaderMap& h = headers(s);
     if (!s->inValue_) {
@@ -74,6 +77,7 @@ struct ParserCallbacks {
   }
   static int onHeaderValueComplete(llhttp_t* p) {
     Http1Parser* s = self(p);
+    if (s->headComplete_) return 0;  // a trailer
     HeaderMap& h = headers(s);
     if (!s->inValue_) {  // empty value: no on_header_value call
       h.beginValue();
@@ -167,6 +171,12 @@ int Http1Parser::fail(ParseError e) {
   return HPE_USER;
 }
 
+int Http1Parser::countTrailer(size_t len) {
+  // Trailers are parsed (framing must stay exact) but not forwarded; only bound their size.
+  trailerBytes_ += len;
+  return trailerBytes_ > maxHeadBytes_ ? fail(ParseError::HeadTooLarge) : 0;
+}
+
 int Http1Parser::checkHeadSize(const char* at, size_t len) {
   uint64_t pos = fed_ + uint64_t(at - bufStart_);
   if (!msgStartKnown_) {
@@ -252,7 +262,11 @@ void Http1Parser::resume() {
 }
 
 void Http1Parser::next() {
-  if (llhttp_get_errno(&parser_) == HPE_PAUSED) llhttp_resume(&parser_);
+  llhttp_errno_t e = llhttp_get_errno(&parser_);
+  if (e == HPE_PAUSED)
+    llhttp_resume(&parser_);
+  else if (e == HPE_PAUSED_UPGRADE)
+    llhttp_resume_after_upgrade(&parser_);
   messageStarted_ = headComplete_ = messageDone_ = pausedAtHead_ = false;
   expectNoBody_ = false;
 }

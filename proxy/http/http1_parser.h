@@ -65,6 +65,8 @@ class Http1Parser {
   void resume();
   // For a response parser: the request was HEAD, so the response has no body.
   void setExpectNoBody(bool v) { expectNoBody_ = v; }
+  // Takes effect from the next message's head.
+  void setMaxHeadBytes(size_t n) { maxHeadBytes_ = n; }
 
   bool headComplete() const { return headComplete_; }
   bool messageStarted() const { return messageStarted_; }
@@ -78,6 +80,7 @@ class Http1Parser {
   friend struct ParserCallbacks;
   int fail(ParseError e);
   int checkHeadSize(const char* at, size_t len);
+  int countTrailer(size_t len);
   int validateRequestFraming();
 
   llhttp_t parser_{};
@@ -90,6 +93,7 @@ class Http1Parser {
   uint64_t fed_ = 0;  // bytes fed before the current buffer
   const char* bufStart_ = nullptr;
   uint64_t msgStart_ = 0;
+  size_t trailerBytes_ = 0;
   bool msgStartKnown_ = false;
   bool inValue_ = false;
   bool headComplete_ = false;

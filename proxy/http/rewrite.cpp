@@ -223,7 +223,7 @@ void serializeLocalReply(int status, std::string_view code, std::string_view req
                          bool keepAlive, bool headRequest, std::string& out,
                          std::string_view extraHeaders) {
   // {"error":"<code>","request_id":"<id>"}; both are from fixed alphabets, no escaping needed.
-  const size_t bodyLen = 33 + code.size() + requestId.size();
+  const size_t bodyLen = 28 + code.size() + requestId.size();
   out.append("HTTP/1.1 ");
   appendUint(out, uint64_t(status));
   out.push_back(' ');

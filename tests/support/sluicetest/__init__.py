@@ -1,0 +1,18 @@
+"""Test support for Sluice's integration tests: a recording HTTP/1.1 origin (Backend),
+a raw-socket HTTP client (RawClient), and a runner for the real binary (Sluice).
+
+Only the Python standard library is used.
+"""
+
+from .util import Blackhole, free_port, wait_until, pattern_bytes, pattern_sha256, port_is_open, port_refuses
+from .backend import Backend, Response, Request
+from .client import RawClient, HttpResponse, http_request, build_request, ConnectionClosed
+from .checks import assert_proxy_error
+from .process import Sluice, SluiceDied, Metrics, render_config, parse_metrics, run_cli, SLUICE_BIN
+
+__all__ = [
+    "assert_proxy_error", "Blackhole", "free_port", "wait_until", "pattern_bytes", "pattern_sha256", "port_is_open", "port_refuses",
+    "Backend", "Response", "Request",
+    "RawClient", "HttpResponse", "http_request", "build_request", "ConnectionClosed",
+    "Sluice", "SluiceDied", "Metrics", "render_config", "parse_metrics", "run_cli", "SLUICE_BIN",
+]

@@ -1,0 +1,118 @@
+"""Small helpers shared by the harness and the tests."""
+
+import hashlib
+import socket
+import time
+
+_BLOCK = None
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind :0, read, close)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def wait_until(pred, timeout=5.0, interval=0.01, message="condition"):
+    """Poll `pred` until it returns a truthy value (returned) or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message} (last={last!r})")
+        time.sleep(interval)
+
+
+def port_is_open(port, host="127.0.0.1", timeout=0.2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_refuses(port, host="127.0.0.1", timeout=0.5):
+    """True if a connect to the port is actively refused (nothing listening)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _block():
+    global _BLOCK
+    if _BLOCK is None:
+        # 64 KiB of deterministic pseudo-random bytes (not compressible, not repeating short).
+        out = bytearray()
+        h = b"sluice-pattern"
+        while len(out) < 65536:
+            h = hashlib.sha256(h).digest()
+            out += h
+        _BLOCK = bytes(out[:65536])
+    return _BLOCK
+
+
+def pattern_chunks(size, chunk=65536, offset=0):
+    """Yield `size` deterministic bytes in pieces of at most `chunk` bytes."""
+    block = _block()
+    pos = offset
+    remaining = size
+    while remaining > 0:
+        start = pos % len(block)
+        n = min(chunk, remaining, len(block) - start)
+        yield block[start:start + n]
+        pos += n
+        remaining -= n
+
+
+def pattern_bytes(size):
+    return b"".join(pattern_chunks(size))
+
+
+def pattern_sha256(size):
+    h = hashlib.sha256()
+    for piece in pattern_chunks(size):
+        h.update(piece)
+    return h.hexdigest()
+
+
+class Blackhole:
+    """A local port whose connects hang (SYNs dropped: listener with a full accept queue that
+    never accepts), for connect_timeout tests without relying on unroutable addresses."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.fillers = []
+        for _ in range(16):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(0.3)
+            self.fillers.append(s)
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except OSError:
+                break  # the queue is full: further connects hang
+        else:
+            raise AssertionError("could not fill the accept queue")
+
+    def close(self):
+        for s in self.fillers:
+            s.close()
+        self.listener.close()
