@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A tiny demo origin for the quickstart: answers every request with who it is.
 
-Usage: demo_backend.py PORT NAME
+Usage: demo_backend.py PORT NAME [BIND_ADDRESS]   (binds 127.0.0.1 unless told otherwise)
 """
 import json
 import sys
@@ -37,4 +37,5 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     PORT, NAME = int(sys.argv[1]), sys.argv[2]
-    ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+    BIND = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    ThreadingHTTPServer((BIND, PORT), Handler).serve_forever()

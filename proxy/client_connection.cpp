@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "proxy/admin/health.h"
+#include "proxy/net/client_ip.h"
 #include "proxy/observe/access_log.h"
 #include "proxy/observe/ids.h"
 #include "proxy/worker.h"
@@ -21,8 +22,7 @@ bool isIdempotent(std::string_view m) {
   return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
 }
 
-void formatPeer(uv_tcp_t* tcp, char* out, size_t outLen) {
-  sockaddr_storage ss;
+void formatPeer(uv_tcp_t* tcp, sockaddr_storage& ss, char* out, size_t outLen) {
   int len = sizeof ss;
   if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     std::snprintf(out, outLen, "-");
@@ -67,7 +67,7 @@ void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string&
     return;
   }
   uv_tcp_nodelay(&c->tcp_, 1);
-  formatPeer(&c->tcp_, c->clientIp_, sizeof c->clientIp_);
+  formatPeer(&c->tcp_, c->peer_, c->peerIp_, sizeof c->peerIp_);
   c->listenerKey_ = listenerKey;
   c->listenerNameId_ = spec->nameId;
   w.addConnection(c);
@@ -159,10 +159,17 @@ void ClientConnection::feed(const char* data, size_t len) {
         stash_.append(data, len);
         stopReading();
         ex_.requestComplete = true;
-        if (!ex_.headProcessed)
+        if (!ex_.headProcessed) {
           onRequestHead();
-        else if (ex_.up)
-          flushUpstream();
+        } else {
+          // The body is in: the client timer has nothing left to guard, and the backend's
+          // response_timeout starts now (a slow upload is not the backend's delay).
+          uv_timer_stop(&timer_);
+          if (ex_.up) {
+            ex_.up->armResponseTimer();
+            flushUpstream();
+          }
+        }
         return;
       case Http1Parser::Status::Error:
         onParseError();
@@ -263,6 +270,8 @@ void ClientConnection::onRequestHead() {
   state_ = State::Proxying;
   http::RequestHead& req = parser_.request();
   ex_.headRequest = req.method == "HEAD";
+  ex_.clientIp = net::realClientIp(reinterpret_cast<const sockaddr*>(&peer_), peerIp_, req.headers,
+                                   snap_->config.server.trustedProxies, ex_.clientIpBuf);
   ex_.keepAlive = req.keepAlive && !shuttingDown_ && !w_.draining();
   std::string_view rid = req.headers.get("x-request-id");
   if (observe::isSaneRequestId(rid))
@@ -286,6 +295,7 @@ void ClientConnection::routeRequest() {
   bool hasHost = false;
   std::string_view hostHeader = req.headers.get("host", &hasHost);
   router::normalizeHost(hostFromTarget.empty() ? hostHeader : hostFromTarget, ex_.host);
+  ex_.authority.assign(hostFromTarget);
 
   if (!listener_->cfg.redirectHttps.empty()) {
     // Template: {host} = request host without port, {uri} = the request-target's path+query.
@@ -422,7 +432,7 @@ void ClientConnection::pickAndConnect() {
 void ClientConnection::onUpstreamConnected(upstream::UpstreamConn* up) {
   sendRequestHead();
   const auto& ps = ex_.pool->settings;
-  up->startResponse(uint64_t(ps.responseTimeout.count()), ex_.headRequest);
+  up->startResponse(uint64_t(ps.responseTimeout.count()), ex_.headRequest, ex_.requestComplete);
   if (ex_.websocket) {
     flushUpstream();  // the client's bytes wait in the stash until the 101
     return;
@@ -445,11 +455,18 @@ void ClientConnection::onUpstreamConnected(upstream::UpstreamConn* up) {
 void ClientConnection::sendRequestHead() {
   http::UpstreamRequestInfo info;
   info.target = ex_.target;
-  info.clientIp = clientIp_;
+  info.clientIp = peerIp_;  // the hop we saw; earlier hops are already in the list
   info.proto = "http";
   info.requestId = ex_.requestId;
   info.traceparent = ex_.traceparent;
   info.websocket = ex_.websocket;
+  // An absolute-form target's authority wins over Host (RFC 9112 3.2.2); an HTTP/1.0 request
+  // without Host gets the backend's address, since HTTP/1.1 upstream requires one.
+  info.forwardedHost = parser_.request().headers.get("host");
+  if (!ex_.authority.empty())
+    info.hostOverride = info.forwardedHost = ex_.authority;
+  else if (!parser_.request().headers.has("host"))
+    info.hostOverride = ex_.backend->address;
   net::OutQueue& o = ex_.up->out();
   http::serializeUpstreamRequest(parser_.request(), info, o.beginScratch());
   o.endScratch();
@@ -554,8 +571,9 @@ void ClientConnection::onUpstreamError(upstream::UpstreamConn* up, UpstreamError
   const bool replayable = !ex_.bodyStarted && !responseBytes;
   // A pooled connection the backend closed just before we used it: not the backend's fault,
   // retry on a fresh connection without counting an attempt.
-  if (wasReused && kind == UpstreamErrorKind::Reset && replayable && isIdempotent(method) &&
-      !ex_.websocket) {
+  if (wasReused && !ex_.staleRetried && kind == UpstreamErrorKind::Reset && replayable &&
+      isIdempotent(method) && !ex_.websocket) {
+    ex_.staleRetried = true;
     ex_.backend.reset();
     pickAndConnect();
     return;
@@ -669,7 +687,7 @@ void ClientConnection::finishRequest() {
     observe::AccessRecord rec;
     const http::RequestHead& req = parser_.request();
     rec.requestId = ex_.requestId;
-    rec.clientIp = clientIp_;
+    rec.clientIp = ex_.clientIp.empty() ? std::string_view(peerIp_) : ex_.clientIp;
     rec.method = req.method;
     rec.host = ex_.host;
     rec.path = req.target;
@@ -695,18 +713,7 @@ void ClientConnection::startNextRequest() {
   // write it now.
   flushClient();
   if (state_ == State::Closed) return;
-  // Reset the per-request state but keep the strings' capacity.
-  std::string rid = std::move(ex_.requestId), tp = std::move(ex_.traceparent),
-              host = std::move(ex_.host), target = std::move(ex_.target);
-  ex_ = Exchange{};
-  rid.clear();
-  tp.clear();
-  host.clear();
-  target.clear();
-  ex_.requestId = std::move(rid);
-  ex_.traceparent = std::move(tp);
-  ex_.host = std::move(host);
-  ex_.target = std::move(target);
+  ex_.reset();
   state_ = State::ReadingHead;
   parser_.next();
   parser_.setMaxHeadBytes(size_t(w_.snapshot()->config.server.maxHeaderSize));
@@ -740,6 +747,7 @@ void ClientConnection::onTimer(uv_timer_t* t) {
         self->close();  // idle keep-alive, or a connection that never sent a byte
       break;
     case State::Proxying:
+      if (self->ex_.requestComplete) break;
       // The client stopped sending its body.
       self->abortUpstream();
       if (!self->ex_.responseStarted)

@@ -101,7 +101,8 @@ class ClientConnection final : private http::Http1Parser::Handler,
   net::OutQueue out_;
   std::string stash_;      // unparsed bytes (pipelined requests, body after a paused head)
   std::string stashWork_;  // the stash being parsed right now
-  char clientIp_[48] = {0};
+  sockaddr_storage peer_{};
+  char peerIp_[48] = {0};
   State state_ = State::ReadingHead;
   int closing_ = 0;
   bool reading_ = false;
@@ -117,7 +118,7 @@ class ClientConnection final : private http::Http1Parser::Handler,
     const upstream::Pool* pool = nullptr;
     upstream::UpstreamConn* up = nullptr;
     upstream::BackendPtr backend;
-    const upstream::Backend* tried[8] = {};
+    const upstream::Backend* tried[12] = {};  // retries <= 10
     size_t triedCount = 0;
     uint32_t attempts = 0;
     uint64_t startNs = 0, upstreamStartNs = 0, upstreamEndNs = 0;
@@ -136,10 +137,25 @@ class ClientConnection final : private http::Http1Parser::Handler,
     bool expectContinue = false;
     bool mustClose = false;  // after this response
     bool logged = false;
+    bool staleRetried = false;
     std::string requestId;
     std::string traceparent;
     std::string host;  // normalized
     std::string target;
+    std::string authority;      // from an absolute-form target
+    std::string_view clientIp;  // peerIp_ or clientIpBuf (trusted_proxies)
+    std::string clientIpBuf;
+
+    // Back to a fresh request, keeping the strings' capacity (no allocation per request).
+    void reset() {
+      Exchange fresh;
+      for (auto m : {&Exchange::requestId, &Exchange::traceparent, &Exchange::host,
+                     &Exchange::target, &Exchange::authority, &Exchange::clientIpBuf}) {
+        fresh.*m = std::move(this->*m);
+        (fresh.*m).clear();
+      }
+      *this = std::move(fresh);
+    }
   } ex_;
 };
 

@@ -192,15 +192,22 @@ void Server::reload() {
     failed(err);
     return;
   }
-  // Admin listener: rebind only when the address changed.
+  // Admin listener: rebind only when the address changed. The new one is bound before the old
+  // one closes, so a failed bind keeps the running admin listener.
   std::unique_ptr<admin::AdminServer> newAdmin;
   bool adminChanged =
       cfg.admin.enabled != bool(admin_) || (admin_ && config::formatHostPort(admin_->address()) !=
                                                           config::formatHostPort(cfg.admin.listen));
+  auto retire = [&](std::unique_ptr<admin::AdminServer> a) {
+    // Its handles close asynchronously: keep the object alive until exit.
+    if (!a) return;
+    a->close();
+    retiredAdmins_.push_back(std::move(a));
+  };
   if (adminChanged && cfg.admin.enabled) {
-    if (admin_) admin_->close();  // free the port first if it moves between IPs
     newAdmin = std::make_unique<admin::AdminServer>(&loop_, *this);
     if (!newAdmin->listen(cfg.admin.listen, err)) {
+      retire(std::move(newAdmin));
       for (auto& [_, v] : fds)
         for (int f : v) ::close(f);
       logEvent(LogLevel::Error, err);
@@ -209,6 +216,7 @@ void Server::reload() {
     }
   }
   if (!applyLogSettings(cfg, err)) {
+    retire(std::move(newAdmin));
     for (auto& [_, v] : fds)
       for (int f : v) ::close(f);
     logEvent(LogLevel::Error, err);
@@ -231,9 +239,7 @@ void Server::reload() {
     boundKeys_.erase(std::find(boundKeys_.begin(), boundKeys_.end(), key));
   for (auto& [key, _] : fds) boundKeys_.push_back(key);
   if (adminChanged) {
-    if (admin_ && !cfg.admin.enabled) admin_->close();
-    // The old AdminServer's handles close asynchronously; keep it alive until exit.
-    if (admin_) retiredAdmins_.push_back(std::move(admin_));
+    retire(std::move(admin_));
     admin_ = std::move(newAdmin);
   }
   if (admin_) admin_->setToken(cfg.admin.token);

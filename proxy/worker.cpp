@@ -1,6 +1,8 @@
 // Worker thread: loop setup, posted work, listeners, connection bookkeeping and shutdown.
 #include "proxy/worker.h"
 
+#include <unistd.h>
+
 #include "proxy/client_connection.h"
 #include "proxy/observe/log.h"
 
@@ -104,7 +106,10 @@ void Worker::onConnection(uv_stream_t* server, int status) {
 void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
                            std::vector<std::string> close) {
   post([this, snap = std::move(snap), open = std::move(open), close = std::move(close)]() {
-    if (draining_) return;
+    if (draining_) {
+      for (const auto& [key, fd] : open) ::close(fd);
+      return;
+    }
     snapshot_ = snap;
     balancers_.clear();
     for (const auto& key : close) closeListener(key);

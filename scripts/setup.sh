@@ -3,12 +3,15 @@
 # Idempotent: re-running it on a machine that has everything does (almost) nothing.
 #   scripts/setup.sh          build + test dependencies
 #   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
+#   scripts/setup.sh --runtime  only what the built binary needs to run (container image)
 set -euo pipefail
 
 want_bench=0
+runtime_only=0
 for a in "$@"; do
   case "$a" in
     --bench) want_bench=1 ;;
+    --runtime) runtime_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -23,6 +26,9 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
 fi
+if [ "$runtime_only" = 1 ]; then
+  pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 ca-certificates curl)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -36,7 +42,10 @@ fi
 
 # llhttp 9.2 is in trixie, not bookworm. Fetch the two .debs from the trixie suite of the same
 # registry the machine already uses, through a throw-away apt state, then install them with dpkg.
-if ! pkg-config --exists libllhttp 2>/dev/null && ! [ -f /usr/include/llhttp.h ]; then
+llhttp_debs="libllhttp9.2 libllhttp-dev"
+[ "$runtime_only" = 1 ] && llhttp_debs="libllhttp9.2"
+installed=$(dpkg-query -W -f='${Status}\n' $llhttp_debs 2>/dev/null | grep -c "install ok installed" || true)
+if [ "$installed" -ne "$(echo $llhttp_debs | wc -w)" ]; then
   mirror=""
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
@@ -56,7 +65,7 @@ if ! pkg-config --exists libllhttp 2>/dev/null && ! [ -f /usr/include/llhttp.h ]
            -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
   echo "setup: fetching libllhttp from trixie"
   $SUDO apt-get "${aptopts[@]}" update -qq
-  (cd "$tmp" && $SUDO apt-get "${aptopts[@]}" download libllhttp9.2 libllhttp-dev)
+  (cd "$tmp" && $SUDO apt-get "${aptopts[@]}" download $llhttp_debs)
   $SUDO dpkg -i "$tmp"/libllhttp*.deb >/dev/null
 fi
 

@@ -36,7 +36,7 @@ class AdminConnection final : private http::Http1Parser::Handler {
     s.append("\r\nContent-Type: ");
     s.append(contentType);
     s.append("\r\nCache-Control: no-store\r\nContent-Length: ");
-    s.append(std::to_string(headRequest_ ? 0 : body.size()));
+    s.append(std::to_string(body.size()));
     s.append(keepAlive_ ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
     if (!headRequest_) s.append(body);
     out_.endScratch();
@@ -278,7 +278,8 @@ void AdminServer::startScrape(AdminConnection* c) {
   auto& workers = server_.workers();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    scrape->waiting = workers.size();
+    // +1 holds the scrape open until every post() has been attempted below.
+    scrape->waiting = workers.size() + 1;
   }
   size_t posted = 0;
   for (auto& w : workers) {
@@ -294,7 +295,7 @@ void AdminServer::startScrape(AdminConnection* c) {
     if (ok) ++posted;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  scrape->waiting -= workers.size() - posted;
+  scrape->waiting -= workers.size() - posted + 1;
   if (scrape->waiting == 0) {
     done_.push_back(scrape);
     uv_async_send(&async_);

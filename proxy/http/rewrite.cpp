@@ -80,9 +80,11 @@ void serializeUpstreamRequest(const RequestHead& req, const UpstreamRequestInfo&
     if (iequals(n, "x-forwarded-proto") || iequals(n, "x-forwarded-host") ||
         iequals(n, "x-request-id") || iequals(n, "traceparent"))
       continue;
+    if (!info.hostOverride.empty() && iequals(n, "host")) continue;
     if (connList && !isProtected(n) && namedByConnection(h, n)) continue;
     appendHeader(out, n, h.valueAt(i));
   }
+  if (!info.hostOverride.empty()) appendHeader(out, "Host", info.hostOverride);
   // Several X-Forwarded-For lines are one list: join them in order, then add the client.
   out.append("X-Forwarded-For: ");
   if (xffSeen) {
@@ -97,8 +99,7 @@ void serializeUpstreamRequest(const RequestHead& req, const UpstreamRequestInfo&
   out.append(info.clientIp);
   out.append("\r\n");
   appendHeader(out, "X-Forwarded-Proto", info.proto);
-  std::string_view host = h.get("host");
-  if (!host.empty()) appendHeader(out, "X-Forwarded-Host", host);
+  if (!info.forwardedHost.empty()) appendHeader(out, "X-Forwarded-Host", info.forwardedHost);
   appendHeader(out, "X-Request-Id", info.requestId);
   appendHeader(out, "traceparent", info.traceparent);
   if (req.chunked) {

@@ -17,12 +17,14 @@ bool isHopByHop(std::string_view name);
 enum class BodyFraming : uint8_t { None, ContentLength, Chunked, Close };
 
 struct UpstreamRequestInfo {
-  std::string_view target;       // possibly rewritten (strip_prefix)
-  std::string_view clientIp;     // appended to X-Forwarded-For
-  std::string_view proto;        // "http" | "https"
-  std::string_view requestId;    // final id
-  std::string_view traceparent;  // final traceparent
-  bool websocket = false;        // keep Upgrade: websocket + Connection: upgrade
+  std::string_view target;         // possibly rewritten (strip_prefix)
+  std::string_view clientIp;       // appended to X-Forwarded-For
+  std::string_view proto;          // "http" | "https"
+  std::string_view requestId;      // final id
+  std::string_view traceparent;    // final traceparent
+  bool websocket = false;          // keep Upgrade: websocket + Connection: upgrade
+  std::string_view hostOverride;   // non-empty: send this Host instead of the client's
+  std::string_view forwardedHost;  // X-Forwarded-Host: the host the client asked for
 };
 
 // Appends "METHOD target HTTP/1.1\r\n...\r\n\r\n" to `out`.

@@ -62,11 +62,15 @@ int UpstreamConn::flush() {
   return out_.flush();
 }
 
-void UpstreamConn::startResponse(uint64_t responseTimeoutMs, bool headRequest) {
+void UpstreamConn::startResponse(uint64_t responseTimeoutMs, bool headRequest, bool requestSent) {
   responseTimeoutMs_ = responseTimeoutMs;
   parser_.setExpectNoBody(headRequest);
-  armTimer(responseTimeoutMs);
+  if (requestSent) armTimer(responseTimeoutMs);
   resumeReading();
+}
+
+void UpstreamConn::armResponseTimer() {
+  if (state_ == State::Busy && !gotBytes_) armTimer(responseTimeoutMs_);
 }
 
 void UpstreamConn::pauseReading() {

@@ -57,9 +57,11 @@ class UpstreamConn final : private http::Http1Parser::Handler {
 
   net::OutQueue& out() { return out_; }
   int flush();
-  // The request head is queued: start waiting for the response (first byte within
-  // `responseTimeoutMs`, and no more than that between two reads).
-  void startResponse(uint64_t responseTimeoutMs, bool headRequest);
+  // The request head is queued: start reading the response. The response timeout (first byte
+  // within `responseTimeoutMs`, then no more than that between two reads) starts now when
+  // `requestSent`, else at armResponseTimer() once the body is through.
+  void startResponse(uint64_t responseTimeoutMs, bool headRequest, bool requestSent);
+  void armResponseTimer();
   void pauseReading();
   void resumeReading();
   void enterTunnel();

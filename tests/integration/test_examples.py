@@ -1,0 +1,49 @@
+"""The shipped configs (examples/, docker/) stay valid, and the quickstart demo really proxies."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sluicetest import run_cli
+from sluicetest.process import render_config
+from sluicetest.client import http_request
+from sluicetest.util import free_port, wait_until, port_is_open
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "examples", "*.toml")) +
+                 glob.glob(os.path.join(ROOT, "docker", "*.toml")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
+def test_shipped_config_is_valid(path):
+    env = dict(os.environ, SLUICE_BACKEND="127.0.0.1:8000")
+    r = run_cli(["-t", "-c", path], env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"configuration file {path} test is successful" in r.stdout
+
+
+def test_demo_backend_through_proxy(make_sluice):
+    """examples/demo_backend.py behind the proxy answers with its name and sees the request id."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", "demo_backend.py"),
+                             str(port), "demo-1"])
+    try:
+        wait_until(lambda: port_is_open(port), 10, message="demo backend up")
+        s = make_sluice()
+        s.start(render_config(
+            listeners=[{"name": "web", "listen": f"127.0.0.1:{free_port()}"}],
+            pools={"app": {"backends": [{"address": f"127.0.0.1:{port}"}]}},
+            routes=[{"name": "app", "path": "/", "pool": "app"}]))
+        r = http_request(s.port(), "GET", "/hello")
+        assert r.status == 200
+        body = json.loads(r.body)
+        assert body["backend"] == "demo-1" and body["path"] == "/hello"
+        assert body["request_id"] == r.header("x-request-id")
+        assert body["x_forwarded_for"] == "127.0.0.1"
+    finally:
+        proc.kill()
+        proc.wait()
