@@ -189,7 +189,8 @@ int Http1Parser::checkHeadSize(const char* at, size_t len) {
 
 int Http1Parser::validateRequestFraming() {
   RequestHead& r = request_;
-  if (parser_.flags & F_TRANSFER_ENCODING) {
+  // Any Transfer-Encoding line counts, even an empty one llhttp does not flag.
+  if ((parser_.flags & F_TRANSFER_ENCODING) || r.headers.has("transfer-encoding")) {
     // Exactly one coding, "chunked", is what we implement. A final "chunked" after other
     // codings is well-formed but unsupported (501); anything else is ambiguous (400).
     if (r.versionMajor == 1 && r.versionMinor == 0) return fail(ParseError::Malformed);
