@@ -15,6 +15,7 @@
 #include <set>
 
 #include "config/units.h"
+#include "tls/tls_context.h"
 
 namespace sluice::config {
 
@@ -483,7 +484,7 @@ class Loader {
         error(posOf(el), what + ": expected a table, got " + typeName(el));
         continue;
       }
-      checkKeys(*t, {"name", "listen", "redirect_https"}, {"tls"}, "in [[listener]]");
+      checkKeys(*t, {"name", "listen", "redirect_https", "tls"}, {}, "in [[listener]]");
       ListenerConfig lc;
       lc.pos = posOf(el);
       if (const auto* v = t->get("name")) {
@@ -519,8 +520,130 @@ class Loader {
           }
         }
       }
+      if (const auto* v = t->get("tls")) loadListenerTls(*v, what + ".tls", lc.tls);
+      if (lc.tls.enabled && !lc.redirectHttps.empty())
+        warn(lc.pos, what + ": redirect_https on a TLS listener redirects HTTPS to itself");
       cfg_.listeners.push_back(std::move(lc));
     }
+  }
+
+  // Relative certificate paths are taken from the config file's directory.
+  std::string resolvePath(const std::string& p) const {
+    if (p.empty() || p[0] == '/') return p;
+    size_t slash = file_.rfind('/');
+    return slash == std::string::npos ? p : file_.substr(0, slash + 1) + p;
+  }
+
+  void loadListenerTls(const toml::node& n, const std::string& what, ListenerTls& tls) {
+    const auto* t = n.as_table();
+    if (t == nullptr) {
+      error(posOf(n), what + ": expected a table ([listener.tls]), got " + typeName(n));
+      return;
+    }
+    checkKeys(*t, {"certificates", "min_version", "alpn", "hsts", "session_tickets"}, {},
+              "in [listener.tls]");
+    tls.enabled = true;
+    tls.pos = posOf(n);
+    const auto* certs = t->get("certificates");
+    const auto* arr = certs ? certs->as_array() : nullptr;
+    if (certs == nullptr) {
+      error(tls.pos, what + ": missing required key 'certificates'");
+    } else if (arr == nullptr || arr->empty()) {
+      error(posOf(*certs), what + ".certificates: expected a non-empty array of "
+                                  "{ cert = \"...\", key = \"...\" } tables");
+    } else {
+      for (size_t i = 0; i < arr->size(); ++i) {
+        std::string w = what + ".certificates[" + std::to_string(i) + "]";
+        const auto* ct = (*arr)[i].as_table();
+        if (ct == nullptr) {
+          error(posOf((*arr)[i]), w + ": expected a table { cert = ..., key = ... }");
+          continue;
+        }
+        checkKeys(*ct, {"cert", "key", "ocsp"}, {}, "in " + w);
+        TlsCertificateConfig c;
+        c.pos = posOf((*arr)[i]);
+        if (const auto* v = ct->get("cert")) {
+          if (auto s = getString(*v, w + ".cert")) c.cert = resolvePath(*s);
+        } else {
+          error(c.pos, w + ": missing required key 'cert'");
+        }
+        if (const auto* v = ct->get("key")) {
+          if (auto s = getString(*v, w + ".key")) c.key = resolvePath(*s);
+        } else {
+          error(c.pos, w + ": missing required key 'key'");
+        }
+        if (const auto* v = ct->get("ocsp")) {
+          if (auto s = getString(*v, w + ".ocsp")) c.ocsp = resolvePath(*s);
+        }
+        if (!c.cert.empty() && !c.key.empty()) {
+          std::string err;
+          if (!tls::checkCertificatePair(c.cert, c.key, err)) error(c.pos, w + ": " + err);
+        }
+        if (!c.ocsp.empty() && access(c.ocsp.c_str(), R_OK) != 0)
+          error(c.pos, w + ".ocsp: cannot read " + c.ocsp);
+        tls.certificates.push_back(std::move(c));
+      }
+    }
+    if (const auto* v = t->get("min_version")) {
+      if (auto s = getString(*v, what + ".min_version")) {
+        if (*s == "1.2" || *s == "1.3")
+          tls.minVersion = *s;
+        else
+          error(posOf(*v), what + ".min_version: expected \"1.2\" or \"1.3\", got '" + *s + "'");
+      }
+    }
+    if (const auto* v = t->get("alpn")) {
+      const auto* a = v->as_array();
+      if (a == nullptr) {
+        error(posOf(*v), what + ".alpn: expected an array like [\"http/1.1\"]");
+      } else {
+        tls.alpn.clear();
+        for (size_t i = 0; i < a->size(); ++i) {
+          auto s = getString((*a)[i], what + ".alpn[" + std::to_string(i) + "]");
+          if (!s) continue;
+          if (*s != "http/1.1" && *s != "http/1.0")
+            error(posOf((*a)[i]), what + ".alpn: only \"http/1.1\" (and \"http/1.0\") can be "
+                                         "served, got '" + *s + "'");
+          else
+            tls.alpn.push_back(*s);
+        }
+      }
+    }
+    if (const auto* v = t->get("hsts")) {
+      if (auto s = getString(*v, what + ".hsts")) {
+        if (!s->empty() && s->find("max-age=") == std::string::npos)
+          error(posOf(*v), what + ".hsts: expected a Strict-Transport-Security value such as "
+                                  "\"max-age=31536000\"");
+        else if (s->find_first_of("\r\n") != std::string::npos)
+          error(posOf(*v), what + ".hsts: must be one line");
+        else
+          tls.hsts = *s;
+      }
+    }
+    if (const auto* v = t->get("session_tickets")) {
+      if (auto b = getBool(*v, what + ".session_tickets")) tls.sessionTickets = *b;
+    }
+  }
+
+  void loadPoolTls(const toml::table& t, const std::string& what, PoolConfig& pc) {
+    if (const auto* v = t.get("tls")) {
+      if (auto b = getBool(*v, what + ".tls")) pc.tls = *b;
+    }
+    if (const auto* v = t.get("tls_verify")) {
+      if (auto b = getBool(*v, what + ".tls_verify")) pc.tlsVerify = *b;
+    }
+    if (const auto* v = t.get("tls_ca")) {
+      if (auto s = getString(*v, what + ".tls_ca")) {
+        pc.tlsCa = resolvePath(*s);
+        if (access(pc.tlsCa.c_str(), R_OK) != 0)
+          error(posOf(*v), what + ".tls_ca: cannot read " + pc.tlsCa);
+      }
+    }
+    if (const auto* v = t.get("tls_server_name")) {
+      if (auto s = getString(*v, what + ".tls_server_name")) pc.tlsServerName = *s;
+    }
+    if (!pc.tls && (t.get("tls_verify") || t.get("tls_ca") || t.get("tls_server_name")))
+      warn(pc.pos, what + ": tls_* settings have no effect without tls = true");
   }
 
   void loadPools(const toml::node& n) {
@@ -547,8 +670,9 @@ class Loader {
       }
       checkKeys(
           *t,
-          {"backends", "balance", "connect_timeout", "response_timeout", "idle_timeout", "retries"},
-          {"hash_key", "max_connections", "tls", "resolve_interval", "health", "outlier"},
+          {"backends", "balance", "connect_timeout", "response_timeout", "idle_timeout", "retries",
+           "tls", "tls_verify", "tls_ca", "tls_server_name"},
+          {"hash_key", "max_connections", "resolve_interval", "health", "outlier"},
           "in [pool." + name + "]");
       PoolConfig pc;
       pc.name = name;
@@ -582,6 +706,7 @@ class Loader {
       if (const auto* v = t->get("retries")) {
         if (auto r = getInt(*v, what + ".retries", 0, 10)) pc.retries = static_cast<uint32_t>(*r);
       }
+      loadPoolTls(*t, what, pc);
       cfg_.pools.push_back(std::move(pc));
     }
     // toml++ tables are ordered by key; the schema promises file order.

@@ -59,10 +59,28 @@ struct LogSettings {
   LogLevel level = LogLevel::Info;
 };
 
+struct TlsCertificateConfig {
+  std::string cert;  // PEM chain, leaf first
+  std::string key;   // PEM private key
+  std::string ocsp;  // optional DER OCSP response to staple
+  SourcePos pos;
+};
+
+struct ListenerTls {
+  bool enabled = false;  // true when [listener.tls] is present
+  std::vector<TlsCertificateConfig> certificates;  // the first is the default
+  std::string minVersion = "1.2";                  // "1.2" | "1.3"
+  std::vector<std::string> alpn{"http/1.1"};
+  std::string hsts;  // Strict-Transport-Security value; empty = none
+  bool sessionTickets = true;
+  SourcePos pos;
+};
+
 struct ListenerConfig {
   std::string name;
   HostPort listen;
   std::string redirectHttps;  // empty = route normally
+  ListenerTls tls;
   SourcePos pos;
 };
 
@@ -83,6 +101,10 @@ struct PoolConfig {
   Duration responseTimeout{30000};
   Duration idleTimeout{60000};
   uint32_t retries = 1;
+  bool tls = false;            // HTTPS to the backends
+  bool tlsVerify = true;       // verify the backend certificate and host name
+  std::string tlsCa;           // CA bundle file; empty = the system store
+  std::string tlsServerName;   // SNI / verified name; empty = the backend's host
   SourcePos pos;
 };
 

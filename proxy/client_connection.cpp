@@ -67,6 +67,11 @@ void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string&
     return;
   }
   uv_tcp_nodelay(&c->tcp_, 1);
+  if (spec->tls) {
+    c->tlsCtx_ = spec->tls;
+    c->tls_ = std::make_unique<tls::TlsSession>(spec->tls->defaultCtx(), true);
+    c->out_.setTls(c->tls_.get());
+  }
   formatPeer(&c->tcp_, c->peer_, c->peerIp_, sizeof c->peerIp_);
   c->listenerKey_ = listenerKey;
   c->listenerNameId_ = spec->nameId;
@@ -123,21 +128,71 @@ void ClientConnection::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf
     }
   }
   if (self->state_ == State::Lingering) return;  // discard
-  if (self->state_ == State::Tunnel) {
-    if (self->ex_.up) {
-      self->ex_.up->out().ref(buf->base, size_t(nread));
-      self->flushUpstream();
+  if (self->tls_) {
+    self->onCiphertext(buf->base, size_t(nread));
+    return;
+  }
+  self->onPlaintext(buf->base, size_t(nread));
+}
+
+void ClientConnection::onCiphertext(const char* data, size_t len) {
+  const bool wasDone = tls_->handshakeDone();
+  auto r = tls_->feed(data, len, w_.plainBuffer(), Worker::kReadBufferSize,
+                      [this](const char* p, size_t n) {
+                        onPlaintext(p, n);
+                        return state_ != State::Closed && state_ != State::Lingering;
+                      });
+  if (tls_->takeHandshakeEvent())
+    w_.metrics().tlsHandshake(listenerNameId_, tls_->version(), tls_->resumed());
+  if (r == tls::TlsSession::Result::Error) {
+    if (!wasDone && !tls_->handshakeDone()) {
+      w_.metrics().tlsHandshakeError(listenerNameId_, tls_->errorReason());
+      if (tls_->errorReason() == "http_request") {
+        // Plain HTTP sent to the TLS port: say so in plain HTTP, like nginx does.
+        std::string reply;
+        w_.ids().requestId(ex_.requestId);
+        http::serializeLocalReply(400, "plain_http_to_tls_port", ex_.requestId, false, false,
+                                  reply);
+        out_.writeRaw(reply);
+        state_ = State::Lingering;
+        closeAfterFlush_ = true;
+        if (out_.queuedBytes() == 0) close();
+        return;
+      }
+    }
+    close();
+    return;
+  }
+  if (r == tls::TlsSession::Result::Closed) {
+    // close_notify: the client is done sending, like EOF.
+    if (state_ == State::Tunnel && ex_.up) {
+      ex_.up->shutdownWrite();
+    } else if (state_ != State::Closed) {
+      close();
+      return;
+    }
+  }
+  flushClient();  // handshake records, if nothing else
+}
+
+void ClientConnection::onPlaintext(const char* data, size_t len) {
+  if (state_ == State::Lingering || state_ == State::Closed) return;
+  if (state_ == State::Tunnel) {
+    if (ex_.up) {
+      ex_.up->out().ref(data, len);
+      flushUpstream();
     }
     return;
   }
-  if (self->state_ == State::ReadingHead && !self->headTimer_) {
-    self->headTimer_ = true;
-    self->armTimer(uint64_t(self->snap_->config.server.clientHeaderTimeout.count()));
-  } else if (self->state_ == State::Proxying && !self->ex_.requestComplete)
-    self->armTimer(uint64_t(self->snap_->config.server.clientIdleTimeout.count()));
-  self->feed(buf->base, size_t(nread));
-  self->flushUpstream();
-  self->flushClient();
+  if (state_ == State::ReadingHead && !headTimer_) {
+    headTimer_ = true;
+    armTimer(uint64_t(snap_->config.server.clientHeaderTimeout.count()));
+  } else if (state_ == State::Proxying && !ex_.requestComplete) {
+    armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
+  }
+  feed(data, len);
+  flushUpstream();
+  flushClient();
 }
 
 void ClientConnection::feed(const char* data, size_t len) {
@@ -388,6 +443,7 @@ bool ClientConnection::answerHealth(std::string_view path) {
   s.append("\r\nX-Request-Id: ");
   s.append(ex_.requestId);
   s.append("\r\n");
+  s.append(listener_->responseHeaders);
   bool close = !ex_.keepAlive || (parser_.request().hasBody() && !ex_.requestComplete);
   if (close) s.append("Connection: close\r\n");
   s.append("\r\n");
@@ -456,7 +512,7 @@ void ClientConnection::sendRequestHead() {
   http::UpstreamRequestInfo info;
   info.target = ex_.target;
   info.clientIp = peerIp_;  // the hop we saw; earlier hops are already in the list
-  info.proto = "http";
+  info.proto = tls_ ? "https" : "http";
   info.requestId = ex_.requestId;
   info.traceparent = ex_.traceparent;
   info.websocket = ex_.websocket;
@@ -480,6 +536,7 @@ int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseH
   http::ClientResponseInfo info;
   info.requestId = ex_.requestId;
   info.http10Client = req.versionMinor == 0;
+  info.extraHeaders = listener_->responseHeaders;
   if (head.status == 101) {
     if (!ex_.websocket) return kAbort;
     info.upgrade = true;
@@ -659,10 +716,12 @@ void ClientConnection::sendLocalReply(int status, std::string_view code, bool cl
   if (!ex_.keepAlive) closeConn = true;
   ex_.status = status;
   abortUpstream();
+  std::string extras(listener_ ? std::string_view(listener_->responseHeaders) : "");
+  extras.append(extraHeaders);
   std::string& s = out_.beginScratch();
   size_t before = s.size();
   http::serializeLocalReply(status, code, ex_.requestId, !closeConn, ex_.headRequest, s,
-                            extraHeaders);
+                            extras);
   ex_.bytesSent += s.size() - before;
   out_.endScratch();
   ex_.responseStarted = true;
@@ -704,6 +763,7 @@ void ClientConnection::finishRequest() {
     rec.userAgent = req.headers.get("user-agent");
     rec.referer = req.headers.get("referer");
     rec.httpMinor = req.versionMinor;
+    if (tls_ && tls_->handshakeDone()) rec.tls = tls_->version();
     observe::appendAccessLine(w_.accessBuffer(), rec);
   }
 }
@@ -722,6 +782,7 @@ void ClientConnection::startNextRequest() {
     return;
   }
   headTimer_ = false;
+  if (tls_) tls_->trim();
   armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
   if (!stash_.empty()) {
     headTimer_ = true;
@@ -741,6 +802,8 @@ void ClientConnection::onTimer(uv_timer_t* t) {
   auto* self = static_cast<ClientConnection*>(t->data);
   switch (self->state_) {
     case State::ReadingHead:
+      if (self->tls_ && !self->tls_->handshakeDone())
+        self->w_.metrics().tlsHandshakeError(self->listenerNameId_, "handshake_timeout");
       if (self->parser_.messageStarted())
         self->sendLocalReply(408, "request_timeout", true);
       else

@@ -15,6 +15,7 @@
 #include "proxy/net/out_queue.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/conn_pool.h"
+#include "tls/tls_session.h"
 
 namespace sluice {
 
@@ -57,6 +58,8 @@ class ClientConnection final : private http::Http1Parser::Handler,
   void onUpstreamDrained(upstream::UpstreamConn* up) override;
 
   // Request phases.
+  void onCiphertext(const char* data, size_t len);
+  void onPlaintext(const char* data, size_t len);
   void feed(const char* data, size_t len);
   void feedStash();
   void onRequestHead();
@@ -99,6 +102,8 @@ class ClientConnection final : private http::Http1Parser::Handler,
   uv_shutdown_t shutdownReq_{};
   http::Http1Parser parser_;
   net::OutQueue out_;
+  tls::ServerTlsContextPtr tlsCtx_;  // keeps the SNI/ALPN callbacks' context alive
+  std::unique_ptr<tls::TlsSession> tls_;
   std::string stash_;      // unparsed bytes (pipelined requests, body after a paused head)
   std::string stashWork_;  // the stash being parsed right now
   sockaddr_storage peer_{};

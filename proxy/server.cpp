@@ -118,8 +118,14 @@ bool Server::start() {
     return false;
   }
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings);
+  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings, err);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
+  if (!snap) {
+    std::fprintf(stderr, "sluice: %s\n", err.c_str());
+    for (auto& [_, v] : fds)
+      for (int f : v) ::close(f);
+    return false;
+  }
   if (cfg.admin.enabled) {
     admin_ = std::make_unique<admin::AdminServer>(&loop_, *this);
     admin_->setToken(cfg.admin.token);
@@ -224,8 +230,16 @@ void Server::reload() {
     return;
   }
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings);
+  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
+  if (!snap) {
+    retire(std::move(newAdmin));
+    for (auto& [_, v] : fds)
+      for (int f : v) ::close(f);
+    logEvent(LogLevel::Error, err);
+    failed(err);
+    return;
+  }
   ++generation_;
   std::vector<std::string> closeKeys;
   for (const auto& key : boundKeys_)

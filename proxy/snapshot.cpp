@@ -53,7 +53,7 @@ static bool resolve(const config::HostPort& hp, sockaddr_storage& out, socklen_t
 
 std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
-                                        std::vector<std::string>& warnings) {
+                                        std::vector<std::string>& warnings, std::string& error) {
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
   snap->config = cfg;
@@ -62,8 +62,16 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
     pool->name = pc.name;
     pool->nameId = observe::internName(pc.name);
     pool->settings = pc;
+    if (pc.tls) {
+      pool->tls = tls::ClientTlsContext::build(pc, error);
+      if (!pool->tls) {
+        error = "pool " + pc.name + ": " + error;
+        return nullptr;
+      }
+    }
     for (const auto& bc : pc.backends) {
       upstream::BackendPtr b = registry.get(pc.name, bc.address);
+      if (b->host.empty()) b->host = bc.hostPort.host;  // before any worker can see it
       if (!b->resolved) {
         std::string err;
         if (resolve(bc.hostPort, b->addr, b->addrLen, err)) {
@@ -98,6 +106,15 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
     ls.key = listenerKey(lc.listen);
     ls.nameId = observe::internName(lc.name);
     ls.cfg = lc;
+    if (lc.tls.enabled) {
+      ls.tls = tls::ServerTlsContext::build(lc.tls, error);
+      if (!ls.tls) {
+        error = "listener " + lc.name + ": " + error;
+        return nullptr;
+      }
+    }
+    if (lc.tls.enabled && !lc.tls.hsts.empty())
+      ls.responseHeaders = "Strict-Transport-Security: " + lc.tls.hsts + "\r\n";
     snap->listeners.push_back(std::move(ls));
   }
   return snap;

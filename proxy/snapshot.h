@@ -12,6 +12,7 @@
 #include "config/schema.h"
 #include "proxy/router/route_table.h"
 #include "proxy/upstream/pool.h"
+#include "tls/tls_context.h"
 
 namespace sluice {
 
@@ -19,6 +20,8 @@ struct ListenerSpec {
   std::string key;  // "ip:port", stable identity across reloads
   uint32_t nameId = 0;
   config::ListenerConfig cfg;
+  tls::ServerTlsContextPtr tls;  // null for plain HTTP
+  std::string responseHeaders;   // added to every response ("Strict-Transport-Security: ...")
 };
 
 struct Snapshot {
@@ -39,9 +42,10 @@ std::string listenerKey(const config::HostPort& hp);
 
 // Builds a snapshot. Backends come from `registry` so their state survives the reload.
 // Hostname backends are resolved here (blocking, main thread); a name that does not resolve
-// leaves that backend out of rotation and adds a warning.
+// leaves that backend out of rotation and adds a warning. Returns nullptr when something the
+// loader could not check fails (a certificate file changed underneath): `error` says what.
 std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
-                                        std::vector<std::string>& warnings);
+                                        std::vector<std::string>& warnings, std::string& error);
 
 }  // namespace sluice

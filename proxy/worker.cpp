@@ -8,7 +8,8 @@
 
 namespace sluice {
 
-Worker::Worker(unsigned id) : id_(id), readBuf_(new char[kReadBufferSize]) {
+Worker::Worker(unsigned id)
+    : id_(id), readBuf_(new char[kReadBufferSize]), plainBuf_(new char[kReadBufferSize]) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &async_, onAsync);
   async_.data = this;

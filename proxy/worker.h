@@ -52,6 +52,8 @@ class Worker {
   uv_loop_t* loop() { return &loop_; }
   const SnapshotPtr& snapshot() const { return snapshot_; }
   char* readBuffer() { return readBuf_.get(); }
+  // Decrypted TLS input lands here (kReadBufferSize bytes).
+  char* plainBuffer() { return plainBuf_.get(); }
   observe::WorkerMetrics& metrics() { return metrics_; }
   observe::IdGenerator& ids() { return ids_; }
   upstream::ConnPool& connPool() { return connPool_; }
@@ -88,6 +90,7 @@ class Worker {
   SnapshotPtr snapshot_;
   std::map<std::string, ListenSocket*> listeners_;
   std::unique_ptr<char[]> readBuf_;
+  std::unique_ptr<char[]> plainBuf_;
   observe::WorkerMetrics metrics_;
   observe::IdGenerator ids_;
   upstream::ConnPool connPool_;

@@ -137,6 +137,8 @@ void serializeClientResponse(const ResponseHead& resp, const ClientResponseInfo&
     appendHeader(out, n, h.valueAt(i));
   }
   appendHeader(out, "X-Request-Id", info.requestId);
+  out.append(info.extraHeaders);
+  out.append(info.extraHeaders2);
   switch (info.framing) {
     case BodyFraming::ContentLength:
       out.append("Content-Length: ");

@@ -38,6 +38,8 @@ struct ClientResponseInfo {
   bool keepAlive = true;      // false: "Connection: close"
   bool http10Client = false;  // say keep-alive explicitly
   bool upgrade = false;       // a 101: keep Upgrade, send Connection: upgrade
+  std::string_view extraHeaders;   // complete header lines the proxy adds (HSTS, middleware)
+  std::string_view extraHeaders2;  // a second set (e.g. middleware after listener headers)
 };
 
 // Appends the response head for the client.

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "tls/tls_session.h"
+
 namespace sluice::net {
 
 struct OutQueue::WriteReq {
@@ -27,66 +29,105 @@ void OutQueue::endScratch() {
   if (scratch_.size() > mark_) pieces_.push_back({nullptr, mark_, scratch_.size() - mark_});
 }
 
+int OutQueue::writeBufs(uv_buf_t* bufs, size_t n) {
+  size_t batch = 0;
+  for (size_t i = 0; i < n; ++i) batch += bufs[i].len;
+  size_t written = 0;
+  if (queued_ == 0) {
+    int w = uv_try_write(stream_, bufs, unsigned(n));
+    if (w >= 0)
+      written = size_t(w);
+    else if (w != UV_EAGAIN && w != UV_ENOSYS)
+      return w;
+  }
+  if (written == batch) return 0;
+  size_t rest = batch - written;
+  auto* wr = static_cast<WriteReq*>(std::malloc(sizeof(WriteReq) + rest));
+  wr->queue = this;
+  wr->len = rest;
+  char* dst = wr->data;
+  size_t skip = written;
+  for (size_t i = 0; i < n; ++i) {
+    size_t len = bufs[i].len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    std::memcpy(dst, bufs[i].base + skip, len - skip);
+    dst += len - skip;
+    skip = 0;
+  }
+  uv_buf_t b = uv_buf_init(wr->data, unsigned(rest));
+  int w = uv_write(&wr->req, stream_, &b, 1, onWrite);
+  if (w < 0) {
+    std::free(wr);
+    return w;
+  }
+  queued_ += rest;
+  return 0;
+}
+
 int OutQueue::flush() {
+  if (tls_) return flushTls();
   if (pieces_.empty()) return 0;
   constexpr size_t kMaxIov = 64;
   uv_buf_t bufs[kMaxIov];
-  size_t total = 0;
-  size_t first = 0;
   int rc = 0;
   // Several rounds only when there are more than kMaxIov pieces.
-  while (first < pieces_.size()) {
+  for (size_t first = 0; first < pieces_.size() && rc == 0;) {
     size_t n = 0;
-    size_t batch = 0;
     for (size_t i = first; i < pieces_.size() && n < kMaxIov; ++i, ++n) {
       const Piece& p = pieces_[i];
       const char* base = p.ptr ? p.ptr : scratch_.data() + p.off;
       bufs[n] = uv_buf_init(const_cast<char*>(base), unsigned(p.len));
-      batch += p.len;
     }
-    total += batch;
-    size_t written = 0;
-    if (queued_ == 0) {
-      int w = uv_try_write(stream_, bufs, unsigned(n));
-      if (w >= 0)
-        written = size_t(w);
-      else if (w != UV_EAGAIN && w != UV_ENOSYS) {
-        rc = w;
-        break;
-      }
-    }
-    if (written < batch) {
-      size_t rest = batch - written;
-      auto* wr = static_cast<WriteReq*>(std::malloc(sizeof(WriteReq) + rest));
-      wr->queue = this;
-      wr->len = rest;
-      char* dst = wr->data;
-      size_t skip = written;
-      for (size_t i = 0; i < n; ++i) {
-        size_t len = bufs[i].len;
-        if (skip >= len) {
-          skip -= len;
-          continue;
-        }
-        std::memcpy(dst, bufs[i].base + skip, len - skip);
-        dst += len - skip;
-        skip = 0;
-      }
-      uv_buf_t b = uv_buf_init(wr->data, unsigned(rest));
-      int w = uv_write(&wr->req, stream_, &b, 1, onWrite);
-      if (w < 0) {
-        std::free(wr);
-        rc = w;
-        break;
-      }
-      queued_ += rest;
-    }
+    rc = writeBufs(bufs, n);
     first += n;
   }
-  (void)total;
   pieces_.clear();
   scratch_.clear();
   return rc;
+}
+
+int OutQueue::flushTls() {
+  // Small pieces are gathered into one TLS record (up to 16k) instead of a record each.
+  constexpr size_t kRecord = 16 * 1024;
+  static thread_local std::string stage;
+  bool ok = true;
+  for (const Piece& p : pieces_) {
+    const char* base = p.ptr ? p.ptr : scratch_.data() + p.off;
+    if (p.len >= kRecord) {
+      if (!stage.empty()) {
+        ok = ok && tls_->write(stage.data(), stage.size());
+        stage.clear();
+      }
+      ok = ok && tls_->write(base, p.len);
+      continue;
+    }
+    stage.append(base, p.len);
+    if (stage.size() >= kRecord) {
+      ok = ok && tls_->write(stage.data(), stage.size());
+      stage.clear();
+    }
+  }
+  if (!stage.empty()) {
+    ok = ok && tls_->write(stage.data(), stage.size());
+    stage.clear();
+  }
+  pieces_.clear();
+  scratch_.clear();
+  if (!ok) return UV_EPROTO;
+  std::string& cipher = tls_->pendingOut();
+  if (cipher.empty()) return 0;
+  uv_buf_t b = uv_buf_init(cipher.data(), unsigned(cipher.size()));
+  int rc = writeBufs(&b, 1);
+  cipher.clear();
+  return rc;
+}
+
+int OutQueue::writeRaw(std::string_view bytes) {
+  uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), unsigned(bytes.size()));
+  return writeBufs(&b, 1);
 }
 
 void OutQueue::onWrite(uv_write_t* req, int status) {

@@ -11,6 +11,10 @@
 #include <string_view>
 #include <vector>
 
+namespace sluice::tls {
+class TlsSession;
+}
+
 namespace sluice::net {
 
 class OutQueue {
@@ -23,6 +27,9 @@ class OutQueue {
     owner_ = owner;
     done_ = done;
   }
+  // With a TLS session, flush() encrypts the pieces and writes the records (and anything the
+  // handshake left to send).
+  void setTls(tls::TlsSession* s) { tls_ = s; }
   void copy(std::string_view s);
   void ref(const char* p, size_t n);
   // Direct access to the scratch buffer for serializers: begin() ... end() wraps what was
@@ -36,6 +43,8 @@ class OutQueue {
   // Writes all pieces. Returns 0 or a libuv error (the connection is then broken).
   int flush();
   bool hasPieces() const { return !pieces_.empty(); }
+  // Writes raw bytes, bypassing TLS (a plain-HTTP answer on a TLS port).
+  int writeRaw(std::string_view bytes);
   size_t queuedBytes() const { return queued_; }
   bool idle() const { return pieces_.empty() && queued_ == 0; }
   void reset() {
@@ -51,6 +60,9 @@ class OutQueue {
   };
   struct WriteReq;
   static void onWrite(uv_write_t* req, int status);
+  int flushTls();
+  // try_write what the kernel takes, copy the rest into a uv_write request.
+  int writeBufs(uv_buf_t* bufs, size_t n);
 
   uv_stream_t* stream_ = nullptr;
   void* owner_ = nullptr;
@@ -59,6 +71,7 @@ class OutQueue {
   std::string scratch_;
   size_t mark_ = 0;
   size_t queued_ = 0;
+  tls::TlsSession* tls_ = nullptr;
 };
 
 }  // namespace sluice::net

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <tuple>
 
@@ -73,7 +74,25 @@ void WorkerMetrics::upstreamError(uint32_t pool, uint32_t backend, UpstreamError
   ++upstreamErrors[key];
 }
 
+namespace {
+const char* const kTlsVersions[] = {"TLSv1.2", "TLSv1.3", "other"};
+}
+
+void WorkerMetrics::tlsHandshake(uint32_t listener, const char* version, bool resumed) {
+  uint64_t v = 2;
+  for (uint64_t i = 0; i < 2; ++i)
+    if (std::strcmp(version, kTlsVersions[i]) == 0) v = i;
+  ++tlsHandshakes[(uint64_t(listener) << 16) | (v << 1) | (resumed ? 1 : 0)];
+}
+
+void WorkerMetrics::tlsHandshakeError(uint32_t listener, const std::string& reason) {
+  // Interning takes a lock, but only on a failed handshake.
+  ++tlsErrors[(uint64_t(listener) << 32) | internName(reason)];
+}
+
 void WorkerMetrics::merge(const WorkerMetrics& o) {
+  for (auto& [k, v] : o.tlsHandshakes) tlsHandshakes[k] += v;
+  for (auto& [k, v] : o.tlsErrors) tlsErrors[k] += v;
   for (auto& [k, v] : o.requests) requests[k] += v;
   for (auto& [k, v] : o.durations) durations[k].merge(v);
   for (auto& [k, v] : o.upstreamErrors) upstreamErrors[k] += v;
@@ -199,6 +218,34 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
   for (auto& [k, v] : total) {
     out.append("sluice_connections_total{listener=\"");
     appendLabelValue(out, k);
+    out.append("\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+
+  out.append("# HELP sluice_tls_handshakes_total Completed TLS handshakes.\n");
+  out.append("# TYPE sluice_tls_handshakes_total counter\n");
+  std::map<std::tuple<std::string, std::string, bool>, uint64_t> hs;
+  for (auto& [k, v] : m.tlsHandshakes)
+    hs[{nameOf(uint32_t(k >> 16)), kTlsVersions[(k >> 1) & 0x7fff], (k & 1) != 0}] += v;
+  for (auto& [k, v] : hs) {
+    out.append("sluice_tls_handshakes_total{listener=\"");
+    appendLabelValue(out, std::get<0>(k));
+    out.append("\",version=\"");
+    out.append(std::get<1>(k));
+    out.append(std::get<2>(k) ? "\",resumed=\"true\"} " : "\",resumed=\"false\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+  out.append("# HELP sluice_tls_handshake_errors_total Failed TLS handshakes, by reason.\n");
+  out.append("# TYPE sluice_tls_handshake_errors_total counter\n");
+  std::map<std::pair<std::string, std::string>, uint64_t> he;
+  for (auto& [k, v] : m.tlsErrors) he[{nameOf(uint32_t(k >> 32)), nameOf(uint32_t(k))}] += v;
+  for (auto& [k, v] : he) {
+    out.append("sluice_tls_handshake_errors_total{listener=\"");
+    appendLabelValue(out, k.first);
+    out.append("\",reason=\"");
+    appendLabelValue(out, k.second);
     out.append("\"} ");
     appendUnsigned(out, v);
     out.push_back('\n');

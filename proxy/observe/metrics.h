@@ -47,7 +47,13 @@ struct WorkerMetrics {
   std::unordered_map<uint32_t, int64_t> connectionsActive;  // by listener name
   std::unordered_map<uint32_t, uint64_t> connectionsTotal;  // by listener name
 
+  // TLS: key listener(32) | version index(8) | resumed(1); errors: listener(32) | reason id.
+  std::unordered_map<uint64_t, uint64_t> tlsHandshakes;
+  std::unordered_map<uint64_t, uint64_t> tlsErrors;
+
   void request(uint32_t route, uint32_t pool, int status, double seconds);
+  void tlsHandshake(uint32_t listener, const char* version, bool resumed);
+  void tlsHandshakeError(uint32_t listener, const std::string& reason);
   void upstreamError(uint32_t pool, uint32_t backend, UpstreamErrorKind kind);
   void merge(const WorkerMetrics& o);
 };

@@ -16,12 +16,14 @@
 #include <vector>
 
 #include "config/schema.h"
+#include "tls/tls_context.h"
 
 namespace sluice::upstream {
 
 struct Backend {
   std::string pool;
   std::string address;     // as configured, "host:port"
+  std::string host;        // its host part (TLS server name); set once, when created
   uint32_t addressId = 0;  // interned, for metrics
   sockaddr_storage addr{};
   socklen_t addrLen = 0;
@@ -36,6 +38,7 @@ struct Pool {
   std::string name;
   uint32_t nameId = 0;
   config::PoolConfig settings;
+  tls::ClientTlsContextPtr tls;  // non-null when settings.tls
   std::vector<BackendPtr> backends;
   std::vector<uint32_t> weights;  // parallel to backends
 

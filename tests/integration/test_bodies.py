@@ -153,3 +153,29 @@ def test_slow_backend_upload_does_not_make_proxy_buffer(backend, proxy):
         assert r.body.decode() == hashlib.sha256(body).hexdigest()
     peak = _rss_kb(s.pid, "VmHWM:")
     assert peak - base < 24 * 1024, f"proxy RSS grew by {(peak - base) // 1024} MB"
+
+
+def test_client_abort_mid_response_does_not_poison_pool(backend, proxy):
+    backend.on("/big", Response(body_size=20 * MB))
+    s = proxy(backend)
+    with RawClient(s.port(), timeout=10) as c:
+        c.send(build_request("GET", "/big"))
+        c.recv_some()
+    # The half-sent upstream connection must not be reused for the next request.
+    for i in range(3):
+        with RawClient(s.port(), timeout=10) as c:
+            r = c.request("GET", f"/small/{i}")
+            assert r.status == 200 and r.json()["target"] == f"/small/{i}"
+    s.check_alive()
+
+
+def test_client_abort_mid_upload(backend, proxy):
+    backend.on("/up", Response(echo_sha256=True))
+    s = proxy(backend)
+    with RawClient(s.port(), timeout=10) as c:
+        c.send(build_request("POST", "/up", [("Content-Length", str(5 * MB))]) + b"x" * 100000)
+    for i in range(3):
+        with RawClient(s.port(), timeout=10) as c:
+            r = c.request("POST", "/up", body=b"abc")
+        assert r.status == 200 and r.header("x-body-length") == "3"
+    s.check_alive()

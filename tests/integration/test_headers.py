@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from sluicetest import RawClient, Response, http_request
+from sluicetest import RawClient, Response
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")

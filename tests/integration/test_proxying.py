@@ -1,6 +1,7 @@
 """Core proxying: keep-alive, pipelining, HTTP/1.0, HEAD/204/304, close-delimited
 responses, Expect: 100-continue."""
 
+import hashlib
 import json
 import subprocess
 
@@ -207,7 +208,6 @@ def test_expect_100_continue_curl(backend, proxy, tmp_path):
                           "--data-binary", f"@{f}", f"http://127.0.0.1:{s.port()}/up", "-w",
                           "\n%{time_total}"], capture_output=True, timeout=15)
     assert out.returncode == 0, out.stderr
-    import hashlib
     digest, t = out.stdout.decode().rsplit("\n", 1)
     assert digest == hashlib.sha256(b"a" * 2_000_000).hexdigest()
     assert float(t) < 3, "curl waited for its expect timeout: no 100 Continue from the proxy"
@@ -268,3 +268,29 @@ def test_upstream_idle_timeout_closes_pooled_connection(backend, proxy):
                message="pooled upstream connection closed after idle_timeout")
     assert http_request(s.port(), "GET", "/b").status == 200
     assert backend.accepted == 2
+
+
+def test_client_connection_close(backend, proxy):
+    s = proxy(backend)
+    with RawClient(s.port()) as c:
+        c.send(build_request("GET", "/bye", [("Connection", "close")])
+               + build_request("GET", "/never"))
+        r = c.read_response()
+        assert r.status == 200 and r.connection_close
+        assert c.is_closed(3)
+    assert [q.path for q in backend.requests] == ["/bye"]
+    # The client's Connection: close is hop-by-hop: the upstream connection stays pooled.
+    assert http_request(s.port(), "GET", "/again").status == 200
+    assert backend.accepted == 1
+
+
+def test_backend_informational_response(backend, proxy):
+    raw = (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+           b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+    backend.on("/hints", Response(raw=raw))
+    s = proxy(backend)
+    with RawClient(s.port()) as c:
+        r = c.request("GET", "/hints")
+        assert r.status == 200 and r.body == b"final"
+        assert all(i.status == 103 for i in r.interim)
+        assert c.request("GET", "/after").status == 200
