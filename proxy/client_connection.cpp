@@ -472,7 +472,7 @@ void ClientConnection::pickAndConnect() {
   ex_.backend = pool->backends[size_t(idx)];
   ex_.backend->active.fetch_add(1, std::memory_order_relaxed);
   if (ex_.upstreamStartNs == 0) ex_.upstreamStartNs = uv_hrtime();
-  upstream::UpstreamConn* up = w_.connPool().acquire(ex_.backend.get());
+  upstream::UpstreamConn* up = w_.connPool().acquire(ex_.backend.get(), pool->tls != nullptr);
   if (up) {
     ex_.up = up;
     up->attach(this);
@@ -480,9 +480,11 @@ void ClientConnection::pickAndConnect() {
     return;
   }
   up = new upstream::UpstreamConn(w_.loop(), w_.connPool(), ex_.backend, w_.readBuffer(),
-                                  Worker::kReadBufferSize);
+                                  w_.plainBuffer(), Worker::kReadBufferSize);
   ex_.up = up;
-  up->connect(this, uint64_t(pool->settings.connectTimeout.count()));
+  const auto& ps = pool->settings;
+  up->connect(this, uint64_t(ps.connectTimeout.count()), pool->tls.get(),
+              ps.tlsServerName.empty() ? ex_.backend->host : ps.tlsServerName);
 }
 
 void ClientConnection::onUpstreamConnected(upstream::UpstreamConn* up) {
@@ -623,8 +625,9 @@ void ClientConnection::onUpstreamError(upstream::UpstreamConn* up, UpstreamError
     return;
   }
   const std::string_view method = parser_.request().method;
-  const bool connectError =
-      kind == UpstreamErrorKind::ConnectFailed || kind == UpstreamErrorKind::ConnectTimeout;
+  const bool connectError = kind == UpstreamErrorKind::ConnectFailed ||
+                            kind == UpstreamErrorKind::ConnectTimeout ||
+                            kind == UpstreamErrorKind::TlsHandshake;
   const bool replayable = !ex_.bodyStarted && !responseBytes;
   // A pooled connection the backend closed just before we used it: not the backend's fault,
   // retry on a fresh connection without counting an attempt.

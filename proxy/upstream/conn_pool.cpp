@@ -8,8 +8,12 @@ namespace sluice::upstream {
 using observe::UpstreamErrorKind;
 
 UpstreamConn::UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf,
-                           size_t readBufSize)
-    : pool_(pool), backend_(std::move(backend)), readBuf_(readBuf), readBufSize_(readBufSize) {
+                           char* plainBuf, size_t readBufSize)
+    : pool_(pool),
+      backend_(std::move(backend)),
+      readBuf_(readBuf),
+      plainBuf_(plainBuf),
+      readBufSize_(readBufSize) {
   uv_tcp_init(loop, &tcp_);
   uv_timer_init(loop, &timer_);
   tcp_.data = this;
@@ -20,9 +24,15 @@ UpstreamConn::UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, 
   out_.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
 }
 
-void UpstreamConn::connect(UpstreamHandler* h, uint64_t connectTimeoutMs) {
+void UpstreamConn::connect(UpstreamHandler* h, uint64_t connectTimeoutMs,
+                           const tls::ClientTlsContext* tls, const std::string& serverName) {
   handler_ = h;
   state_ = State::Connecting;
+  if (tls) {
+    tls_ = std::make_unique<tls::TlsSession>(tls->ctx(), false);
+    tls_->setServerName(serverName, tls->verify());
+    out_.setTls(tls_.get());
+  }
   uv_tcp_nodelay(&tcp_, 1);
   int rc = uv_tcp_connect(&connectReq_, &tcp_, reinterpret_cast<const sockaddr*>(&backend_->addr),
                           onConnect);
@@ -49,9 +59,18 @@ void UpstreamConn::attach(UpstreamHandler* h) {
 void UpstreamConn::onConnect(uv_connect_t* req, int status) {
   auto* self = static_cast<UpstreamConn*>(req->data);
   if (self->state_ == State::Closed) return;
-  uv_timer_stop(&self->timer_);
+  if (!self->tls_) uv_timer_stop(&self->timer_);
   if (status < 0) {
     self->fail(UpstreamErrorKind::ConnectFailed);
+    return;
+  }
+  if (self->tls_) {
+    // Connected is "handshake done" for TLS: the connect timeout keeps running until then.
+    if (self->tls_->startHandshake() != tls::TlsSession::Result::Ok || self->out_.flush() < 0) {
+      self->fail(UpstreamErrorKind::ConnectFailed);
+      return;
+    }
+    self->resumeReading();
     return;
   }
   self->state_ = State::Busy;
@@ -139,6 +158,73 @@ void UpstreamConn::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void UpstreamConn::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<UpstreamConn*>(s->data);
   if (nread == 0 || self->state_ == State::Closed) return;
+  if (self->tls_)
+    self->onCiphertext(nread, buf->base);
+  else
+    self->onPlainRead(nread, buf->base);
+}
+
+void UpstreamConn::onCiphertext(ssize_t nread, const char* data) {
+  if (nread < 0) {
+    if (state_ == State::Connecting) {
+      fail(UpstreamErrorKind::ConnectFailed);
+      return;
+    }
+    onPlainRead(nread, data);
+    return;
+  }
+  UpstreamHandler* h = handler_;
+  bool plainSeen = false;
+  auto r = tls_->feed(data, size_t(nread), plainBuf_, readBufSize_,
+                      [this, h, &plainSeen](const char* p, size_t n) {
+                        plainSeen = true;
+                        if (state_ == State::Idle || state_ == State::Connecting) return false;
+                        onPlainRead(ssize_t(n), p);
+                        // `p` is overwritten by the next record: flush what referenced it.
+                        if (h && state_ != State::Closed) h->afterUpstreamRead(this);
+                        return state_ != State::Closed;
+                      });
+  if (state_ == State::Closed) return;
+  if (r == tls::TlsSession::Result::Error) {
+    if (state_ == State::Idle) {
+      pool_.remove(this);
+      close();
+      return;
+    }
+    fail(state_ == State::Connecting ? UpstreamErrorKind::TlsHandshake
+                                     : UpstreamErrorKind::BadResponse);
+    return;
+  }
+  if (state_ == State::Idle) {
+    // Post-handshake messages (TLS 1.3 tickets) are fine on an idle connection; data is not.
+    if (plainSeen || r == tls::TlsSession::Result::Closed) {
+      pool_.remove(this);
+      close();
+    } else if (out_.flush() < 0) {
+      pool_.remove(this);
+      close();
+    }
+    return;
+  }
+  if (r == tls::TlsSession::Result::Closed) {
+    onPlainRead(UV_EOF, nullptr);
+    return;
+  }
+  if (out_.flush() < 0) {
+    fail(UpstreamErrorKind::Reset);
+    return;
+  }
+  if (state_ == State::Connecting && tls_->handshakeDone()) {
+    tls_->takeHandshakeEvent();
+    uv_timer_stop(&timer_);
+    state_ = State::Busy;
+    pauseReading();  // startResponse() resumes
+    if (handler_) handler_->onUpstreamConnected(this);
+  }
+}
+
+void UpstreamConn::onPlainRead(ssize_t nread, const char* data) {
+  UpstreamConn* self = this;
   UpstreamHandler* h = self->handler_;
   if (self->state_ == State::Idle) {
     // A pooled connection must stay silent: data or EOF means it is unusable.
@@ -169,13 +255,13 @@ void UpstreamConn::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   self->gotBytes_ = true;
   if (self->state_ == State::Tunnel) {
     if (h) {
-      h->onUpstreamTunnelData(self, buf->base, size_t(nread));
+      h->onUpstreamTunnelData(self, data, size_t(nread));
       h->afterUpstreamRead(self);
     }
     return;
   }
   if (self->responseTimeoutMs_) self->armTimer(self->responseTimeoutMs_);
-  self->onData(buf->base, size_t(nread));
+  self->onData(data, size_t(nread));
   if (h) h->afterUpstreamRead(self);
 }
 
@@ -273,8 +359,8 @@ void UpstreamConn::onClosed(uv_handle_t* h) {
   if (--self->closing_ == 0) delete self;
 }
 
-UpstreamConn* ConnPool::acquire(const Backend* backend) {
-  auto it = idle_.find(backend);
+UpstreamConn* ConnPool::acquire(const Backend* backend, bool tls) {
+  auto it = idle_.find(key(backend, tls));
   if (it == idle_.end() || !it->second.head) return nullptr;
   UpstreamConn* c = it->second.head;
   remove(c);
@@ -282,7 +368,7 @@ UpstreamConn* ConnPool::acquire(const Backend* backend) {
 }
 
 void ConnPool::putIdle(UpstreamConn* c) {
-  List& l = idle_[c->backend_.get()];
+  List& l = idle_[key(c->backend_.get(), c->tls())];
   c->prevIdle_ = nullptr;
   c->nextIdle_ = l.head;
   if (l.head) l.head->prevIdle_ = c;
@@ -290,7 +376,7 @@ void ConnPool::putIdle(UpstreamConn* c) {
 }
 
 void ConnPool::remove(UpstreamConn* c) {
-  auto it = idle_.find(c->backend_.get());
+  auto it = idle_.find(key(c->backend_.get(), c->tls()));
   if (it == idle_.end()) return;
   List& l = it->second;
   if (c->prevIdle_)

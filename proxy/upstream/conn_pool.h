@@ -10,6 +10,8 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "proxy/net/out_queue.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/upstream/pool.h"
+#include "tls/tls_session.h"
 
 namespace sluice::upstream {
 
@@ -45,11 +48,15 @@ class UpstreamHandler {
 
 class UpstreamConn final : private http::Http1Parser::Handler {
  public:
+  // `plainBuf` (readBufSize bytes) receives decrypted input when the pool uses TLS.
   UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf,
-               size_t readBufSize);
+               char* plainBuf, size_t readBufSize);
 
-  // Starts connecting; the handler hears onUpstreamConnected or onUpstreamError.
-  void connect(UpstreamHandler* h, uint64_t connectTimeoutMs);
+  // Starts connecting (and, with `tls`, the TLS handshake, within the same timeout); the
+  // handler hears onUpstreamConnected or onUpstreamError.
+  void connect(UpstreamHandler* h, uint64_t connectTimeoutMs,
+               const tls::ClientTlsContext* tls = nullptr, const std::string& serverName = {});
+  bool tls() const { return tls_ != nullptr; }
   // Takes an idle pooled connection for a new request.
   void attach(UpstreamHandler* h);
   bool connected() const { return state_ != State::Connecting; }
@@ -87,6 +94,8 @@ class UpstreamConn final : private http::Http1Parser::Handler {
   void fail(observe::UpstreamErrorKind kind);
   void armTimer(uint64_t ms);
   void onData(const char* data, size_t len);
+  void onCiphertext(ssize_t nread, const char* data);
+  void onPlainRead(ssize_t nread, const char* data);
   static void onConnect(uv_connect_t* req, int status);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
@@ -101,7 +110,9 @@ class UpstreamConn final : private http::Http1Parser::Handler {
   ConnPool& pool_;
   BackendPtr backend_;
   char* readBuf_;
+  char* plainBuf_;
   size_t readBufSize_;
+  std::unique_ptr<tls::TlsSession> tls_;
   UpstreamHandler* handler_ = nullptr;
   http::Http1Parser parser_;
   net::OutQueue out_;
@@ -121,8 +132,8 @@ class UpstreamConn final : private http::Http1Parser::Handler {
 // Per-worker pool of idle keep-alive connections, by backend. Lock-free: one thread.
 class ConnPool {
  public:
-  // An idle connection to `backend`, or nullptr.
-  UpstreamConn* acquire(const Backend* backend);
+  // An idle connection to `backend` (over TLS or not), or nullptr.
+  UpstreamConn* acquire(const Backend* backend, bool tls);
   void putIdle(UpstreamConn* c);
   void remove(UpstreamConn* c);
   void closeAll();
@@ -132,7 +143,9 @@ class ConnPool {
   struct List {
     UpstreamConn* head = nullptr;
   };
-  std::unordered_map<const Backend*, List> idle_;
+  // Key: the Backend's address with bit 0 set for TLS connections (Backends are aligned).
+  static uintptr_t key(const Backend* b, bool tls) { return uintptr_t(b) | (tls ? 1 : 0); }
+  std::unordered_map<uintptr_t, List> idle_;
 };
 
 }  // namespace sluice::upstream
