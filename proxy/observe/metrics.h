@@ -23,7 +23,8 @@ enum class UpstreamErrorKind : uint8_t {
   ConnectTimeout,
   Reset,
   Timeout,
-  BadResponse
+  BadResponse,
+  TlsHandshake,  // TCP connected, TLS failed (e.g. certificate not trusted)
 };
 const char* upstreamErrorKindName(UpstreamErrorKind k);
 
