@@ -42,6 +42,8 @@ const char* upstreamErrorKindName(UpstreamErrorKind k) {
       return "timeout";
     case UpstreamErrorKind::BadResponse:
       return "bad_response";
+    case UpstreamErrorKind::TlsHandshake:
+      return "tls_handshake";
   }
   return "unknown";
 }
