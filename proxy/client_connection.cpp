@@ -428,7 +428,59 @@ void ClientConnection::routeRequest() {
     }
     ex_.expectContinue = req.hasBody();
   }
+  if (ex_.route->filters.empty()) {
+    pickAndConnect();
+    return;
+  }
+  middleware::RequestContext& ctx = ex_.ctx;
+  ctx.request = &req;
+  ctx.clientIp = ex_.clientIp.empty() ? std::string_view(peerIp_) : ex_.clientIp;
+  ctx.routeName = ex_.route->name;
+  ctx.requestId = ex_.requestId;
+  for (const auto& f : ex_.route->filters) ex_.filters.push_back(f->create(*this));
+  runFilters();
+}
+
+void ClientConnection::runFilters() {
+  while (ex_.nextFilter < ex_.filters.size()) {
+    middleware::Filter& f = *ex_.filters[ex_.nextFilter++];
+    if (f.onRequestHeaders(ex_.ctx) == middleware::Status::Stop) {
+      ex_.filterWaiting = true;  // it calls resume() or sendLocalReply() later
+      return;
+    }
+    if (ex_.responseStarted || state_ == State::Closed || state_ == State::Lingering)
+      return;  // the filter answered
+  }
   pickAndConnect();
+}
+
+void ClientConnection::resume() {
+  if (!ex_.filterWaiting || state_ != State::Proxying) return;
+  ex_.filterWaiting = false;
+  runFilters();
+  flushUpstream();
+  flushClient();
+}
+
+void ClientConnection::sendLocalReply(int status, std::string_view code,
+                                      std::string_view extraHeaders) {
+  if (state_ != State::Proxying || ex_.responseStarted) return;
+  ex_.filterWaiting = false;
+  const http::RequestHead& req = parser_.request();
+  sendLocalReply(status, code, req.hasBody() && !ex_.requestComplete, extraHeaders);
+}
+
+middleware::WorkerServices& ClientConnection::services() { return w_.services(); }
+
+void ClientConnection::filtersOnResponse(int status) {
+  if (ex_.filtersResponded) return;
+  ex_.filtersResponded = true;
+  for (auto& f : ex_.filters) f->onResponseHeaders(ex_.ctx, status);
+}
+
+void ClientConnection::destroyFilters() {
+  for (auto& f : ex_.filters) f->onDestroy();
+  ex_.filters.clear();
 }
 
 bool ClientConnection::answerHealth(std::string_view path) {
@@ -572,6 +624,10 @@ int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseH
   // known state unless we drain it; closing is simpler and what nginx does too.
   if (!ex_.requestComplete || ex_.mustClose || ex_.websocket) ex_.keepAlive = false;
   info.keepAlive = ex_.keepAlive;
+  if (!ex_.filters.empty()) {
+    filtersOnResponse(head.status);
+    info.extraHeaders2 = ex_.ctx.responseHeaders;
+  }
   ex_.framing = noBody ? http::BodyFraming::None : info.framing;
   std::string& s = out_.beginScratch();
   size_t before = s.size();
@@ -720,6 +776,10 @@ void ClientConnection::sendLocalReply(int status, std::string_view code, bool cl
   ex_.status = status;
   abortUpstream();
   std::string extras(listener_ ? std::string_view(listener_->responseHeaders) : "");
+  if (!ex_.filters.empty()) {
+    filtersOnResponse(status);
+    extras.append(ex_.ctx.responseHeaders);
+  }
   extras.append(extraHeaders);
   std::string& s = out_.beginScratch();
   size_t before = s.size();
@@ -745,6 +805,7 @@ void ClientConnection::finishRequest() {
   uint32_t routeId = ex_.route ? ex_.route->nameId : 0;
   uint32_t poolId = ex_.pool ? ex_.pool->nameId : 0;
   w_.metrics().request(routeId, poolId, ex_.status, seconds);
+  for (auto& f : ex_.filters) f->onComplete(ex_.ctx);
   if (observe::LogWriter::instance().accessEnabled()) {
     observe::AccessRecord rec;
     const http::RequestHead& req = parser_.request();
@@ -767,6 +828,7 @@ void ClientConnection::finishRequest() {
     rec.referer = req.headers.get("referer");
     rec.httpMinor = req.versionMinor;
     if (tls_ && tls_->handshakeDone()) rec.tls = tls_->version();
+    rec.ratelimit = ex_.ctx.ratelimit;
     observe::appendAccessLine(w_.accessBuffer(), rec);
   }
 }
@@ -776,6 +838,7 @@ void ClientConnection::startNextRequest() {
   // write it now.
   flushClient();
   if (state_ == State::Closed) return;
+  destroyFilters();
   ex_.reset();
   state_ = State::ReadingHead;
   parser_.next();
@@ -915,6 +978,7 @@ void ClientConnection::close() {
     finishRequest();
   }
   abortUpstream();
+  destroyFilters();
   state_ = State::Closed;
   reading_ = false;
   closing_ = 2;

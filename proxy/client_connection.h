@@ -22,7 +22,8 @@ namespace sluice {
 class Worker;
 
 class ClientConnection final : private http::Http1Parser::Handler,
-                               private upstream::UpstreamHandler {
+                               private upstream::UpstreamHandler,
+                               private middleware::FilterCallbacks {
  public:
   // Accepts one connection from `server`; the connection owns itself from then on.
   static void accept(Worker& w, uv_stream_t* server, const std::string& listenerKey);
@@ -57,7 +58,17 @@ class ClientConnection final : private http::Http1Parser::Handler,
   void afterUpstreamRead(upstream::UpstreamConn* up) override;
   void onUpstreamDrained(upstream::UpstreamConn* up) override;
 
+  // --- middleware::FilterCallbacks ---
+  void resume() override;
+  void sendLocalReply(int status, std::string_view code, std::string_view extraHeaders) override;
+  middleware::RequestContext& context() override { return ex_.ctx; }
+  middleware::WorkerServices& services() override;
+
   // Request phases.
+  void runFilters();
+  void proceedUpstream();
+  void destroyFilters();
+  void filtersOnResponse(int status);
   void onCiphertext(const char* data, size_t len);
   void onPlaintext(const char* data, size_t len);
   void feed(const char* data, size_t len);
@@ -150,6 +161,12 @@ class ClientConnection final : private http::Http1Parser::Handler,
     std::string authority;      // from an absolute-form target
     std::string_view clientIp;  // peerIp_ or clientIpBuf (trusted_proxies)
     std::string clientIpBuf;
+    // Middleware: one filter per factory of the route, run in order from `nextFilter`.
+    std::vector<std::unique_ptr<middleware::Filter>> filters;
+    size_t nextFilter = 0;
+    bool filterWaiting = false;  // a filter returned Stop and will resume() or reply
+    bool filtersResponded = false;
+    middleware::RequestContext ctx;
 
     // Back to a fresh request, keeping the strings' capacity (no allocation per request).
     void reset() {
@@ -159,6 +176,10 @@ class ClientConnection final : private http::Http1Parser::Handler,
         fresh.*m = std::move(this->*m);
         (fresh.*m).clear();
       }
+      fresh.filters = std::move(filters);
+      fresh.filters.clear();
+      fresh.ctx.responseHeaders = std::move(ctx.responseHeaders);
+      fresh.ctx.responseHeaders.clear();
       *this = std::move(fresh);
     }
   } ex_;

@@ -15,6 +15,8 @@ Worker::Worker(unsigned id)
   async_.data = this;
   uv_check_init(&loop_, &check_);
   check_.data = this;
+  services_.loop = &loop_;
+  services_.metrics = &metrics_;
 }
 
 Worker::~Worker() {

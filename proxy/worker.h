@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "middleware/filter.h"
 #include "proxy/observe/ids.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/snapshot.h"
@@ -59,6 +60,7 @@ class Worker {
   upstream::ConnPool& connPool() { return connPool_; }
   upstream::SmoothWrr& balancer(const upstream::Pool* pool) { return balancers_[pool]; }
   std::string& accessBuffer() { return accessBuf_; }
+  middleware::WorkerServices& services() { return services_; }
   bool draining() const { return draining_; }
   uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
 
@@ -96,6 +98,7 @@ class Worker {
   upstream::ConnPool connPool_;
   std::unordered_map<const upstream::Pool*, upstream::SmoothWrr> balancers_;
   std::string accessBuf_;
+  middleware::WorkerServices services_;
   std::function<void()> exitHook_;
   ClientConnection* connHead_ = nullptr;  // intrusive list of open client connections
   bool draining_ = false;

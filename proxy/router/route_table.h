@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "middleware/filter.h"
+
 namespace sluice::upstream {
 struct Pool;
 }
@@ -25,6 +27,7 @@ struct Route {
   std::vector<std::string> methods;  // empty = any
   bool stripPrefix = false;
   const upstream::Pool* pool = nullptr;  // owned by the snapshot
+  std::vector<middleware::FilterFactoryPtr> filters;  // the route's middleware, in order
 
   bool allowsMethod(std::string_view m) const;
 };
