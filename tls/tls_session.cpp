@@ -119,6 +119,12 @@ bool TlsSession::write(const char* data, size_t len) {
   return true;
 }
 
+void TlsSession::shutdown() {
+  if (!handshakeDone_ || (SSL_get_shutdown(ssl_) & SSL_SENT_SHUTDOWN)) return;
+  SSL_shutdown(ssl_);
+  ERR_clear_error();
+}
+
 void TlsSession::trim() {
   if (out_.empty() && out_.capacity() > 4096) std::string().swap(out_);
 }

@@ -40,6 +40,9 @@ class TlsSession {
   std::string& pendingOut() { return out_; }
   // Gives back the output buffer's memory (between requests on a keep-alive connection).
   void trim();
+  // Queues close_notify (once). Also keeps the session resumable from the server cache:
+  // OpenSSL drops sessions of connections freed without having sent it.
+  void shutdown();
 
   bool handshakeDone() const { return handshakeDone_; }
   // True once after the handshake completed (for metrics and logs).

@@ -33,13 +33,15 @@ bool listContainsToken(std::string_view list, std::string_view token) {
 
 void HeaderMap::trimLastValue() {
   Field& f = fields_.back();
+  f.id = classifyHeader({buf_.data() + f.nameOff, f.nameLen});
   while (f.valueLen > 0 &&
          (buf_[f.valueOff + f.valueLen - 1] == ' ' || buf_[f.valueOff + f.valueLen - 1] == '\t'))
     --f.valueLen;
 }
 
 void HeaderMap::add(std::string_view name, std::string_view value) {
-  Field f{uint32_t(buf_.size()), uint32_t(name.size()), 0, uint32_t(value.size()), false};
+  Field f{uint32_t(buf_.size()), uint32_t(name.size()), 0, uint32_t(value.size()), false,
+          classifyHeader(name)};
   buf_.append(name);
   f.valueOff = uint32_t(buf_.size());
   buf_.append(value);
@@ -55,6 +57,30 @@ std::string_view HeaderMap::get(std::string_view name, bool* found) const {
   }
   if (found) *found = false;
   return {};
+}
+
+std::string_view HeaderMap::get(Hdr id, bool* found) const {
+  for (size_t i = 0; i < fields_.size(); ++i) {
+    if (fields_[i].id == id && !fields_[i].removed) {
+      if (found) *found = true;
+      return valueAt(i);
+    }
+  }
+  if (found) *found = false;
+  return {};
+}
+
+bool HeaderMap::has(Hdr id) const {
+  bool found;
+  get(id, &found);
+  return found;
+}
+
+size_t HeaderMap::count(Hdr id) const {
+  size_t n = 0;
+  for (const Field& f : fields_)
+    if (f.id == id && !f.removed) ++n;
+  return n;
 }
 
 bool HeaderMap::has(std::string_view name) const {

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/http/known_headers.h"
+
 namespace sluice::http {
 
 bool iequals(std::string_view a, std::string_view b);
@@ -20,6 +22,7 @@ class HeaderMap {
   struct Field {
     uint32_t nameOff, nameLen, valueOff, valueLen;
     bool removed;
+    Hdr id;
   };
 
   void clear() {
@@ -27,7 +30,7 @@ class HeaderMap {
     fields_.clear();
   }
   // Parser side: a header arrives in pieces.
-  void beginField() { fields_.push_back({uint32_t(buf_.size()), 0, 0, 0, false}); }
+  void beginField() { fields_.push_back({uint32_t(buf_.size()), 0, 0, 0, false, Hdr::Other}); }
   void appendName(const char* p, size_t n) {
     buf_.append(p, n);
     fields_.back().nameLen += uint32_t(n);
@@ -37,6 +40,7 @@ class HeaderMap {
     buf_.append(p, n);
     fields_.back().valueLen += uint32_t(n);
   }
+  // End of a header from the parser: trims the value and classifies the name.
   void trimLastValue();
 
   void add(std::string_view name, std::string_view value);
@@ -49,6 +53,11 @@ class HeaderMap {
     return {buf_.data() + fields_[i].valueOff, fields_[i].valueLen};
   }
   void removeAt(size_t i) { fields_[i].removed = true; }
+  Hdr idAt(size_t i) const { return fields_[i].id; }
+  // Lookups by class: a byte compare per header.
+  std::string_view get(Hdr id, bool* found = nullptr) const;
+  bool has(Hdr id) const;
+  size_t count(Hdr id) const;
   // First live value of `name`, or empty view with found=false.
   std::string_view get(std::string_view name, bool* found = nullptr) const;
   bool has(std::string_view name) const;

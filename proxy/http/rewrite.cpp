@@ -5,45 +5,19 @@
 
 namespace sluice::http {
 
-bool isHopByHop(std::string_view n) {
-  switch (n.size()) {
-    case 2:
-      return iequals(n, "te");
-    case 6:
-      return iequals(n, "expect");
-    case 7:
-      return iequals(n, "trailer") || iequals(n, "upgrade");
-    case 10:
-      return iequals(n, "connection") || iequals(n, "keep-alive");
-    case 14:
-      return iequals(n, "content-length");
-    case 16:
-      return iequals(n, "proxy-connection");
-    case 17:
-      return iequals(n, "transfer-encoding");
-    default:
-      return false;
-  }
-}
+bool isHopByHop(std::string_view n) { return isHopByHop(classifyHeader(n)); }
 
 // Headers that a Connection header may not strip: they carry framing or routing we handle.
-static bool isProtected(std::string_view n) {
-  return iequals(n, "host") || iequals(n, "content-length") || iequals(n, "transfer-encoding");
+static bool isProtected(Hdr id) {
+  return id == Hdr::Host || id == Hdr::ContentLength || id == Hdr::TransferEncoding;
 }
 
 // True if header `name` is listed by any Connection header of `h`.
 static bool namedByConnection(const HeaderMap& h, std::string_view name) {
   for (size_t i = 0; i < h.size(); ++i) {
-    if (h.removedAt(i) || !iequals(h.nameAt(i), "connection")) continue;
+    if (h.removedAt(i) || h.idAt(i) != Hdr::Connection) continue;
     if (listContainsToken(h.valueAt(i), name)) return true;
   }
-  return false;
-}
-
-static bool hasConnectionHeader(const HeaderMap& h) {
-  for (size_t i = 0; i < h.size(); ++i)
-    if (!h.removedAt(i) && h.nameAt(i).size() == 10 && iequals(h.nameAt(i), "connection"))
-      return true;
   return false;
 }
 
@@ -67,29 +41,35 @@ void serializeUpstreamRequest(const RequestHead& req, const UpstreamRequestInfo&
   out.append(info.target);
   out.append(" HTTP/1.1\r\n");
   const HeaderMap& h = req.headers;
-  const bool connList = hasConnectionHeader(h);
+  const bool connList = h.has(Hdr::Connection);
   bool xffSeen = false;
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removedAt(i)) continue;
-    std::string_view n = h.nameAt(i);
-    if (isHopByHop(n)) continue;
-    if (iequals(n, "x-forwarded-for")) {
-      xffSeen = true;
-      continue;
+    const Hdr id = h.idAt(i);
+    switch (id) {
+      case Hdr::XForwardedFor:
+        xffSeen = true;
+        continue;
+      case Hdr::XForwardedProto:
+      case Hdr::XForwardedHost:
+      case Hdr::XRequestId:
+      case Hdr::Traceparent:
+        continue;
+      case Hdr::Host:
+        if (!info.hostOverride.empty()) continue;
+        break;
+      default:
+        if (isHopByHop(id)) continue;
     }
-    if (iequals(n, "x-forwarded-proto") || iequals(n, "x-forwarded-host") ||
-        iequals(n, "x-request-id") || iequals(n, "traceparent"))
-      continue;
-    if (!info.hostOverride.empty() && iequals(n, "host")) continue;
-    if (connList && !isProtected(n) && namedByConnection(h, n)) continue;
-    appendHeader(out, n, h.valueAt(i));
+    if (connList && !isProtected(id) && namedByConnection(h, h.nameAt(i))) continue;
+    appendHeader(out, h.nameAt(i), h.valueAt(i));
   }
   if (!info.hostOverride.empty()) appendHeader(out, "Host", info.hostOverride);
   // Several X-Forwarded-For lines are one list: join them in order, then add the client.
   out.append("X-Forwarded-For: ");
   if (xffSeen) {
     for (size_t i = 0; i < h.size(); ++i) {
-      if (h.removedAt(i) || !iequals(h.nameAt(i), "x-forwarded-for")) continue;
+      if (h.removedAt(i) || h.idAt(i) != Hdr::XForwardedFor) continue;
       std::string_view v = trimOws(h.valueAt(i));
       if (v.empty()) continue;
       out.append(v);
@@ -124,17 +104,17 @@ void serializeClientResponse(const ResponseHead& resp, const ClientResponseInfo&
     out.append(reasonPhrase(resp.status));
   out.append("\r\n");
   const HeaderMap& h = resp.headers;
-  const bool connList = hasConnectionHeader(h);
+  const bool connList = h.has(Hdr::Connection);
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removedAt(i)) continue;
-    std::string_view n = h.nameAt(i);
-    if (isHopByHop(n)) {
-      if (info.upgrade && iequals(n, "upgrade")) appendHeader(out, n, h.valueAt(i));
+    const Hdr id = h.idAt(i);
+    if (isHopByHop(id)) {
+      if (info.upgrade && id == Hdr::Upgrade) appendHeader(out, h.nameAt(i), h.valueAt(i));
       continue;
     }
-    if (iequals(n, "x-request-id")) continue;
-    if (connList && !isProtected(n) && namedByConnection(h, n)) continue;
-    appendHeader(out, n, h.valueAt(i));
+    if (id == Hdr::XRequestId) continue;
+    if (connList && !isProtected(id) && namedByConnection(h, h.nameAt(i))) continue;
+    appendHeader(out, h.nameAt(i), h.valueAt(i));
   }
   appendHeader(out, "X-Request-Id", info.requestId);
   out.append(info.extraHeaders);

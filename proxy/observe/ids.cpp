@@ -20,15 +20,32 @@ uint64_t IdGenerator::next() {
   return z ^ (z >> 31);
 }
 
-void IdGenerator::hex(std::string& out, size_t bytes) {
-  static const char kHex[] = "0123456789abcdef";
-  while (bytes > 0) {
-    uint64_t v = next();
-    for (int i = 0; i < 8 && bytes > 0; ++i, --bytes) {
-      out.push_back(kHex[(v >> 4) & 0xf]);
-      out.push_back(kHex[v & 0xf]);
-      v >>= 8;
+namespace {
+// "00" .. "ff": one table lookup per random byte.
+struct HexPairs {
+  char pairs[256][2];
+  HexPairs() {
+    static const char kHex[] = "0123456789abcdef";
+    for (int i = 0; i < 256; ++i) {
+      pairs[i][0] = kHex[i >> 4];
+      pairs[i][1] = kHex[i & 15];
     }
+  }
+};
+const HexPairs kPairs;
+}  // namespace
+
+void IdGenerator::hex(std::string& out, size_t bytes) {
+  char buf[64];
+  while (bytes > 0) {
+    size_t n = bytes < 32 ? bytes : 32;
+    for (size_t i = 0; i < n; i += 8) {
+      uint64_t v = next();
+      for (size_t k = 0; k < 8 && i + k < n; ++k, v >>= 8)
+        __builtin_memcpy(buf + 2 * (i + k), kPairs.pairs[v & 0xff], 2);
+    }
+    out.append(buf, 2 * n);
+    bytes -= n;
   }
 }
 
