@@ -8,13 +8,24 @@
 
 #include <toml++/toml.h>
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <set>
+#include <thread>
 
+#include "config/redis_url.h"
 #include "config/units.h"
+#include "middleware/jwt.h"
 #include "tls/tls_context.h"
 
 namespace sluice::config {
@@ -129,7 +140,8 @@ std::string listenKey(const HostPort& hp) {
 
 class Loader {
  public:
-  explicit Loader(std::string file) : file_(std::move(file)) {}
+  explicit Loader(std::string file, bool checkNames = false)
+      : file_(std::move(file)), checkNames_(checkNames) {}
 
   LoadResult run(std::string_view text) {
     try {
@@ -300,8 +312,8 @@ class Loader {
   }
 
   void load(const toml::table& root) {
-    checkKeys(root, {"server", "admin", "log", "listener", "pool", "route"},
-              {"redis", "middleware"}, "at the top level");
+    checkKeys(root, {"server", "admin", "log", "listener", "pool", "route", "redis", "middleware"},
+              {}, "at the top level");
     if (const auto* n = root.get("server")) loadServer(*n);
     if (const auto* n = root.get("admin")) loadAdmin(*n);
     if (const auto* n = root.get("log")) loadLog(*n);
@@ -311,6 +323,8 @@ class Loader {
       error({1, 1}, "at least one [[listener]] is required");
     }
     if (const auto* n = root.get("pool")) loadPools(*n);
+    if (const auto* n = root.get("redis")) loadRedis(*n);
+    if (const auto* n = root.get("middleware")) loadMiddleware(*n);
     if (const auto* n = root.get("route")) loadRoutes(*n);
     finalChecks(root);
   }
@@ -646,6 +660,134 @@ class Loader {
       warn(pc.pos, what + ": tls_* settings have no effect without tls = true");
   }
 
+  // hash_key, max_connections, resolve_interval, [pool.X.health], [pool.X.outlier].
+  void loadPoolBalancing(const toml::table& t, const std::string& what, PoolConfig& pc) {
+    if (const auto* v = t.get("hash_key")) {
+      if (auto s = getString(*v, what + ".hash_key")) {
+        std::string_view k = *s;
+        auto named = [&](std::string_view prefix, HashKey::Kind kind) {
+          std::string_view rest = k.substr(prefix.size());
+          if (rest.empty() || hasSpaceOrControl(rest)) {
+            error(posOf(*v), what + ".hash_key: '" + *s + "' needs a name after '" +
+                                 std::string(prefix) + "'");
+            return;
+          }
+          pc.hashKey.kind = kind;
+          pc.hashKey.name.assign(rest);
+          if (kind == HashKey::Kind::Header)
+            for (char& c : pc.hashKey.name)
+              if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+        };
+        if (k == "ip")
+          pc.hashKey.kind = HashKey::Kind::Ip;
+        else if (k.starts_with("header:"))
+          named("header:", HashKey::Kind::Header);
+        else if (k.starts_with("cookie:"))
+          named("cookie:", HashKey::Kind::Cookie);
+        else
+          error(posOf(*v), what + ".hash_key: expected \"ip\", \"header:NAME\" or "
+                                  "\"cookie:NAME\", got '" + *s + "'");
+        if (pc.balance != Balance::Hash)
+          warn(posOf(*v), what + ".hash_key: has no effect unless balance = \"hash\"");
+      }
+    }
+    if (const auto* v = t.get("max_connections")) {
+      if (auto m = getInt(*v, what + ".max_connections", 0, 1000000))
+        pc.maxConnections = static_cast<uint32_t>(*m);
+    }
+    if (const auto* v = t.get("resolve_interval")) {
+      if (auto d = getDuration(*v, what + ".resolve_interval", false)) {
+        if (d->count() < 100)
+          error(posOf(*v), what + ".resolve_interval: must be at least 100ms");
+        else
+          pc.resolveInterval = *d;
+      }
+    }
+    if (const auto* v = t.get("health")) loadHealth(*v, what + ".health", pc.health);
+    if (const auto* v = t.get("outlier")) loadOutlier(*v, what + ".outlier", pc.outlier);
+  }
+
+  void loadHealth(const toml::node& n, const std::string& what, HealthCheckConfig& h) {
+    const auto* t = n.as_table();
+    if (t == nullptr) {
+      error(posOf(n), what + ": expected a table ([" + what + "]), got " + typeName(n));
+      return;
+    }
+    checkKeys(*t,
+              {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold",
+               "expect_status"},
+              {}, "in [" + what + "]");
+    h.enabled = true;
+    h.pos = posOf(n);
+    if (const auto* v = t->get("path")) {
+      if (auto s = getString(*v, what + ".path")) {
+        if (!s->starts_with("/") || hasSpaceOrControl(*s))
+          error(posOf(*v), what + ".path: expected a path starting with '/' without spaces, "
+                                  "got '" + *s + "'");
+        else
+          h.path = *s;
+      }
+    }
+    if (const auto* v = t->get("interval")) {
+      if (auto d = getDuration(*v, what + ".interval", false)) {
+        if (d->count() < 10)
+          error(posOf(*v), what + ".interval: must be at least 10ms");
+        else
+          h.interval = *d;
+      }
+    }
+    if (const auto* v = t->get("timeout")) {
+      if (auto d = getDuration(*v, what + ".timeout", false)) h.timeout = *d;
+    }
+    if (const auto* v = t->get("healthy_threshold")) {
+      if (auto i = getInt(*v, what + ".healthy_threshold", 1, 100))
+        h.healthyThreshold = static_cast<uint32_t>(*i);
+    }
+    if (const auto* v = t->get("unhealthy_threshold")) {
+      if (auto i = getInt(*v, what + ".unhealthy_threshold", 1, 100))
+        h.unhealthyThreshold = static_cast<uint32_t>(*i);
+    }
+    if (const auto* v = t->get("expect_status")) {
+      if (auto s = getString(*v, what + ".expect_status")) {
+        // "200", "200-399"
+        int lo = 0, hi = 0;
+        char dash = 0, extra = 0;
+        int got = std::sscanf(s->c_str(), "%d%c%d%c", &lo, &dash, &hi, &extra);
+        if (got == 1) hi = lo;
+        bool ok = (got == 1 || (got == 3 && dash == '-')) && lo >= 100 && hi <= 599 && lo <= hi &&
+                  s->find_first_of(" +") == std::string::npos;
+        if (!ok)
+          error(posOf(*v), what + ".expect_status: expected a status or a range such as "
+                                  "\"200-399\", got '" + *s + "'");
+        else {
+          h.expectStatusLo = lo;
+          h.expectStatusHi = hi;
+        }
+      }
+    }
+    if (h.timeout > h.interval)
+      warn(h.pos, what + ": timeout is longer than interval; checks will not overlap, so the "
+                         "effective interval grows");
+  }
+
+  void loadOutlier(const toml::node& n, const std::string& what, OutlierConfig& o) {
+    const auto* t = n.as_table();
+    if (t == nullptr) {
+      error(posOf(n), what + ": expected a table ([" + what + "]), got " + typeName(n));
+      return;
+    }
+    checkKeys(*t, {"consecutive_failures", "ejection_time"}, {}, "in [" + what + "]");
+    o.enabled = true;
+    o.pos = posOf(n);
+    if (const auto* v = t->get("consecutive_failures")) {
+      if (auto i = getInt(*v, what + ".consecutive_failures", 1, 1000))
+        o.consecutiveFailures = static_cast<uint32_t>(*i);
+    }
+    if (const auto* v = t->get("ejection_time")) {
+      if (auto d = getDuration(*v, what + ".ejection_time", false)) o.ejectionTime = *d;
+    }
+  }
+
   void loadPools(const toml::node& n) {
     const auto* pools = n.as_table();
     if (pools == nullptr) {
@@ -671,9 +813,9 @@ class Loader {
       checkKeys(
           *t,
           {"backends", "balance", "connect_timeout", "response_timeout", "idle_timeout", "retries",
-           "tls", "tls_verify", "tls_ca", "tls_server_name"},
-          {"hash_key", "max_connections", "resolve_interval", "health", "outlier"},
-          "in [pool." + name + "]");
+           "tls", "tls_verify", "tls_ca", "tls_server_name", "hash_key", "max_connections",
+           "resolve_interval", "health", "outlier"},
+          {}, "in [pool." + name + "]");
       PoolConfig pc;
       pc.name = name;
       pc.pos = posOf(pn);
@@ -686,14 +828,19 @@ class Loader {
         if (auto s = getString(*v, what + ".balance")) {
           if (*s == "round_robin") {
             pc.balance = Balance::RoundRobin;
-          } else if (*s == "least_conn" || *s == "p2c" || *s == "hash") {
-            error(posOf(*v), what + ".balance: '" + *s +
-                                 "' is not supported in this version (use \"round_robin\")");
+          } else if (*s == "least_conn") {
+            pc.balance = Balance::LeastConn;
+          } else if (*s == "p2c") {
+            pc.balance = Balance::P2c;
+          } else if (*s == "hash") {
+            pc.balance = Balance::Hash;
           } else {
-            error(posOf(*v), what + ".balance: expected \"round_robin\", got '" + *s + "'");
+            error(posOf(*v), what + ".balance: expected \"round_robin\", \"least_conn\", "
+                                    "\"p2c\" or \"hash\", got '" + *s + "'");
           }
         }
       }
+      loadPoolBalancing(*t, what, pc);
       if (const auto* v = t->get("connect_timeout")) {
         if (auto d = getDuration(*v, what + ".connect_timeout", false)) pc.connectTimeout = *d;
       }
@@ -780,9 +927,11 @@ class Loader {
         error(posOf(el), what + ": expected a table, got " + typeName(el));
         continue;
       }
-      checkKeys(*t, {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool"},
-                {"path_regex", "middleware", "split", "sticky", "override_header",
-                 "override_cookie", "rollback"},
+      checkKeys(*t,
+                {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool",
+                 "middleware"},
+                {"path_regex", "split", "sticky", "override_header", "override_cookie",
+                 "rollback"},
                 "in [[route]]");
       RouteConfig rc;
       rc.pos = posOf(el);
@@ -856,6 +1005,7 @@ class Loader {
       } else {
         error(rc.pos, what + ": missing required key 'pool'");
       }
+      if (const auto* v = t->get("middleware")) loadRouteMiddleware(*v, what, rc);
       // Two routes that match exactly the same requests: only one can ever be chosen.
       std::vector<std::string> methods = rc.methods;
       std::sort(methods.begin(), methods.end());
@@ -867,6 +1017,320 @@ class Loader {
                          " (" + lineRef(it->second.second) + "); only one of them can be used");
       }
       cfg_.routes.push_back(std::move(rc));
+    }
+  }
+
+  // ---- [redis] and [middleware.NAME] ----------------------------------------------------
+
+  void loadRedis(const toml::node& n) {
+    const auto* t = sectionTable(n, "redis");
+    if (t == nullptr) return;
+    checkKeys(*t, {"url", "timeout", "failure_mode"}, {}, "in [redis]");
+    RedisSettings& r = cfg_.redis;
+    r.enabled = true;
+    r.pos = posOf(n);
+    if (const auto* v = t->get("url")) {
+      if (auto s = getString(*v, "redis.url")) {
+        std::string err;
+        if (!parseRedisUrl(*s, r, err)) {
+          error(posOf(*v), "redis.url: " + err);
+        } else {
+          r.url = *s;
+        }
+      }
+    } else {
+      std::string err;
+      parseRedisUrl(r.url, r, err);
+    }
+    if (const auto* v = t->get("timeout")) {
+      if (auto d = getDuration(*v, "redis.timeout", false)) r.timeout = *d;
+    }
+    if (const auto* v = t->get("failure_mode")) {
+      if (auto s = getString(*v, "redis.failure_mode")) {
+        if (*s == "open") {
+          r.failureMode = RedisFailureMode::Open;
+        } else if (*s == "closed") {
+          r.failureMode = RedisFailureMode::Closed;
+        } else {
+          error(posOf(*v), "redis.failure_mode: expected \"open\" or \"closed\", got '" + *s + "'");
+        }
+      }
+    }
+  }
+
+  void loadMiddleware(const toml::node& n) {
+    const auto* all = n.as_table();
+    if (all == nullptr) {
+      error(posOf(n),
+            "middleware: expected a table of middleware ([middleware.NAME]), got " + typeName(n));
+      return;
+    }
+    for (auto&& kv : *all) {
+      std::string name(kv.first.str());
+      const toml::node& mn = kv.second;
+      std::string what = "middleware." + name;
+      auto& slot = middlewareNames_[name];
+      slot = {"", posOf(mn)};
+      if (!isValidPoolName(name)) {
+        error(toPos(kv.first.source()),
+              "invalid middleware name '" + name + "' (allowed: letters, digits, '_', '.', '-')");
+      }
+      const auto* t = mn.as_table();
+      if (t == nullptr) {
+        error(posOf(mn),
+              what + ": expected a table ([middleware." + name + "]), got " + typeName(mn));
+        continue;
+      }
+      MiddlewareConfig mc;
+      mc.name = name;
+      mc.pos = posOf(mn);
+      const auto* typeNode = t->get("type");
+      if (typeNode == nullptr) {
+        error(mc.pos, what + ": missing required key 'type' (\"rate_limit\" or \"jwt\")");
+        continue;
+      }
+      auto type = getString(*typeNode, what + ".type");
+      if (!type) continue;
+      if (*type == "rate_limit") {
+        mc.type = MiddlewareType::RateLimit;
+        checkKeys(*t, {"type", "key", "rate", "burst", "store"}, {},
+                  "in [middleware." + name + "] (type = \"rate_limit\")");
+        if (!loadRateLimit(*t, what, mc)) continue;
+      } else if (*type == "jwt") {
+        mc.type = MiddlewareType::Jwt;
+        checkKeys(*t,
+                  {"type", "algorithms", "secret", "public_key", "issuer", "audience", "required"},
+                  {}, "in [middleware." + name + "] (type = \"jwt\")");
+        if (!loadJwt(*t, what, mc)) continue;
+      } else if (*type == "cors" || *type == "headers") {
+        error(posOf(*typeNode), what + ".type: '" + *type +
+                                    "' is not supported in this version (use \"rate_limit\" or "
+                                    "\"jwt\")");
+        continue;
+      } else {
+        error(posOf(*typeNode),
+              what + ".type: expected \"rate_limit\" or \"jwt\", got '" + *type + "'");
+        continue;
+      }
+      slot.first = *type;
+      cfg_.middleware.push_back(std::move(mc));
+    }
+    std::stable_sort(cfg_.middleware.begin(), cfg_.middleware.end(),
+                     [](const MiddlewareConfig& a, const MiddlewareConfig& b) {
+                       return a.pos.line != b.pos.line ? a.pos.line < b.pos.line
+                                                       : a.pos.col < b.pos.col;
+                     });
+  }
+
+  // "100/s", "100/m", "100/h".
+  bool loadRate(const toml::node& v, const std::string& what, RateLimitConfig& rl) {
+    auto s = getString(v, what);
+    if (!s) return false;
+    size_t slash = s->find('/');
+    std::string_view num = std::string_view(*s).substr(0, slash);
+    std::string_view unit =
+        slash == std::string::npos ? std::string_view() : std::string_view(*s).substr(slash + 1);
+    bool digits = !num.empty() && num.size() <= 9 &&
+                  num.find_first_not_of("0123456789") == std::string_view::npos;
+    uint64_t n = digits ? std::stoull(std::string(num)) : 0;
+    int64_t periodMs = unit == "s" ? 1000 : unit == "m" ? 60000 : unit == "h" ? 3600000 : 0;
+    if (!digits || n == 0 || n > 1000000 || periodMs == 0) {
+      error(posOf(v), what + ": expected \"N/s\", \"N/m\" or \"N/h\" with N between 1 and " +
+                          "1000000 (e.g. \"100/m\"), got '" + *s + "'");
+      return false;
+    }
+    rl.rate = n;
+    rl.period = Duration(periodMs);
+    return true;
+  }
+
+  bool loadRateLimit(const toml::table& t, const std::string& what, MiddlewareConfig& mc) {
+    RateLimitConfig& rl = mc.rateLimit;
+    bool ok = true;
+    if (const auto* v = t.get("key")) {
+      if (auto s = getString(*v, what + ".key")) {
+        rl.key = *s;
+        auto colon = s->find(':');
+        std::string kind = s->substr(0, colon);
+        std::string arg = colon == std::string::npos ? "" : s->substr(colon + 1);
+        if (*s == "ip") {
+          rl.keyKind = RateLimitKeyKind::Ip;
+        } else if ((kind == "header" || kind == "cookie" || kind == "jwt") && !arg.empty() &&
+                   !hasSpaceOrControl(arg) && arg.find(':') == std::string::npos) {
+          rl.keyKind = kind == "header"   ? RateLimitKeyKind::Header
+                       : kind == "cookie" ? RateLimitKeyKind::Cookie
+                                          : RateLimitKeyKind::JwtClaim;
+          rl.keyName = arg;
+        } else {
+          error(posOf(*v), what +
+                               ".key: expected \"ip\", \"header:NAME\", \"cookie:NAME\" or "
+                               "\"jwt:CLAIM\", got '" +
+                               *s + "'");
+          ok = false;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (const auto* v = t.get("rate")) {
+      ok = loadRate(*v, what + ".rate", rl) && ok;
+    } else {
+      error(mc.pos, what + ": missing required key 'rate' (e.g. rate = \"100/m\")");
+      ok = false;
+    }
+    if (const auto* v = t.get("burst")) {
+      if (auto b = getInt(*v, what + ".burst", 0, 1000000)) {
+        rl.burst = uint64_t(*b);
+      } else {
+        ok = false;
+      }
+    }
+    rl.store = cfg_.redis.enabled ? RateLimitStore::Redis : RateLimitStore::Local;
+    if (const auto* v = t.get("store")) {
+      if (auto s = getString(*v, what + ".store")) {
+        if (*s == "redis") {
+          if (!cfg_.redis.enabled) {
+            error(posOf(*v), what + ".store: \"redis\" needs a [redis] table (or use "
+                                    "store = \"local\")");
+            ok = false;
+          }
+          rl.store = RateLimitStore::Redis;
+        } else if (*s == "local") {
+          rl.store = RateLimitStore::Local;
+        } else {
+          error(posOf(*v), what + ".store: expected \"redis\" or \"local\", got '" + *s + "'");
+          ok = false;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    return ok;
+  }
+
+  bool loadJwt(const toml::table& t, const std::string& what, MiddlewareConfig& mc) {
+    JwtConfig& j = mc.jwt;
+    bool ok = true;
+    const auto* algNode = t.get("algorithms");
+    if (algNode == nullptr) {
+      error(mc.pos, what + ": missing required key 'algorithms' (e.g. [\"RS256\"])");
+      return false;
+    }
+    const auto* arr = algNode->as_array();
+    if (arr == nullptr || arr->empty()) {
+      error(posOf(*algNode), what + ".algorithms: expected a non-empty array of \"HS256\", "
+                                    "\"RS256\", \"ES256\"");
+      return false;
+    }
+    for (size_t i = 0; i < arr->size(); ++i) {
+      std::string w = what + ".algorithms[" + std::to_string(i) + "]";
+      auto s = getString((*arr)[i], w);
+      if (!s) {
+        ok = false;
+        continue;
+      }
+      if (*s != "HS256" && *s != "RS256" && *s != "ES256") {
+        error(posOf((*arr)[i]), w + ": expected \"HS256\", \"RS256\" or \"ES256\", got '" + *s +
+                                    "'" + (*s == "none" ? " (unsigned tokens are never accepted)"
+                                                        : ""));
+        ok = false;
+        continue;
+      }
+      if (std::find(j.algorithms.begin(), j.algorithms.end(), *s) == j.algorithms.end())
+        j.algorithms.push_back(*s);
+    }
+    if (const auto* v = t.get("secret")) {
+      if (auto s = getString(*v, what + ".secret")) j.secret = *s;
+    }
+    middleware::PublicKeyKind keyKind = middleware::PublicKeyKind::None;
+    const auto* keyNode = t.get("public_key");
+    if (keyNode != nullptr) {
+      if (auto s = getString(*keyNode, what + ".public_key")) {
+        j.publicKey = resolvePath(*s);
+        std::string err;
+        if (!middleware::inspectPublicKeyFile(j.publicKey, keyKind, err)) {
+          error(posOf(*keyNode), what + ".public_key: " + err);
+          ok = false;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (const auto* v = t.get("issuer")) {
+      if (auto s = getString(*v, what + ".issuer")) j.issuer = *s;
+    }
+    if (const auto* v = t.get("audience")) {
+      if (auto s = getString(*v, what + ".audience")) j.audience = *s;
+    }
+    if (const auto* v = t.get("required")) {
+      if (auto b = getBool(*v, what + ".required")) j.required = *b;
+    }
+    if (!ok) return false;
+    // An algorithm without the key it needs can never verify a token: a warning when other
+    // algorithms still work (the spec's example lists all three), an error when none does.
+    int usable = 0;
+    for (const auto& a : j.algorithms) {
+      std::string why;
+      if (a == "HS256" && j.secret.empty()) {
+        why = "HS256 needs a non-empty 'secret'";
+      } else if (a == "RS256" && keyKind != middleware::PublicKeyKind::Rsa) {
+        why = keyNode == nullptr ? "RS256 needs 'public_key'"
+                                 : "RS256 needs an RSA public key, public_key is not one";
+      } else if (a == "ES256" && keyKind != middleware::PublicKeyKind::EcP256) {
+        why = keyNode == nullptr ? "ES256 needs 'public_key'"
+                                 : "ES256 needs an EC P-256 public key, public_key is not one";
+      }
+      if (why.empty()) {
+        ++usable;
+      } else {
+        warn(posOf(*algNode), what + ".algorithms: " + why + "; " + a +
+                                  " tokens will be rejected");
+      }
+    }
+    if (usable == 0) {
+      error(posOf(*algNode), what + ".algorithms: no listed algorithm can verify a token "
+                                    "(HS256 needs 'secret', RS256/ES256 need a matching "
+                                    "'public_key')");
+      return false;
+    }
+    return true;
+  }
+
+  void loadRouteMiddleware(const toml::node& n, const std::string& routeWhat, RouteConfig& rc) {
+    std::string what = routeWhat + ".middleware";
+    const auto* arr = n.as_array();
+    if (arr == nullptr) {
+      error(posOf(n), what + ": expected an array of middleware names like [\"auth\"], got " +
+                          typeName(n));
+      return;
+    }
+    bool jwtBefore = false;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      std::string w = what + "[" + std::to_string(i) + "]";
+      auto s = getString((*arr)[i], w);
+      if (!s) continue;
+      auto it = middlewareNames_.find(*s);
+      if (it == middlewareNames_.end()) {
+        error(posOf((*arr)[i]),
+              w + ": no middleware named '" + *s + "' (define it with [middleware." + *s + "])");
+        continue;
+      }
+      if (std::find(rc.middleware.begin(), rc.middleware.end(), *s) != rc.middleware.end()) {
+        error(posOf((*arr)[i]), w + ": middleware '" + *s + "' is listed twice");
+        continue;
+      }
+      usedMiddleware_.insert(*s);
+      rc.middleware.push_back(*s);
+      if (it->second.first == "jwt") jwtBefore = true;
+      if (it->second.first == "rate_limit" && !jwtBefore) {
+        for (const auto& m : cfg_.middleware) {
+          if (m.name == *s && m.rateLimit.keyKind == RateLimitKeyKind::JwtClaim) {
+            warn(posOf((*arr)[i]), w + ": '" + *s + "' keys on '" + m.rateLimit.key +
+                                       "' but no jwt middleware comes before it in this route; "
+                                       "every request falls back to the client IP");
+          }
+        }
+      }
     }
   }
 
@@ -898,7 +1362,73 @@ class Loader {
     }
   }
 
+  // Hostname backends that do not resolve now are not an error (the proxy keeps resolving
+  // them), but `sluice -t` should say so. Lookups run in parallel on helper threads and are
+  // given at most one second in total, so a slow resolver cannot stall a reload.
+  void warnUnresolvedBackends() {
+    struct Lookup {
+      std::string host;
+      SourcePos pos;
+      std::string what;
+      bool done = false;
+      int rc = 0;
+    };
+    struct Shared {
+      std::mutex mu;
+      std::condition_variable cv;
+      std::vector<Lookup> items;
+      size_t pending = 0;
+    };
+    auto sh = std::make_shared<Shared>();
+    std::set<std::string> seen;
+    for (const auto& pc : cfg_.pools)
+      for (const auto& bc : pc.backends) {
+        sockaddr_storage ss;
+        socklen_t len;
+        if (bc.hostPort.host.empty() || toSockaddr(bc.hostPort, ss, len)) continue;  // IP
+        if (!seen.insert(bc.hostPort.host).second) continue;
+        sh->items.push_back({bc.hostPort.host, bc.pos, "pool." + pc.name + ": backend " + bc.address});
+      }
+    if (sh->items.empty()) return;
+    sh->pending = sh->items.size();
+    for (size_t i = 0; i < sh->items.size(); ++i) {
+      std::thread([sh, i] {
+        std::string host;
+        {
+          std::lock_guard<std::mutex> lock(sh->mu);
+          host = sh->items[i].host;
+        }
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* res = nullptr;
+        int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+        if (res) freeaddrinfo(res);
+        std::lock_guard<std::mutex> lock(sh->mu);
+        sh->items[i].done = true;
+        sh->items[i].rc = rc;
+        if (--sh->pending == 0) sh->cv.notify_all();
+      }).detach();
+    }
+    std::unique_lock<std::mutex> lock(sh->mu);
+    sh->cv.wait_for(lock, std::chrono::seconds(1), [&] { return sh->pending == 0; });
+    for (const auto& it : sh->items) {
+      if (!it.done)
+        warn(it.pos, it.what + ": host name '" + it.host +
+                         "' did not resolve within 1s (it is resolved again while running)");
+      else if (it.rc != 0)
+        warn(it.pos, it.what + ": host name '" + it.host + "' does not resolve (" +
+                         gai_strerror(it.rc) +
+                         "); the pool has no address for it until it does");
+    }
+  }
+
   void finalChecks(const toml::table& root) {
+    for (const auto& m : cfg_.middleware) {
+      if (usedMiddleware_.count(m.name) == 0)
+        warn(m.pos, "middleware '" + m.name + "' is not used by any route");
+    }
+    if (checkNames_) warnUnresolvedBackends();
     for (const auto& pool : cfg_.pools) {
       if (usedPools_.count(pool.name) == 0) {
         warn(pool.pos, "pool '" + pool.name + "' is not used by any route");
@@ -913,11 +1443,15 @@ class Loader {
   }
 
   std::string file_;
+  bool checkNames_ = false;  // look up backend host names (files only: -t, start, reload)
   Config cfg_;
   std::vector<ConfigError> errors_;
   std::vector<ConfigError> warnings_;
   std::map<std::string, SourcePos> poolNames_;  // every declared pool, valid or not
   std::set<std::string> usedPools_;
+  // Every declared middleware (valid or not) -> its type ("" when unknown/invalid) and position.
+  std::map<std::string, std::pair<std::string, SourcePos>> middlewareNames_;
+  std::set<std::string> usedMiddleware_;
   std::map<std::string, std::pair<std::string, SourcePos>> listenAddrs_;  // key -> owner, pos
 };
 
@@ -962,7 +1496,13 @@ LoadResult loadConfigFile(const std::string& path) {
         {path, 0, 0, std::string("cannot read config file: ") + std::strerror(readErrno)});
     return r;
   }
-  return loadConfigString(text, path);
+  try {
+    return Loader(path, true).run(text);
+  } catch (...) {
+    LoadResult r;
+    r.errors.push_back({path, 0, 0, "internal error while loading the config"});
+    return r;
+  }
 }
 
 }  // namespace sluice::config

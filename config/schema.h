@@ -84,7 +84,35 @@ struct ListenerConfig {
   SourcePos pos;
 };
 
-enum class Balance { RoundRobin };
+enum class Balance { RoundRobin, LeastConn, P2c, Hash };
+
+// What `balance = "hash"` hashes: the client IP, a request header or a cookie.
+struct HashKey {
+  enum class Kind { Ip, Header, Cookie };
+  Kind kind = Kind::Ip;
+  std::string name;  // header (lower-case) or cookie name
+};
+
+// [pool.X.health]: active HTTP checks run by the main thread.
+struct HealthCheckConfig {
+  bool enabled = false;  // true when the table is present
+  std::string path = "/health";
+  Duration interval{2000};
+  Duration timeout{1000};
+  uint32_t healthyThreshold = 2;
+  uint32_t unhealthyThreshold = 3;
+  int expectStatusLo = 200;
+  int expectStatusHi = 399;
+  SourcePos pos;
+};
+
+// [pool.X.outlier]: passive checks from real traffic.
+struct OutlierConfig {
+  bool enabled = false;  // true when the table is present
+  uint32_t consecutiveFailures = 5;
+  Duration ejectionTime{30000};
+  SourcePos pos;
+};
 
 struct BackendConfig {
   std::string address;  // as written, "host:port"
@@ -101,6 +129,11 @@ struct PoolConfig {
   Duration responseTimeout{30000};
   Duration idleTimeout{60000};
   uint32_t retries = 1;
+  HashKey hashKey;                 // balance = "hash"
+  uint32_t maxConnections = 0;     // in-flight requests per backend; 0 = unlimited
+  Duration resolveInterval{5000};  // DNS re-resolution of hostname backends
+  HealthCheckConfig health;
+  OutlierConfig outlier;
   bool tls = false;            // HTTPS to the backends
   bool tlsVerify = true;       // verify the backend certificate and host name
   std::string tlsCa;           // CA bundle file; empty = the system store
@@ -116,6 +149,56 @@ struct RouteConfig {
   std::vector<std::string> methods;  // empty = any; upper-case
   bool stripPrefix = false;
   std::string pool;
+  std::vector<std::string> middleware;  // [middleware.NAME] names, applied in order
+  SourcePos pos;
+};
+
+// [redis]: the shared store of `store = "redis"` rate limits.
+enum class RedisFailureMode { Open, Closed };
+
+struct RedisSettings {
+  bool enabled = false;  // true when a [redis] table is present
+  std::string url = "redis://127.0.0.1:6379/0";  // as written (after ${ENV})
+  bool unixSocket = false;
+  std::string host = "127.0.0.1";  // tcp: IP literal or host name, without brackets
+  uint16_t port = 6379;
+  std::string path;      // unix:///path
+  std::string password;  // empty = no AUTH
+  int db = 0;            // SELECT db when non-zero
+  Duration timeout{50};  // per command
+  RedisFailureMode failureMode = RedisFailureMode::Open;
+  SourcePos pos;
+};
+
+enum class MiddlewareType { RateLimit, Jwt };
+
+enum class RateLimitKeyKind { Ip, Header, Cookie, JwtClaim };
+enum class RateLimitStore { Redis, Local };
+
+struct RateLimitConfig {
+  std::string key = "ip";  // as written
+  RateLimitKeyKind keyKind = RateLimitKeyKind::Ip;
+  std::string keyName;     // header / cookie / claim name
+  uint64_t rate = 0;       // N requests ...
+  Duration period{1000};   // ... per period (1s, 1m or 1h)
+  uint64_t burst = 0;      // extra requests on top of N
+  RateLimitStore store = RateLimitStore::Local;
+};
+
+struct JwtConfig {
+  std::vector<std::string> algorithms;  // subset of HS256, RS256, ES256
+  std::string secret;                   // HS256
+  std::string publicKey;                // PEM file (path resolved against the config's dir)
+  std::string issuer;                   // empty = not checked
+  std::string audience;                 // empty = not checked
+  bool required = true;
+};
+
+struct MiddlewareConfig {
+  std::string name;
+  MiddlewareType type = MiddlewareType::RateLimit;
+  RateLimitConfig rateLimit;  // type = "rate_limit"
+  JwtConfig jwt;              // type = "jwt"
   SourcePos pos;
 };
 
@@ -127,6 +210,8 @@ struct Config {
   std::vector<ListenerConfig> listeners;
   std::vector<PoolConfig> pools;    // in file order
   std::vector<RouteConfig> routes;  // in file order
+  RedisSettings redis;
+  std::vector<MiddlewareConfig> middleware;  // in file order
 };
 
 }  // namespace sluice::config

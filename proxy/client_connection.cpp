@@ -17,6 +17,11 @@ using observe::UpstreamErrorKind;
 namespace {
 constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
 constexpr uint64_t kLingerMs = 2000;
+// max_connections: requests that find every usable backend at its limit wait in a bounded
+// per-worker queue (polled every kQueuePollMs) for at most the pool's connect_timeout.
+constexpr uint32_t kMaxQueued = 1024;
+constexpr uint64_t kQueuePollMs = 5;
+thread_local uint32_t tQueued = 0;  // waiting requests on this worker
 
 bool isIdempotent(std::string_view m) {
   return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
@@ -145,6 +150,7 @@ void ClientConnection::onCiphertext(const char* data, size_t len) {
   if (tls_->takeHandshakeEvent())
     w_.metrics().tlsHandshake(listenerNameId_, tls_->version(), tls_->resumed());
   if (r == tls::TlsSession::Result::Error) {
+    tlsFailed_ = true;
     if (!wasDone && !tls_->handshakeDone()) {
       w_.metrics().tlsHandshakeError(listenerNameId_, tls_->errorReason());
       if (tls_->errorReason() == "http_request") {
@@ -510,9 +516,38 @@ bool ClientConnection::answerHealth(std::string_view path) {
   return true;
 }
 
+bool ClientConnection::waitForBackend(uint64_t nowMs) {
+  if (!ex_.queued) {
+    if (tQueued >= kMaxQueued) return false;
+    ex_.queued = true;
+    ++tQueued;
+    ex_.queueDeadlineMs = nowMs + uint64_t(ex_.pool->settings.connectTimeout.count());
+  }
+  if (nowMs >= ex_.queueDeadlineMs) {
+    ex_.queued = false;
+    --tQueued;
+    return false;
+  }
+  armTimer(kQueuePollMs);
+  return true;
+}
+
 void ClientConnection::pickAndConnect() {
   const upstream::Pool* pool = ex_.pool;
-  int idx = w_.balancer(pool).pick(*pool, ex_.tried, ex_.triedCount);
+  upstream::PickRequest pr;
+  pr.skip = ex_.tried;
+  pr.skipCount = ex_.triedCount;
+  pr.nowMs = upstream::monotonicMs();
+  if (pool->settings.balance == config::Balance::Hash)
+    pr.hash = upstream::requestHash(pool->settings.hashKey, parser_.request().headers,
+                                    ex_.clientIp.empty() ? std::string_view(peerIp_) : ex_.clientIp);
+  upstream::PickResult picked = w_.balancer(pool).pick(*pool, pr);
+  int idx = picked.index;
+  if (idx < 0 && picked.saturated && waitForBackend(pr.nowMs)) return;
+  if (ex_.queued) {
+    ex_.queued = false;
+    --tQueued;
+  }
   if (idx < 0) {
     bool closeConn = parser_.request().hasBody() && !ex_.requestComplete;
     if (ex_.attempts == 0)
@@ -587,6 +622,10 @@ int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseH
   const http::RequestHead& req = parser_.request();
   ex_.upstreamEndNs = uv_hrtime();
   ex_.status = head.status;
+  if (head.status >= 500)
+    upstream::reportFailure(*ex_.pool, *ex_.backend, upstream::monotonicMs());
+  else
+    upstream::reportSuccess(*ex_.pool, *ex_.backend, upstream::monotonicMs());
   http::ClientResponseInfo info;
   info.requestId = ex_.requestId;
   info.http10Client = req.versionMinor == 0;
@@ -672,6 +711,11 @@ void ClientConnection::onUpstreamError(upstream::UpstreamConn* up, UpstreamError
   ex_.backend->active.fetch_sub(1, std::memory_order_relaxed);
   const bool wasReused = ex_.up && ex_.up->reused();
   ex_.up = nullptr;
+  // Passive health: every failure counts except a pooled connection the backend had already
+  // closed (retried below without blame). A refused connect also re-resolves host names.
+  if (!(wasReused && kind == UpstreamErrorKind::Reset && !ex_.responseStarted && !responseBytes))
+    upstream::reportFailure(*ex_.pool, *ex_.backend, upstream::monotonicMs());
+  if (kind == UpstreamErrorKind::ConnectFailed) upstream::requestResolve();
   if (state_ == State::Tunnel) {
     close();
     return;
@@ -876,6 +920,12 @@ void ClientConnection::onTimer(uv_timer_t* t) {
         self->close();  // idle keep-alive, or a connection that never sent a byte
       break;
     case State::Proxying:
+      if (self->ex_.queued) {  // waiting for a backend under max_connections: try again
+        self->pickAndConnect();
+        self->flushUpstream();
+        self->flushClient();
+        break;
+      }
       if (self->ex_.requestComplete) break;
       // The client stopped sending its body.
       self->abortUpstream();
@@ -932,6 +982,10 @@ void ClientConnection::onWriteDone(void* p, int status) {
 
 void ClientConnection::closeAfterFlush() {
   flushClient();
+  if (tls_ && !tlsFailed_ && state_ != State::Closed) {
+    tls_->shutdown();  // close_notify after the last response
+    flushClient();
+  }
   if (state_ == State::Closed) return;
   if (out_.queuedBytes() == 0) {
     close();
@@ -946,6 +1000,10 @@ void ClientConnection::lingerClose() {
   // kLingerMs): closing with unread input would make the kernel send RST and could destroy the
   // error response before the client read it.
   flushClient();
+  if (tls_ && !tlsFailed_ && state_ != State::Closed) {
+    tls_->shutdown();
+    flushClient();
+  }
   if (state_ == State::Closed) return;
   abortUpstream();
   state_ = State::Lingering;
@@ -979,6 +1037,15 @@ void ClientConnection::close() {
   }
   abortUpstream();
   destroyFilters();
+  if (tls_ && !tlsFailed_ && tls_->handshakeDone()) {
+    // Best effort: a clean TLS close keeps the session resumable from the server cache.
+    tls_->shutdown();
+    out_.flush();
+  }
+  if (ex_.queued) {
+    ex_.queued = false;
+    --tQueued;
+  }
   state_ = State::Closed;
   reading_ = false;
   closing_ = 2;

@@ -76,6 +76,7 @@ class ClientConnection final : private http::Http1Parser::Handler,
   void onRequestHead();
   void routeRequest();
   void pickAndConnect();
+  bool waitForBackend(uint64_t nowMs);
   void sendRequestHead();
   void finishRequest();
   void startNextRequest();
@@ -125,7 +126,8 @@ class ClientConnection final : private http::Http1Parser::Handler,
   bool closeAfterFlush_ = false;
   bool shuttingDown_ = false;
   bool upstreamPaused_ = false;
-  bool headTimer_ = false;  // the timer is the header timeout, not the idle one  // we stopped
+  bool headTimer_ = false;
+  bool tlsFailed_ = false;  // a fatal TLS error: no close_notify, the session is not reused  // the timer is the header timeout, not the idle one  // we stopped
                             // reading upstream: client side is slow
 
   // The current request.
@@ -154,6 +156,8 @@ class ClientConnection final : private http::Http1Parser::Handler,
     bool mustClose = false;  // after this response
     bool logged = false;
     bool staleRetried = false;
+    bool queued = false;  // waiting for a backend under max_connections
+    uint64_t queueDeadlineMs = 0;
     std::string requestId;
     std::string traceparent;
     std::string host;  // normalized

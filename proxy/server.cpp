@@ -21,6 +21,8 @@ namespace sluice {
 using config::LogLevel;
 using observe::logEvent;
 
+constexpr uint64_t kMonitorMs = 50;  // backend state monitor period
+
 Server::Server(std::string configPath) : configPath_(std::move(configPath)) {
   uv_loop_init(&loop_);
 }
@@ -117,8 +119,10 @@ bool Server::start() {
     std::fprintf(stderr, "sluice: %s\n", err.c_str());
     return false;
   }
+  initBackendHandles();
+  resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings, err);
+  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings, err, &resolver_->book());
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     std::fprintf(stderr, "sluice: %s\n", err.c_str());
@@ -156,6 +160,10 @@ bool Server::start() {
     workers_[i]->start(current_, std::move(mine));
   }
   for (auto& [key, _] : fds) boundKeys_.push_back(key);
+  health_->sync(current_->pools);
+  uv_timer_start(
+      &monitorTimer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->monitorBackends(); },
+      kMonitorMs, kMonitorMs);
 
   const int sigs[5] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGUSR1};
   for (int i = 0; i < 5; ++i) {
@@ -229,8 +237,9 @@ void Server::reload() {
     failed(err);
     return;
   }
+  resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err);
+  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book());
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     retire(std::move(newAdmin));
@@ -258,6 +267,7 @@ void Server::reload() {
   }
   if (admin_) admin_->setToken(cfg.admin.token);
   current_ = snap;
+  health_->sync(current_->pools);
   if (cfg.server.pidFile != pidFile_) {
     if (!pidFile_.empty()) ::unlink(pidFile_.c_str());
     pidFile_ = cfg.server.pidFile;
@@ -266,6 +276,134 @@ void Server::reload() {
   registry_.prune();
   ++reloadsOk_;
   logEvent(LogLevel::Info, "configuration reloaded", {{"generation", std::to_string(generation_)}});
+}
+
+// ---------------------------------------------------------------- backend sets and health
+
+namespace {
+uv_async_t* gResolveAsync = nullptr;  // for the resolve hook (one Server per process)
+}  // namespace
+
+void Server::initBackendHandles() {
+  if (backendHandles_) return;
+  backendHandles_ = true;
+  uv_timer_init(&loop_, &rebuildTimer_);
+  rebuildTimer_.data = this;
+  uv_timer_init(&loop_, &monitorTimer_);
+  monitorTimer_.data = this;
+  uv_async_init(&loop_, &resolveAsync_, [](uv_async_t* h) {
+    auto* self = static_cast<Server*>(h->data);
+    if (!self->shuttingDown_ && self->resolver_) self->resolver_->resolveAllSoon();
+  });
+  resolveAsync_.data = this;
+  gResolveAsync = &resolveAsync_;
+  // Workers call this after a refused connect: re-resolve host names soon.
+  upstream::setResolveHook([] { uv_async_send(gResolveAsync); });
+  resolver_ = std::make_unique<upstream::Resolver>(&loop_, [this] { scheduleRebuild(); });
+  health_ = std::make_unique<upstream::HealthChecker>(&loop_);
+}
+
+void Server::scheduleRebuild() {
+  if (pendingRebuild_ || shuttingDown_) return;
+  pendingRebuild_ = true;
+  // Coalesce the results of one round of lookups into one new snapshot.
+  uv_timer_start(
+      &rebuildTimer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Server*>(t->data);
+        self->pendingRebuild_ = false;
+        self->rebuildBackends();
+      },
+      5, 0);
+}
+
+void Server::rebuildBackends() {
+  if (shuttingDown_ || !current_) return;
+  std::vector<std::string> warnings;
+  std::string err;
+  auto snap = buildSnapshot(current_->config, registry_, current_->generation, warnings, err,
+                            &resolver_->book());
+  for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
+  if (!snap) {
+    logEvent(LogLevel::Error, "cannot update backend addresses", {{"reason", err}});
+    return;
+  }
+  snap->revision = current_->revision + 1;
+  // Same generation: this is not a config reload (sluice_config_reloads_total is unchanged).
+  for (auto& w : workers_) w->applySnapshot(snap, {}, {});
+  current_ = snap;
+  health_->sync(current_->pools);
+  registry_.prune();
+  size_t n = 0;
+  for (const auto& p : current_->pools) n += p->backends.size();
+  logEvent(LogLevel::Info, "backend set updated",
+           {{"generation", std::to_string(current_->generation)},
+            {"revision", std::to_string(current_->revision)},
+            {"backends", std::to_string(n)}});
+}
+
+void Server::monitorBackends() {
+  if (!current_ || shuttingDown_) return;
+  uint64_t now = upstream::monotonicMs();
+  for (const auto& p : current_->pools) {
+    for (const auto& bp : p->backends) {
+      upstream::Backend& b = *bp;
+      std::string state = b.stateName(now);
+      if (b.reportedState == state) continue;
+      std::string from = b.reportedState.empty() ? "new" : b.reportedState;
+      bool first = b.reportedState.empty();
+      b.reportedState = state;
+      if (first && state == "up") continue;
+      if (!first) ++b.stateChanges;
+      std::string reason = b.lastReason;
+      b.lastReason.clear();
+      if (reason.empty()) {
+        if (state == "ejected")
+          reason = "outlier: " + std::to_string(p->settings.outlier.consecutiveFailures) +
+                   " consecutive failures, ejected for " +
+                   std::to_string(b.ejectedUntilMs.load() - now) + "ms";
+        else if (state == "draining")
+          reason = "admin drain";
+        else if (from == "ejected")
+          reason = "ejection time over";
+        else if (from == "draining")
+          reason = "admin undrain";
+      }
+      logEvent(state == "up" ? LogLevel::Info : LogLevel::Warn, "backend state changed",
+               {{"pool", p->name},
+                {"backend", b.name},
+                {"from", from},
+                {"to", state},
+                {"reason", reason.empty() ? "-" : reason}});
+      if (state == "down" || state == "ejected") {
+        // Its idle keep-alive connections are likely dead too: drop them everywhere.
+        for (auto& w : workers_) {
+          Worker* wp = w.get();
+          upstream::BackendPtr keep = bp;
+          wp->post([wp, keep] { wp->connPool().closeBackend(keep.get()); });
+        }
+      }
+    }
+  }
+}
+
+size_t Server::setDraining(const std::string& pool, const std::string& address, bool draining) {
+  size_t n = 0;
+  const upstream::Pool* p = current_ ? current_->pool(pool) : nullptr;
+  if (!p) return 0;
+  for (const auto& b : p->backends) {
+    std::string ipPort = b->ip.find(':') != std::string::npos ? "[" + b->ip + "]" : b->ip;
+    uint16_t port = ntohs(b->addr.ss_family == AF_INET6
+                              ? reinterpret_cast<const sockaddr_in6*>(&b->addr)->sin6_port
+                              : reinterpret_cast<const sockaddr_in*>(&b->addr)->sin_port);
+    ipPort += ":" + std::to_string(port);
+    if (b->address != address && b->name != address && ipPort != address) continue;
+    ++n;
+    if (b->draining.exchange(draining) != draining)
+      b->lastReason = draining ? "admin drain" : "admin undrain";
+  }
+  if (n) monitorBackends();
+  return n;
 }
 
 void Server::onSignal(uv_signal_t* h, int signum) {
@@ -293,6 +431,13 @@ void Server::beginShutdown(bool graceful) {
   bool first = !shuttingDown_;
   shuttingDown_ = true;
   logEvent(LogLevel::Info, graceful ? "graceful shutdown" : "fast shutdown");
+  if (first) {
+    upstream::setResolveHook(nullptr);
+    if (resolver_) resolver_->close();
+    if (health_) health_->close();
+    uv_timer_stop(&monitorTimer_);
+    uv_timer_stop(&rebuildTimer_);
+  }
   for (auto& w : workers_) w->shutdown(graceful);
   if (first && admin_) admin_->close();
   if (graceful) {

@@ -15,6 +15,8 @@
 #include "config/schema.h"
 #include "proxy/admin/admin_server.h"
 #include "proxy/snapshot.h"
+#include "proxy/upstream/health.h"
+#include "proxy/upstream/resolver.h"
 #include "proxy/worker.h"
 
 namespace sluice {
@@ -31,6 +33,9 @@ class Server {
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
   uint64_t reloadsOk() const { return reloadsOk_; }
   uint64_t reloadsError() const { return reloadsError_; }
+  // Admin drain/undrain of `address` (a configured address, a backend name "address@ip" or a
+  // resolved "ip:port") in `pool`. Returns how many backends matched.
+  size_t setDraining(const std::string& pool, const std::string& address, bool draining);
 
  private:
   bool start();
@@ -42,6 +47,13 @@ class Server {
   void beginShutdown(bool graceful);
   void onWorkerExit();
   void writePidFile();
+  // Backend sets and health: publish a snapshot rebuilt from the running config (DNS change),
+  // and the periodic state monitor (logs/counts state changes, drops idle connections to
+  // backends that went down).
+  void initBackendHandles();
+  void scheduleRebuild();
+  void rebuildBackends();
+  void monitorBackends();
 
   static void onSignal(uv_signal_t* h, int signum);
 
@@ -54,6 +66,13 @@ class Server {
   std::atomic<unsigned> workersExited_{0};
   SnapshotPtr current_;
   upstream::BackendRegistry registry_;
+  std::unique_ptr<upstream::Resolver> resolver_;
+  std::unique_ptr<upstream::HealthChecker> health_;
+  uv_timer_t rebuildTimer_{};
+  uv_timer_t monitorTimer_{};
+  uv_async_t resolveAsync_{};
+  bool pendingRebuild_ = false;
+  bool backendHandles_ = false;
   std::vector<std::string> boundKeys_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::vector<std::unique_ptr<admin::AdminServer>> retiredAdmins_;

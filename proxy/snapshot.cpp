@@ -1,9 +1,10 @@
 // Snapshot compilation from a validated Config.
 #include "proxy/snapshot.h"
 
-#include <netdb.h>
-
+#include <atomic>
 #include <cstring>
+
+#include "config/units.h"
 
 #include "proxy/observe/metrics.h"
 
@@ -32,28 +33,33 @@ std::string listenerKey(const config::HostPort& hp) {
   return hp.host + ":" + std::to_string(hp.port);
 }
 
-static bool resolve(const config::HostPort& hp, sockaddr_storage& out, socklen_t& len,
-                    std::string& err) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(hp.port);
-  int rc = getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0 || !res) {
-    err = gai_strerror(rc);
-    return false;
+static std::atomic<uint64_t> gPoolUid{0};
+
+static void addBackend(upstream::Pool& pool, upstream::BackendRegistry& registry,
+                       const config::BackendConfig& bc, const std::string& ip, bool isName) {
+  config::HostPort hp{isName ? ip : bc.hostPort.host, bc.hostPort.port};
+  sockaddr_storage ss;
+  socklen_t len = 0;
+  if (!config::toSockaddr(hp, ss, len)) return;
+  upstream::BackendPtr b = registry.get(pool.name, bc.address, isName ? ip : std::string());
+  if (!b->resolved) {  // new: fill before any worker can see it
+    b->host = bc.hostPort.host;
+    b->ip = hp.host;
+    b->name = isName ? bc.address + "@" + ip : bc.address;
+    b->addressId = observe::internName(b->name);
+    b->addr = ss;
+    b->addrLen = len;
+    b->resolved = true;
   }
-  std::memcpy(&out, res->ai_addr, res->ai_addrlen);
-  len = socklen_t(res->ai_addrlen);
-  freeaddrinfo(res);
-  return true;
+  pool.backends.push_back(b);
+  pool.weights.push_back(bc.weight);
 }
 
 std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
-                                        std::vector<std::string>& warnings, std::string& error) {
+                                        std::vector<std::string>& warnings, std::string& error,
+                                        const AddressBook* book) {
+  (void)warnings;  // names that do not resolve are reported by the loader and the Resolver
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
   snap->config = cfg;
@@ -69,22 +75,24 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
         return nullptr;
       }
     }
+    pool->uid = ++gPoolUid;
     for (const auto& bc : pc.backends) {
-      upstream::BackendPtr b = registry.get(pc.name, bc.address);
-      if (b->host.empty()) b->host = bc.hostPort.host;  // before any worker can see it
-      if (!b->resolved) {
-        std::string err;
-        if (resolve(bc.hostPort, b->addr, b->addrLen, err)) {
-          b->addressId = observe::internName(bc.address);
-          b->resolved = true;
-        } else {
-          warnings.push_back("pool " + pc.name + ": backend " + bc.address +
-                             " does not resolve: " + err);
-        }
+      sockaddr_storage ss;
+      socklen_t len;
+      if (config::toSockaddr(bc.hostPort, ss, len)) {
+        addBackend(*pool, registry, bc, std::string(), false);
+        continue;
       }
-      pool->backends.push_back(b);
-      pool->weights.push_back(bc.weight);
+      const std::vector<std::string>* ips = nullptr;
+      if (book)
+        if (auto it = book->find(bc.hostPort.host); it != book->end()) ips = &it->second;
+      if (!ips || ips->empty()) {
+        pool->unresolved.push_back(bc.address);
+        continue;
+      }
+      for (const auto& ip : *ips) addBackend(*pool, registry, bc, ip, true);
     }
+    if (pc.balance == config::Balance::Hash) pool->ring.build(pool->backends, pool->weights);
     snap->pools.push_back(std::move(pool));
   }
   std::vector<router::Route> routes;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,8 +25,14 @@ struct ListenerSpec {
   std::string responseHeaders;   // added to every response ("Strict-Transport-Security: ...")
 };
 
+// Resolved IPs of host-name backends, by host name (kept by the Resolver on the main thread).
+using AddressBook = std::map<std::string, std::vector<std::string>>;
+
 struct Snapshot {
   uint64_t generation = 0;
+  // Rebuilt for a changed backend set (DNS) without a config reload: same generation, next
+  // revision. Starts at 0 for each generation.
+  uint64_t revision = 0;
   config::Config config;
   std::vector<std::unique_ptr<upstream::Pool>> pools;
   router::RouteTable routes;
@@ -41,11 +48,13 @@ using SnapshotPtr = std::shared_ptr<const Snapshot>;
 std::string listenerKey(const config::HostPort& hp);
 
 // Builds a snapshot. Backends come from `registry` so their state survives the reload.
-// Hostname backends are resolved here (blocking, main thread); a name that does not resolve
-// leaves that backend out of rotation and adds a warning. Returns nullptr when something the
-// loader could not check fails (a certificate file changed underneath): `error` says what.
+// IP-literal backends become one Backend each; a host-name backend becomes one Backend per
+// address `book` has for it (none yet: the pool lists it as unresolved). Nothing blocks: names
+// are resolved asynchronously by the Resolver. Returns nullptr when something the loader could
+// not check fails (a certificate file changed underneath): `error` says what.
 std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
-                                        std::vector<std::string>& warnings, std::string& error);
+                                        std::vector<std::string>& warnings, std::string& error,
+                                        const AddressBook* book = nullptr);
 
 }  // namespace sluice

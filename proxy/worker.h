@@ -19,6 +19,7 @@
 #include "proxy/observe/ids.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/snapshot.h"
+#include "proxy/upstream/balancer.h"
 #include "proxy/upstream/conn_pool.h"
 
 namespace sluice {
@@ -58,7 +59,7 @@ class Worker {
   observe::WorkerMetrics& metrics() { return metrics_; }
   observe::IdGenerator& ids() { return ids_; }
   upstream::ConnPool& connPool() { return connPool_; }
-  upstream::SmoothWrr& balancer(const upstream::Pool* pool) { return balancers_[pool]; }
+  upstream::Balancer& balancer(const upstream::Pool* pool) { return balancers_.get(*pool); }
   std::string& accessBuffer() { return accessBuf_; }
   middleware::WorkerServices& services() { return services_; }
   bool draining() const { return draining_; }
@@ -96,7 +97,7 @@ class Worker {
   observe::WorkerMetrics metrics_;
   observe::IdGenerator ids_;
   upstream::ConnPool connPool_;
-  std::unordered_map<const upstream::Pool*, upstream::SmoothWrr> balancers_;
+  upstream::BalancerSet balancers_;
   std::string accessBuf_;
   middleware::WorkerServices services_;
   std::function<void()> exitHook_;

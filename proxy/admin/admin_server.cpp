@@ -194,6 +194,8 @@ static void appendStatusJson(Server& server, std::string& out) {
   const Snapshot& snap = *server.snapshot();
   out.append("{\"version\":\"" SLUICE_VERSION "\",\"generation\":");
   out.append(std::to_string(snap.generation));
+  out.append(",\"backend_revision\":");
+  out.append(std::to_string(snap.revision));
   out.append(",\"ready\":");
   out.append(snap.ready() ? "true" : "false");
   out.append(",\"workers\":");
@@ -257,6 +259,11 @@ void AdminServer::handle(AdminConnection* c, const std::string& method, const st
       c->respond(401, "application/json", "{\"error\":\"unauthorized\"}");
       return;
     }
+    // POST /admin/pools/{pool}/backends/{address}/drain | /undrain
+    if (path.rfind("/admin/pools/", 0) == 0) {
+      handleDrain(c, method, path);
+      return;
+    }
     if (path == "/admin/status") {
       if (!read) {
         c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
@@ -269,6 +276,75 @@ void AdminServer::handle(AdminConnection* c, const std::string& method, const st
     }
   }
   c->respond(404, "application/json", "{\"error\":\"not_found\"}");
+}
+
+static std::string percentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto hex = [](char ch) -> int {
+      if (ch >= '0' && ch <= '9') return ch - '0';
+      if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+      if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+      return -1;
+    };
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(char(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+void AdminServer::handleDrain(AdminConnection* c, const std::string& method,
+                              const std::string& path) {
+  // /admin/pools/{pool}/backends/{address}/{drain|undrain}; the address may contain '/'-free
+  // IPv6 brackets and ':' (percent-encoded or not).
+  std::string_view rest = std::string_view(path).substr(std::strlen("/admin/pools/"));
+  size_t slash = rest.find('/');
+  std::string_view poolPart = slash == std::string_view::npos ? rest : rest.substr(0, slash);
+  std::string_view after = slash == std::string_view::npos ? "" : rest.substr(slash);
+  constexpr std::string_view kBackends = "/backends/";
+  size_t last = after.rfind('/');
+  if (after.rfind(kBackends, 0) != 0 || last == std::string_view::npos ||
+      last < kBackends.size()) {
+    c->respond(404, "application/json", "{\"error\":\"not_found\"}");
+    return;
+  }
+  std::string_view action = after.substr(last + 1);
+  std::string address = percentDecode(after.substr(kBackends.size(), last - kBackends.size()));
+  std::string pool = percentDecode(poolPart);
+  if (action != "drain" && action != "undrain") {
+    c->respond(404, "application/json", "{\"error\":\"not_found\"}");
+    return;
+  }
+  if (method != "POST") {
+    c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
+    return;
+  }
+  if (!server_.snapshot()->pool(pool)) {
+    c->respond(404, "application/json", "{\"error\":\"no_such_pool\"}");
+    return;
+  }
+  bool drain = action == "drain";
+  size_t n = server_.setDraining(pool, address, drain);
+  if (n == 0) {
+    c->respond(404, "application/json", "{\"error\":\"no_such_backend\"}");
+    return;
+  }
+  observe::logEvent(config::LogLevel::Info, drain ? "backend drained" : "backend undrained",
+                    {{"pool", pool}, {"backend", address}, {"matched", std::to_string(n)}});
+  std::string body = "{\"pool\":\"";
+  observe::appendJsonEscaped(body, pool);
+  body.append("\",\"backend\":\"");
+  observe::appendJsonEscaped(body, address);
+  body.append("\",\"draining\":");
+  body.append(drain ? "true" : "false");
+  body.append(",\"matched\":");
+  body.append(std::to_string(n));
+  body.append("}");
+  c->respond(200, "application/json", body);
 }
 
 void AdminServer::startScrape(AdminConnection* c) {
@@ -319,9 +395,22 @@ void AdminServer::finishScrapes() {
     for (const auto& pool : snap.pools)
       for (const auto& b : pool->backends)
         p.backends.push_back(
-            {pool->name, b->address, b->resolved && b->healthy.load(std::memory_order_relaxed)});
+            {pool->name, b->name, b->resolved && b->usable(upstream::monotonicMs())});
     std::string text;
     observe::renderPrometheus(s->merged, p, text);
+    text.append(
+        "# HELP sluice_backend_state_changes_total Backend state changes (up, down, ejected, "
+        "draining).\n# TYPE sluice_backend_state_changes_total counter\n");
+    for (const auto& pool : snap.pools)
+      for (const auto& b : pool->backends) {
+        text.append("sluice_backend_state_changes_total{pool=\"");
+        text.append(pool->name);
+        text.append("\",backend=\"");
+        text.append(b->name);
+        text.append("\"} ");
+        text.append(std::to_string(b->stateChanges.load(std::memory_order_relaxed)));
+        text.push_back('\n');
+      }
     s->conn->respond(200, "text/plain; version=0.0.4; charset=utf-8", text);
   }
 }

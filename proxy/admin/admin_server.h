@@ -41,6 +41,7 @@ class AdminServer {
  private:
   struct Scrape;
   void startScrape(AdminConnection* c);
+  void handleDrain(AdminConnection* c, const std::string& method, const std::string& path);
   void finishScrapes();
   static void onConnection(uv_stream_t* s, int status);
 

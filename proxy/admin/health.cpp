@@ -5,7 +5,21 @@
 
 namespace sluice::admin {
 
+static const char* balanceName(config::Balance b) {
+  switch (b) {
+    case config::Balance::LeastConn:
+      return "least_conn";
+    case config::Balance::P2c:
+      return "p2c";
+    case config::Balance::Hash:
+      return "hash";
+    default:
+      return "round_robin";
+  }
+}
+
 void appendPoolsJson(const Snapshot& snap, std::string& out) {
+  const uint64_t now = upstream::monotonicMs();
   out.append("{");
   bool firstPool = true;
   for (const auto& p : snap.pools) {
@@ -13,22 +27,49 @@ void appendPoolsJson(const Snapshot& snap, std::string& out) {
     firstPool = false;
     out.push_back('"');
     observe::appendJsonEscaped(out, p->name);
-    out.append("\":{\"balance\":\"round_robin\",\"healthy\":");
+    out.append("\":{\"balance\":\"");
+    out.append(balanceName(p->settings.balance));
+    out.append("\",\"healthy\":");
     out.append(p->hasHealthyBackend() ? "true" : "false");
-    out.append(",\"backends\":[");
+    out.append(",\"health_checks\":");
+    out.append(p->settings.health.enabled ? "true" : "false");
+    out.append(",\"unresolved\":[");
+    for (size_t i = 0; i < p->unresolved.size(); ++i) {
+      if (i) out.push_back(',');
+      out.push_back('"');
+      observe::appendJsonEscaped(out, p->unresolved[i]);
+      out.push_back('"');
+    }
+    out.append("],\"backends\":[");
     for (size_t i = 0; i < p->backends.size(); ++i) {
       const auto& b = p->backends[i];
       if (i) out.push_back(',');
       out.append("{\"address\":\"");
       observe::appendJsonEscaped(out, b->address);
+      out.append("\",\"name\":\"");
+      observe::appendJsonEscaped(out, b->name);
+      out.append("\",\"ip\":\"");
+      observe::appendJsonEscaped(out, b->ip);
       out.append("\",\"weight\":");
       out.append(std::to_string(p->weights[i]));
-      out.append(",\"up\":");
-      out.append(b->resolved && b->healthy.load(std::memory_order_relaxed) ? "true" : "false");
+      out.append(",\"state\":\"");
+      out.append(b->stateName(now));
+      out.append("\",\"up\":");
+      out.append(b->resolved && b->usable(now) ? "true" : "false");
+      out.append(",\"healthy\":");
+      out.append(b->healthy.load(std::memory_order_relaxed) ? "true" : "false");
+      out.append(",\"ejected\":");
+      out.append(b->ejected(now) ? "true" : "false");
+      out.append(",\"draining\":");
+      out.append(b->draining.load(std::memory_order_relaxed) ? "true" : "false");
       out.append(",\"resolved\":");
       out.append(b->resolved ? "true" : "false");
       out.append(",\"active\":");
       out.append(std::to_string(b->active.load(std::memory_order_relaxed)));
+      out.append(",\"consecutive_failures\":");
+      out.append(std::to_string(b->consecutiveFailures.load(std::memory_order_relaxed)));
+      out.append(",\"state_changes\":");
+      out.append(std::to_string(b->stateChanges.load(std::memory_order_relaxed)));
       out.append("}");
     }
     out.append("]}");

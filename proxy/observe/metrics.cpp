@@ -48,6 +48,32 @@ const char* upstreamErrorKindName(UpstreamErrorKind k) {
   return "unknown";
 }
 
+const char* rateLimitResultName(RateLimitResult r) {
+  switch (r) {
+    case RateLimitResult::Allowed:
+      return "allowed";
+    case RateLimitResult::Limited:
+      return "limited";
+    case RateLimitResult::StoreError:
+      return "store_error";
+  }
+  return "unknown";
+}
+
+const char* redisErrorKindName(RedisErrorKind k) {
+  switch (k) {
+    case RedisErrorKind::Connect:
+      return "connect";
+    case RedisErrorKind::ConnectionLost:
+      return "connection_lost";
+    case RedisErrorKind::Timeout:
+      return "timeout";
+    case RedisErrorKind::Reply:
+      return "reply";
+  }
+  return "unknown";
+}
+
 void Histogram::observe(double seconds) {
   for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
     if (seconds <= kDurationBuckets[i]) {
@@ -100,6 +126,10 @@ void WorkerMetrics::merge(const WorkerMetrics& o) {
   for (auto& [k, v] : o.upstreamErrors) upstreamErrors[k] += v;
   for (auto& [k, v] : o.connectionsActive) connectionsActive[k] += v;
   for (auto& [k, v] : o.connectionsTotal) connectionsTotal[k] += v;
+  for (auto& [k, v] : o.ratelimit) ratelimit[k] += v;
+  redisClients += o.redisClients;
+  redisConnected += o.redisConnected;
+  for (size_t i = 0; i < redisErrors.size(); ++i) redisErrors[i] += o.redisErrors[i];
 }
 
 static void appendLabelValue(std::string& out, const std::string& v) {
@@ -251,6 +281,39 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     out.append("\"} ");
     appendUnsigned(out, v);
     out.push_back('\n');
+  }
+
+  out.append("# HELP sluice_ratelimit_total Rate-limit decisions, by middleware and result.\n");
+  out.append("# TYPE sluice_ratelimit_total counter\n");
+  std::map<std::pair<std::string, std::string>, uint64_t> rl;
+  for (auto& [k, v] : m.ratelimit)
+    rl[{nameOf(uint32_t(k >> 8)), rateLimitResultName(RateLimitResult(k & 0xff))}] += v;
+  for (auto& [k, v] : rl) {
+    out.append("sluice_ratelimit_total{middleware=\"");
+    appendLabelValue(out, k.first);
+    out.append("\",result=\"");
+    out.append(k.second);
+    out.append("\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+  if (m.redisClients > 0) {
+    out.append("# HELP sluice_redis_up 1 when every worker's Redis connection is ready.\n");
+    out.append("# TYPE sluice_redis_up gauge\nsluice_redis_up ");
+    out.append(m.redisConnected >= m.redisClients ? "1\n" : "0\n");
+    out.append("# HELP sluice_redis_connections Ready Redis connections (one per worker).\n");
+    out.append("# TYPE sluice_redis_connections gauge\nsluice_redis_connections ");
+    appendUnsigned(out, m.redisConnected);
+    out.push_back('\n');
+    out.append("# HELP sluice_redis_errors_total Redis failures, by kind.\n");
+    out.append("# TYPE sluice_redis_errors_total counter\n");
+    for (size_t i = 0; i < m.redisErrors.size(); ++i) {
+      out.append("sluice_redis_errors_total{kind=\"");
+      out.append(redisErrorKindName(RedisErrorKind(i)));
+      out.append("\"} ");
+      appendUnsigned(out, m.redisErrors[i]);
+      out.push_back('\n');
+    }
   }
 
   out.append("# HELP sluice_config_reloads_total Configuration reloads, by result.\n");

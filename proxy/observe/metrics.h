@@ -28,6 +28,16 @@ enum class UpstreamErrorKind : uint8_t {
 };
 const char* upstreamErrorKindName(UpstreamErrorKind k);
 
+enum class RateLimitResult : uint8_t { Allowed, Limited, StoreError };
+const char* rateLimitResultName(RateLimitResult r);
+enum class RedisErrorKind : uint8_t {
+  Connect,         // connect, AUTH/SELECT or handshake failed / timed out
+  ConnectionLost,  // an established connection broke
+  Timeout,         // a command got no answer within [redis] timeout
+  Reply,           // Redis answered a command with an error
+};
+const char* redisErrorKindName(RedisErrorKind k);
+
 constexpr std::array<double, 11> kDurationBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                      0.5,   1,    2.5,   5,    10};
 
@@ -52,7 +62,17 @@ struct WorkerMetrics {
   std::unordered_map<uint64_t, uint64_t> tlsHandshakes;
   std::unordered_map<uint64_t, uint64_t> tlsErrors;
 
+  // Rate limiting: key middleware(32) | result(8); Redis client health of this worker.
+  std::unordered_map<uint64_t, uint64_t> ratelimit;
+  uint32_t redisClients = 0;    // 1 when this worker has a configured Redis client
+  uint32_t redisConnected = 0;  // 1 when it is connected and ready
+  std::array<uint64_t, 4> redisErrors{};  // by RedisErrorKind
+
   void request(uint32_t route, uint32_t pool, int status, double seconds);
+  void ratelimitDecision(uint32_t middleware, RateLimitResult result) {
+    ++ratelimit[(uint64_t(middleware) << 8) | uint64_t(result)];
+  }
+  void redisError(RedisErrorKind kind) { ++redisErrors[size_t(kind)]; }
   void tlsHandshake(uint32_t listener, const char* version, bool resumed);
   void tlsHandshakeError(uint32_t listener, const std::string& reason);
   void upstreamError(uint32_t pool, uint32_t backend, UpstreamErrorKind kind);

@@ -177,8 +177,12 @@ void UpstreamConn::onCiphertext(ssize_t nread, const char* data) {
   bool plainSeen = false;
   auto r = tls_->feed(data, size_t(nread), plainBuf_, readBufSize_,
                       [this, h, &plainSeen](const char* p, size_t n) {
-                        plainSeen = true;
-                        if (state_ == State::Idle || state_ == State::Connecting) return false;
+                        // Data while idle (or before the handshake finished) is unexpected;
+                        // a response that just completed and released us to the pool is not.
+                        if (state_ == State::Idle || state_ == State::Connecting) {
+                          plainSeen = true;
+                          return false;
+                        }
                         onPlainRead(ssize_t(n), p);
                         // `p` is overwritten by the next record: flush what referenced it.
                         if (h && state_ != State::Closed) h->afterUpstreamRead(this);
@@ -398,6 +402,20 @@ void ConnPool::closeAll() {
   for (UpstreamConn* c : all) {
     c->nextIdle_ = c->prevIdle_ = nullptr;
     c->close();
+  }
+}
+
+void ConnPool::closeBackend(const Backend* backend) {
+  for (bool tls : {false, true}) {
+    auto it = idle_.find(key(backend, tls));
+    if (it == idle_.end()) continue;
+    std::vector<UpstreamConn*> conns;
+    for (UpstreamConn* c = it->second.head; c; c = c->nextIdle_) conns.push_back(c);
+    idle_.erase(it);
+    for (UpstreamConn* c : conns) {
+      c->nextIdle_ = c->prevIdle_ = nullptr;
+      c->close();
+    }
   }
 }
 

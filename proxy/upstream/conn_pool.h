@@ -137,6 +137,8 @@ class ConnPool {
   void putIdle(UpstreamConn* c);
   void remove(UpstreamConn* c);
   void closeAll();
+  // Closes the idle connections to `backend` (it went down or was ejected).
+  void closeBackend(const Backend* backend);
   size_t idleCount() const;
 
  private:
