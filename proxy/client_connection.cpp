@@ -17,6 +17,7 @@ using observe::UpstreamErrorKind;
 namespace {
 constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
 constexpr uint64_t kLingerMs = 2000;
+constexpr size_t kMaxStash = 64 * 1024;  // pipelined bytes held while a request is in progress
 // max_connections: requests that find every usable backend at its limit wait in a bounded
 // per-worker queue (polled every kQueuePollMs) for at most the pool's connect_timeout.
 constexpr uint32_t kMaxQueued = 1024;
@@ -126,8 +127,9 @@ void ClientConnection::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf
           self->closeAfterFlush();
         return;
       default:
-        // Mid-request EOF or reset: nothing to answer to. An upstream exchange in progress
-        // is abandoned (its connection cannot be reused).
+        // EOF or reset before the answer: the client is gone (like nginx without
+        // proxy_ignore_client_abort). An upstream exchange in progress is abandoned (its
+        // connection cannot be reused) and a pending filter is cancelled.
         self->close();
         return;
     }
@@ -190,6 +192,14 @@ void ClientConnection::onPlaintext(const char* data, size_t len) {
     }
     return;
   }
+  if (state_ == State::Proxying && !ex_.bodyFlowing) {
+    // The parser is paused (head waiting for its upstream, or request complete): keep the bytes
+    // for later. Reading goes on, which saves two epoll_ctl calls per keep-alive request;
+    // only a client that pipelines a lot is stopped.
+    stash_.append(data, len);
+    if (stash_.size() > kMaxStash) stopReading();
+    return;
+  }
   if (state_ == State::ReadingHead && !headTimer_) {
     headTimer_ = true;
     armTimer(uint64_t(snap_->config.server.clientHeaderTimeout.count()));
@@ -218,14 +228,15 @@ void ClientConnection::feed(const char* data, size_t len) {
       case Http1Parser::Status::Complete:
         // Whatever follows is the next request: it waits until this one is answered.
         stash_.append(data, len);
-        stopReading();
+        if (stash_.size() > kMaxStash) stopReading();
         ex_.requestComplete = true;
+        ex_.bodyFlowing = false;
         if (!ex_.headProcessed) {
           onRequestHead();
         } else {
           // The body is in: the client timer has nothing left to guard, and the backend's
           // response_timeout starts now (a slow upload is not the backend's delay).
-          uv_timer_stop(&timer_);
+          disarmTimer();
           if (ex_.up) {
             ex_.up->armResponseTimer();
             flushUpstream();
@@ -327,7 +338,7 @@ void ClientConnection::onRequestHead() {
   }
   ex_.headProcessed = true;
   ex_.startNs = uv_hrtime();
-  uv_timer_stop(&timer_);
+  disarmTimer();
   state_ = State::Proxying;
   http::RequestHead& req = parser_.request();
   ex_.headRequest = req.method == "HEAD";
@@ -448,14 +459,19 @@ void ClientConnection::routeRequest() {
 }
 
 void ClientConnection::runFilters() {
+  const uint64_t exchange = exchangeSeq_;
   while (ex_.nextFilter < ex_.filters.size()) {
     middleware::Filter& f = *ex_.filters[ex_.nextFilter++];
-    if (f.onRequestHeaders(ex_.ctx) == middleware::Status::Stop) {
+    const middleware::Status st = f.onRequestHeaders(ex_.ctx);
+    // A filter that answered itself (401, 429, ...) may already have ended this exchange and
+    // destroyed the filters: look at nothing of it any more.
+    if (exchange != exchangeSeq_ || ex_.responseStarted || state_ == State::Closed ||
+        state_ == State::Lingering)
+      return;
+    if (st == middleware::Status::Stop) {
       ex_.filterWaiting = true;  // it calls resume() or sendLocalReply() later
       return;
     }
-    if (ex_.responseStarted || state_ == State::Closed || state_ == State::Lingering)
-      return;  // the filter answered
   }
   pickAndConnect();
 }
@@ -588,6 +604,7 @@ void ClientConnection::onUpstreamConnected(upstream::UpstreamConn* up) {
       flushClient();
     }
     parser_.resume();
+    ex_.bodyFlowing = true;
     feedStash();
     if (state_ == State::Proxying && !ex_.requestComplete) {
       armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
@@ -775,7 +792,7 @@ void ClientConnection::afterUpstreamRead(upstream::UpstreamConn* up) {
   if (state_ == State::Proxying && ex_.up == up && ex_.status == 101 && ex_.websocket) {
     // The 101 went out: from now on both directions are raw bytes.
     state_ = State::Tunnel;
-    uv_timer_stop(&timer_);
+    disarmTimer();
     up->enterTunnel();
     if (!stash_.empty()) {
       up->out().copy(stash_);
@@ -884,6 +901,7 @@ void ClientConnection::startNextRequest() {
   if (state_ == State::Closed) return;
   destroyFilters();
   ex_.reset();
+  ++exchangeSeq_;
   state_ = State::ReadingHead;
   parser_.next();
   parser_.setMaxHeadBytes(size_t(w_.snapshot()->config.server.maxHeaderSize));
@@ -904,12 +922,32 @@ void ClientConnection::startNextRequest() {
 
 // ---------------------------------------------------------------- timers, writes, closing
 
+// Timers are re-armed lazily: most requests move the deadline later, which only updates a
+// field; the libuv timer is restarted only when it must fire earlier, or when it fires early.
 void ClientConnection::armTimer(uint64_t ms) {
-  uv_timer_start(&timer_, onTimer, ms, 0);
+  uint64_t now = uv_now(w_.loop());
+  deadline_ = now + ms;
+  if (!timerRunning_ || deadline_ < timerDue_) {
+    uv_timer_start(&timer_, onTimer, ms, 0);
+    timerRunning_ = true;
+    timerDue_ = deadline_;
+  }
 }
+
+void ClientConnection::disarmTimer() { deadline_ = 0; }
 
 void ClientConnection::onTimer(uv_timer_t* t) {
   auto* self = static_cast<ClientConnection*>(t->data);
+  self->timerRunning_ = false;
+  if (self->deadline_ == 0) return;
+  uint64_t now = uv_now(self->w_.loop());
+  if (now < self->deadline_) {
+    self->timerDue_ = self->deadline_;
+    self->timerRunning_ = true;
+    uv_timer_start(&self->timer_, onTimer, self->deadline_ - now, 0);
+    return;
+  }
+  self->deadline_ = 0;
   switch (self->state_) {
     case State::ReadingHead:
       if (self->tls_ && !self->tls_->handshakeDone())
@@ -1036,6 +1074,7 @@ void ClientConnection::close() {
     finishRequest();
   }
   abortUpstream();
+  ++exchangeSeq_;
   destroyFilters();
   if (tls_ && !tlsFailed_ && tls_->handshakeDone()) {
     // Best effort: a clean TLS close keeps the session resumable from the server cache.

@@ -91,6 +91,7 @@ class ClientConnection final : private http::Http1Parser::Handler,
   void flushClient();
   void flushUpstream();
   void armTimer(uint64_t ms);
+  void disarmTimer();
   void closeAfterFlush();
   void lingerClose();
   void close();
@@ -127,6 +128,10 @@ class ClientConnection final : private http::Http1Parser::Handler,
   bool shuttingDown_ = false;
   bool upstreamPaused_ = false;
   bool headTimer_ = false;
+  uint64_t exchangeSeq_ = 0;  // bumped whenever the current exchange ends
+  bool timerRunning_ = false;
+  uint64_t deadline_ = 0;  // loop ms; 0 = nothing to time
+  uint64_t timerDue_ = 0;
   bool tlsFailed_ = false;  // a fatal TLS error: no close_notify, the session is not reused  // the timer is the header timeout, not the idle one  // we stopped
                             // reading upstream: client side is slow
 
@@ -156,6 +161,7 @@ class ClientConnection final : private http::Http1Parser::Handler,
     bool mustClose = false;  // after this response
     bool logged = false;
     bool staleRetried = false;
+    bool bodyFlowing = false;  // the parser runs the request body (not paused)
     bool queued = false;  // waiting for a backend under max_connections
     uint64_t queueDeadlineMs = 0;
     std::string requestId;

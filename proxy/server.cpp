@@ -122,7 +122,8 @@ bool Server::start() {
   initBackendHandles();
   resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings, err, &resolver_->book());
+  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings, err, &resolver_->book(),
+                            &stores_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     std::fprintf(stderr, "sluice: %s\n", err.c_str());
@@ -239,7 +240,8 @@ void Server::reload() {
   }
   resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book());
+  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book(),
+                            &stores_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     retire(std::move(newAdmin));
@@ -322,7 +324,7 @@ void Server::rebuildBackends() {
   std::vector<std::string> warnings;
   std::string err;
   auto snap = buildSnapshot(current_->config, registry_, current_->generation, warnings, err,
-                            &resolver_->book());
+                            &resolver_->book(), &stores_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     logEvent(LogLevel::Error, "cannot update backend addresses", {{"reason", err}});

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "config/schema.h"
+#include "middleware/local_store.h"
 #include "proxy/admin/admin_server.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/health.h"
@@ -66,6 +67,7 @@ class Server {
   std::atomic<unsigned> workersExited_{0};
   SnapshotPtr current_;
   upstream::BackendRegistry registry_;
+  middleware::LocalStoreRegistry stores_;  // local rate-limit buckets, kept across reloads
   std::unique_ptr<upstream::Resolver> resolver_;
   std::unique_ptr<upstream::HealthChecker> health_;
   uv_timer_t rebuildTimer_{};

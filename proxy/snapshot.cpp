@@ -1,6 +1,8 @@
 // Snapshot compilation from a validated Config.
 #include "proxy/snapshot.h"
 
+#include "middleware/registry.h"
+
 #include <atomic>
 #include <cstring>
 
@@ -58,7 +60,8 @@ static void addBackend(upstream::Pool& pool, upstream::BackendRegistry& registry
 std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
                                         std::vector<std::string>& warnings, std::string& error,
-                                        const AddressBook* book) {
+                                        const AddressBook* book,
+                                        middleware::LocalStoreRegistry* stores) {
   (void)warnings;  // names that do not resolve are reported by the loader and the Resolver
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
@@ -95,9 +98,17 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
     if (pc.balance == config::Balance::Hash) pool->ring.build(pool->backends, pool->weights);
     snap->pools.push_back(std::move(pool));
   }
+  static middleware::LocalStoreRegistry fallbackStores;
+  middleware::FactoryBuild factories =
+      middleware::buildFilterFactories(cfg, stores ? *stores : fallbackStores);
+  if (!factories.errors.empty()) {
+    error = factories.errors.front();
+    return nullptr;
+  }
   std::vector<router::Route> routes;
   for (const auto& rc : cfg.routes) {
     router::Route r;
+    r.filters = middleware::routeFilters(rc, factories.factories);
     r.name = rc.name;
     r.nameId = observe::internName(rc.name);
     for (char c : rc.host) r.host.push_back((c >= 'A' && c <= 'Z') ? char(c + 32) : c);

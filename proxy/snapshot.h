@@ -13,6 +13,7 @@
 #include "config/schema.h"
 #include "proxy/router/route_table.h"
 #include "proxy/upstream/pool.h"
+#include "middleware/local_store.h"
 #include "tls/tls_context.h"
 
 namespace sluice {
@@ -51,10 +52,12 @@ std::string listenerKey(const config::HostPort& hp);
 // IP-literal backends become one Backend each; a host-name backend becomes one Backend per
 // address `book` has for it (none yet: the pool lists it as unresolved). Nothing blocks: names
 // are resolved asynchronously by the Resolver. Returns nullptr when something the loader could
-// not check fails (a certificate file changed underneath): `error` says what.
+// not check fails (a certificate file changed underneath): `error` says what. Middleware
+// factories are built here too; local rate-limit buckets live in `stores` across snapshots.
 std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
                                         std::vector<std::string>& warnings, std::string& error,
-                                        const AddressBook* book = nullptr);
+                                        const AddressBook* book = nullptr,
+                                        middleware::LocalStoreRegistry* stores = nullptr);
 
 }  // namespace sluice

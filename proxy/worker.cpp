@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include "middleware/redis_client.h"
 #include "proxy/client_connection.h"
 #include "proxy/observe/log.h"
 
@@ -26,6 +27,10 @@ Worker::~Worker() {
 
 void Worker::start(SnapshotPtr snap, std::map<std::string, int> listenFds) {
   snapshot_ = std::move(snap);
+  // The Redis client lives as long as the loop (filters in flight hold its pointer); a reload
+  // only reconfigures it. Created before the thread starts, so touching the loop is safe.
+  services_.redis = new middleware::RedisClient(&loop_, &metrics_);
+  services_.redis->configure(snapshot_->config.redis);
   for (auto& [key, fd] : listenFds) openListener(key, fd);
   uv_check_start(&check_, onCheck);
   thread_ = std::thread([this] { run(); });
@@ -115,6 +120,7 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
     }
     snapshot_ = snap;
     balancers_.clear();
+    if (services_.redis) services_.redis->configure(snapshot_->config.redis);
     for (const auto& key : close) closeListener(key);
     for (const auto& [key, fd] : open) openListener(key, fd);
   });
@@ -163,6 +169,10 @@ void Worker::maybeStop() {
   if (stopped_ || connHead_) return;
   stopped_ = true;
   connPool_.closeAll();
+  if (services_.redis) {
+    services_.redis->closeAndDelete();  // no filter is left to call it
+    services_.redis = nullptr;
+  }
   onCheck(&check_);
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
   {

@@ -8,10 +8,11 @@ from .util import Blackhole, free_port, wait_until, pattern_bytes, pattern_sha25
 from .backend import Backend, Response, Request
 from .client import RawClient, HttpResponse, http_request, build_request, ConnectionClosed
 from .checks import assert_proxy_error
+from .redis import RedisServer
 from .process import Sluice, SluiceDied, Metrics, render_config, parse_metrics, run_cli, SLUICE_BIN
 
 __all__ = [
-    "assert_proxy_error", "Blackhole", "free_port", "wait_until", "pattern_bytes", "pattern_sha256", "port_is_open", "port_refuses",
+    "assert_proxy_error", "RedisServer", "Blackhole", "free_port", "wait_until", "pattern_bytes", "pattern_sha256", "port_is_open", "port_refuses",
     "Backend", "Response", "Request",
     "RawClient", "HttpResponse", "http_request", "build_request", "ConnectionClosed",
     "Sluice", "SluiceDied", "Metrics", "render_config", "parse_metrics", "run_cli", "SLUICE_BIN",

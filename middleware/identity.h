@@ -1,0 +1,24 @@
+// Key extraction for rate limits (and later sticky sessions): "ip", "header:NAME",
+// "cookie:NAME", "jwt:CLAIM" (verified claims only). A request without the configured source
+// falls back to the client IP (already resolved through trusted_proxies by the connection).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "config/schema.h"
+#include "middleware/filter.h"
+
+namespace sluice::middleware {
+
+// The value of cookie `name` in a Cookie header value ("a=1; b=2"), or found=false.
+std::string_view cookieValue(std::string_view cookieHeader, std::string_view name, bool& found);
+
+// Appends "<source>:<value>" for the request to `out`: source is "header", "cookie" or "jwt"
+// when that value is present and non-empty, else "ip" with ctx.clientIp. Values longer than
+// 128 bytes are replaced by "sha256:<hex>" so keys stay small. Returns true when the
+// configured source was used (false = fell back to the IP).
+bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
+                       const RequestContext& ctx, std::string& out);
+
+}  // namespace sluice::middleware

@@ -1,0 +1,151 @@
+// One asynchronous Redis connection per worker (hiredis async API on the worker's uv_loop via
+// <hiredis/adapters/libuv.h>). Everything runs on that loop; nothing blocks:
+//  - connect over TCP (host names resolved with uv_getaddrinfo, never a blocking lookup) or a
+//    unix socket, then AUTH / SELECT from the url and a PING; only then isUp() is true;
+//  - commands are written as they come and hiredis pipelines whatever one loop turn produced;
+//  - one timer enforces [redis] timeout on the oldest outstanding command (replies come in
+//    order, so the oldest always expires first). A timeout, a broken connection or a failed
+//    handshake drops the connection: every outstanding command fails at once, isUp() turns
+//    false (callers then skip Redis entirely instead of waiting) and a reconnect is scheduled
+//    with exponential backoff (50 ms doubling to 2 s, with jitter);
+//  - EVALSHA: each script is SCRIPT LOADed once per connection (pipelined before its first
+//    EVALSHA); a NOSCRIPT answer (SCRIPT FLUSH, failover) re-loads it and retries once.
+// Callbacks are plain function pointers + user pointer (no allocation per command) and can be
+// cancelled: a request that goes away calls cancel(handle) and never hears back.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/schema.h"
+#include "proxy/observe/metrics.h"
+
+struct redisAsyncContext;
+struct redisReply;
+
+namespace sluice::middleware {
+
+enum class RedisStatus {
+  Ok,            // `reply` is the answer (may be an error reply: check reply->type)
+  Timeout,       // no answer within the timeout (the connection is dropped)
+  Disconnected,  // the connection broke or was reconfigured before the answer
+};
+
+// A Lua script with its SHA1, computed locally so EVALSHA needs no round trip first.
+struct RedisScript {
+  explicit RedisScript(std::string body);
+  std::string body;
+  std::string sha;
+};
+
+class RedisClient {
+ public:
+  // `reply` is valid only during the call (nullptr unless status == Ok).
+  using Callback = void (*)(void* user, RedisStatus status, const redisReply* reply);
+
+  struct Handle {
+    void* p = nullptr;
+    uint64_t seq = 0;
+    explicit operator bool() const { return p != nullptr; }
+  };
+
+  // `metrics` (optional) receives redisClients / redisConnected / redisErrors.
+  RedisClient(uv_loop_t* loop, observe::WorkerMetrics* metrics);
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // Applies [redis] settings: connects on first call; when url or timeout changed, drops the
+  // connection (outstanding commands fail with Disconnected) and reconnects; `!s.enabled`
+  // disconnects and stays idle. Cheap no-op when nothing changed, so call it on every new
+  // snapshot.
+  void configure(const config::RedisSettings& s);
+
+  bool isUp() const { return state_ == State::Ready; }
+
+  // Sends EVALSHA script 1 key args... . Returns an empty handle (and never calls `cb`) when
+  // not up or the command could not be queued; otherwise `cb` is called exactly once, later
+  // (never from inside evalsha), unless cancel() comes first.
+  Handle evalsha(const RedisScript& script, std::string_view key,
+                 std::initializer_list<std::string_view> args, Callback cb, void* user);
+  // Generic command (for tests and tools), same contract.
+  Handle command(std::initializer_list<std::string_view> argv, Callback cb, void* user);
+
+  // The callback of `h` will not be called. Safe with stale or empty handles.
+  void cancel(Handle h);
+
+  // Closes the connection and the timers; the object deletes itself once libuv has closed its
+  // handles, so the loop must run on (uv_run until it has no handles does that). Outstanding
+  // callbacks are NOT called. Call on the loop thread, instead of `delete`.
+  void closeAndDelete();
+
+  uint64_t reconnects() const { return reconnects_; }
+
+ private:
+  enum class State { Idle, Resolving, Connecting, Handshaking, Ready, Backoff, Closing };
+  enum class Kind { User, Internal, ScriptLoad };
+  struct Pending {
+    RedisClient* client = nullptr;
+    uint64_t seq = 0;
+    Kind kind = Kind::User;
+    Callback cb = nullptr;
+    void* user = nullptr;
+    uint64_t deadline = 0;                // uv_now() ms
+    const RedisScript* script = nullptr;  // EVALSHA: for the NOSCRIPT retry
+    bool retried = false;
+    std::vector<std::string> argv;  // kept for a retry (capacity reused)
+  };
+  struct Resolve;
+
+  ~RedisClient();
+  void connect();
+  void startTcp(const std::string& ip);
+  void onConnected(int status);
+  void onDisconnected(int status);
+  void fail(observe::RedisErrorKind kind, RedisStatus status, const char* what);
+  void dropConnection(RedisStatus status);
+  void scheduleReconnect();
+  void armTimer();
+  void onTimer();
+  void onRetryTimer();
+  void setUp(bool up);
+  Pending* acquire();
+  void release(Pending* p);
+  bool send(Pending* p);
+  bool sendInternal(std::initializer_list<std::string_view> argv);
+  bool ensureScript(const RedisScript& s);
+  void onReply(Pending* p, redisReply* r);
+  void finishHandshake();
+  static void replyThunk(redisAsyncContext* c, void* r, void* privdata);
+  static void connectThunk(const redisAsyncContext* c, int status);
+  static void disconnectThunk(const redisAsyncContext* c, int status);
+  static void closeThunk(uv_handle_t* h);
+
+  uv_loop_t* loop_;
+  observe::WorkerMetrics* metrics_;
+  config::RedisSettings cfg_;
+  State state_ = State::Idle;
+  redisAsyncContext* ctx_ = nullptr;
+  Resolve* resolve_ = nullptr;
+  uv_timer_t timer_;       // command / connect deadlines
+  uv_timer_t retryTimer_;  // reconnect backoff
+  int openHandles_ = 2;
+  uint64_t connectDeadline_ = 0;
+  uint64_t backoffMs_ = 0;
+  uint64_t reconnects_ = 0;
+  uint64_t seq_ = 0;
+  RedisStatus failStatus_ = RedisStatus::Disconnected;
+  std::deque<Pending*> queue_;  // outstanding, in send order
+  std::vector<Pending*> free_;
+  std::vector<const RedisScript*> loaded_;  // scripts loaded on this connection
+  int handshakeLeft_ = 0;
+  bool handshakeFailed_ = false;
+  bool lostWhileReady_ = false;  // outstanding commands failed before the disconnect report
+};
+
+}  // namespace sluice::middleware
