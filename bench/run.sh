@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sluice vs nginx vs HAProxy benchmark (issue 6). See bench/README.md.
+#   bench/run.sh           full run: writes bench/RESULTS.md and bench/results.png
+#   bench/run.sh --smoke   ~1 s per run, 1 round, writes to a temp dir; non-zero exit if any
+#                          proxy fails to serve (what CI runs)
+# Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNECTIONS (50), IDLE_CONNS (10000),
+#   WORKLOADS / PROXIES (comma lists to run a subset), FORCE (workloads to run even where
+#   marked skipped), SKIP_IDLE=1, SKIP_SCALING=1, SKIP_SETUP=1 (do not run scripts/setup.sh).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+args=()
+cmd="bench/run.sh"
+for v in ROUNDS DURATION WARMUP CONNECTIONS IDLE_CONNS WORKLOADS PROXIES FORCE SKIP_IDLE SKIP_SCALING; do
+  if [ -n "${!v:-}" ]; then cmd="$v=${!v} $cmd"; fi
+done
+for a in "$@"; do
+  case "$a" in
+    --smoke) args+=(--smoke); cmd="$cmd --smoke" ;;
+    --keep) args+=(--keep) ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+if [ "${SKIP_SETUP:-0}" != 1 ]; then
+  bash scripts/setup.sh --bench
+fi
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-bench -j"$(nproc)" --target sluice >/dev/null
+
+ulimit -n "$(ulimit -Hn)"
+# harness.py kills everything it started on exit (and on INT/TERM/HUP); this catches the rest.
+exec python3 bench/harness.py --sluice "$root/build-bench/sluice" --command "$cmd" "${args[@]}"
