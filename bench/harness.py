@@ -323,7 +323,7 @@ url = "redis://127.0.0.1:{redis_port}/0"
 [middleware.limit]
 type = "rate_limit"
 key = "ip"
-rate = "100000000/s"
+rate = "1000000/s"
 burst = 1000000
 store = "redis"
 """

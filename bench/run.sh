@@ -5,7 +5,8 @@
 #                          proxy fails to serve (what CI runs)
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNECTIONS (50), IDLE_CONNS (10000),
 #   WORKLOADS / PROXIES (comma lists to run a subset), FORCE (workloads to run even where
-#   marked skipped), SKIP_IDLE=1, SKIP_SCALING=1, SKIP_SETUP=1 (do not run scripts/setup.sh).
+#   marked skipped), SKIP_IDLE=1, SKIP_SCALING=1, SKIP_SETUP=1 (do not run scripts/setup.sh),
+#   SLUICE_BIN=path (benchmark that binary instead of building build-bench/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -27,9 +28,14 @@ done
 if [ "${SKIP_SETUP:-0}" != 1 ]; then
   bash scripts/setup.sh --bench
 fi
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j"$(nproc)" --target sluice >/dev/null
+# SLUICE_BIN=path uses an existing binary (CI's smoke reuses the test build).
+sluice_bin="${SLUICE_BIN:-}"
+if [ -z "$sluice_bin" ]; then
+  cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build-bench -j"$(nproc)" --target sluice >/dev/null
+  sluice_bin="$root/build-bench/sluice"
+fi
 
 ulimit -n "$(ulimit -Hn)"
 # harness.py kills everything it started on exit (and on INT/TERM/HUP); this catches the rest.
-exec python3 bench/harness.py --sluice "$root/build-bench/sluice" --command "$cmd" "${args[@]}"
+exec python3 bench/harness.py --sluice "$sluice_bin" --command "$cmd" "${args[@]}"
