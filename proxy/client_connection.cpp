@@ -17,7 +17,9 @@ using observe::UpstreamErrorKind;
 namespace {
 constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
 constexpr uint64_t kLingerMs = 2000;
-constexpr size_t kMaxStash = 64 * 1024;  // pipelined bytes held while a request is in progress
+constexpr size_t kMaxStash = 64 * 1024;
+constexpr uint64_t kTrimMs = 1000;  // keep-alive quiet this long: give the stream back  //
+                                    // pipelined bytes held while a request is in progress
 // max_connections: requests that find every usable backend at its limit wait in a bounded
 // per-worker queue (polled every kQueuePollMs) for at most the pool's connect_timeout.
 constexpr uint32_t kMaxQueued = 1024;
@@ -57,9 +59,50 @@ ClientConnection::ClientConnection(Worker& w, SnapshotPtr snap, const ListenerSp
   tcp_.data = this;
   timer_.data = this;
   shutdownReq_.data = this;
-  const auto& s = snap_->config.server;
-  parser_.init(Http1Parser::Kind::Request, this, size_t(s.maxHeaderSize));
-  out_.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
+}
+
+ClientConnection::~ClientConnection() {
+  if (s_) recycle(s_);
+}
+
+namespace {
+// Per worker thread: streams given back by idle connections, reused by busy ones.
+constexpr size_t kMaxFreeStreams = 256;
+thread_local std::vector<void*> tFreeStreams;
+}  // namespace
+
+ClientConnection::Stream& ClientConnection::stream() {
+  if (s_) return *s_;
+  if (!tFreeStreams.empty()) {
+    s_ = static_cast<Stream*>(tFreeStreams.back());
+    tFreeStreams.pop_back();
+  } else {
+    s_ = new Stream;
+  }
+  s_->parser.init(Http1Parser::Kind::Request, this,
+                  size_t(w_.snapshot()->config.server.maxHeaderSize));
+  s_->out.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
+  s_->out.setTls(tls_.get());
+  return *s_;
+}
+
+void ClientConnection::recycle(Stream* st) {
+  st->ex.reset();
+  st->out.reset();
+  st->stash.clear();
+  st->stashWork.clear();
+  if (tFreeStreams.size() < kMaxFreeStreams)
+    tFreeStreams.push_back(st);
+  else
+    delete st;
+}
+
+void ClientConnection::releaseStreamIfIdle() {
+  if (!s_ || state_ != State::ReadingHead || s_->parser.messageStarted() || !s_->stash.empty() ||
+      !s_->out.idle() || !s_->ex.filters.empty())
+    return;
+  recycle(s_);
+  s_ = nullptr;
 }
 
 void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string& listenerKey) {
@@ -76,7 +119,6 @@ void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string&
   if (spec->tls) {
     c->tlsCtx_ = spec->tls;
     c->tls_ = std::make_unique<tls::TlsSession>(spec->tls->defaultCtx(), true);
-    c->out_.setTls(c->tls_.get());
   }
   formatPeer(&c->tcp_, c->peer_, c->peerIp_, sizeof c->peerIp_);
   c->listenerKey_ = listenerKey;
@@ -121,8 +163,8 @@ void ClientConnection::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf
       case State::Tunnel:
         // Client finished sending: pass the half-close on; the backend's close ends it all.
         self->stopReading();
-        if (self->ex_.up)
-          self->ex_.up->shutdownWrite();
+        if (self->s_->ex.up)
+          self->s_->ex.up->shutdownWrite();
         else
           self->closeAfterFlush();
         return;
@@ -135,6 +177,7 @@ void ClientConnection::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf
     }
   }
   if (self->state_ == State::Lingering) return;  // discard
+  self->stream();
   if (self->tls_) {
     self->onCiphertext(buf->base, size_t(nread));
     return;
@@ -158,13 +201,13 @@ void ClientConnection::onCiphertext(const char* data, size_t len) {
       if (tls_->errorReason() == "http_request") {
         // Plain HTTP sent to the TLS port: say so in plain HTTP, like nginx does.
         std::string reply;
-        w_.ids().requestId(ex_.requestId);
-        http::serializeLocalReply(400, "plain_http_to_tls_port", ex_.requestId, false, false,
+        w_.ids().requestId(s_->ex.requestId);
+        http::serializeLocalReply(400, "plain_http_to_tls_port", s_->ex.requestId, false, false,
                                   reply);
-        out_.writeRaw(reply);
+        s_->out.writeRaw(reply);
         state_ = State::Lingering;
         closeAfterFlush_ = true;
-        if (out_.queuedBytes() == 0) close();
+        if (s_->out.queuedBytes() == 0) close();
         return;
       }
     }
@@ -173,8 +216,8 @@ void ClientConnection::onCiphertext(const char* data, size_t len) {
   }
   if (r == tls::TlsSession::Result::Closed) {
     // close_notify: the client is done sending, like EOF.
-    if (state_ == State::Tunnel && ex_.up) {
-      ex_.up->shutdownWrite();
+    if (state_ == State::Tunnel && s_->ex.up) {
+      s_->ex.up->shutdownWrite();
     } else if (state_ != State::Closed) {
       close();
       return;
@@ -186,24 +229,25 @@ void ClientConnection::onCiphertext(const char* data, size_t len) {
 void ClientConnection::onPlaintext(const char* data, size_t len) {
   if (state_ == State::Lingering || state_ == State::Closed) return;
   if (state_ == State::Tunnel) {
-    if (ex_.up) {
-      ex_.up->out().ref(data, len);
+    if (s_->ex.up) {
+      s_->ex.up->out().ref(data, len);
       flushUpstream();
     }
     return;
   }
-  if (state_ == State::Proxying && !ex_.bodyFlowing) {
+  if (state_ == State::Proxying && !s_->ex.bodyFlowing) {
     // The parser is paused (head waiting for its upstream, or request complete): keep the bytes
     // for later. Reading goes on, which saves two epoll_ctl calls per keep-alive request;
     // only a client that pipelines a lot is stopped.
-    stash_.append(data, len);
-    if (stash_.size() > kMaxStash) stopReading();
+    s_->stash.append(data, len);
+    if (s_->stash.size() > kMaxStash) stopReading();
     return;
   }
   if (state_ == State::ReadingHead && !headTimer_) {
     headTimer_ = true;
+    trimPending_ = false;
     armTimer(uint64_t(snap_->config.server.clientHeaderTimeout.count()));
-  } else if (state_ == State::Proxying && !ex_.requestComplete) {
+  } else if (state_ == State::Proxying && !s_->ex.requestComplete) {
     armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
   }
   feed(data, len);
@@ -213,32 +257,32 @@ void ClientConnection::onPlaintext(const char* data, size_t len) {
 
 void ClientConnection::feed(const char* data, size_t len) {
   while (len > 0 && state_ != State::Closed && state_ != State::Lingering) {
-    auto r = parser_.execute(data, len);
+    auto r = s_->parser.execute(data, len);
     data += r.consumed;
     len -= r.consumed;
     switch (r.status) {
       case Http1Parser::Status::NeedMore:
         return;
       case Http1Parser::Status::HeadComplete:
-        stash_.append(data, len);
+        s_->stash.append(data, len);
         stopReading();
         onRequestHead();
         return;
       case Http1Parser::Status::Upgrade:  // websocket: tunnel or close; others: next()
       case Http1Parser::Status::Complete:
         // Whatever follows is the next request: it waits until this one is answered.
-        stash_.append(data, len);
-        if (stash_.size() > kMaxStash) stopReading();
-        ex_.requestComplete = true;
-        ex_.bodyFlowing = false;
-        if (!ex_.headProcessed) {
+        s_->stash.append(data, len);
+        if (s_->stash.size() > kMaxStash) stopReading();
+        s_->ex.requestComplete = true;
+        s_->ex.bodyFlowing = false;
+        if (!s_->ex.headProcessed) {
           onRequestHead();
         } else {
           // The body is in: the client timer has nothing left to guard, and the backend's
           // response_timeout starts now (a slow upload is not the backend's delay).
           disarmTimer();
-          if (ex_.up) {
-            ex_.up->armResponseTimer();
+          if (s_->ex.up) {
+            s_->ex.up->armResponseTimer();
             flushUpstream();
           }
         }
@@ -251,18 +295,18 @@ void ClientConnection::feed(const char* data, size_t len) {
 }
 
 void ClientConnection::feedStash() {
-  if (stash_.empty()) return;
-  stashWork_.swap(stash_);
-  stash_.clear();
-  feed(stashWork_.data(), stashWork_.size());
-  // Body pieces may point into stashWork_: write them out before it is reused.
+  if (s_->stash.empty()) return;
+  s_->stashWork.swap(s_->stash);
+  s_->stash.clear();
+  feed(s_->stashWork.data(), s_->stashWork.size());
+  // Body pieces may point into s_->stashWork: write them out before it is reused.
   flushUpstream();
   flushClient();
-  stashWork_.clear();
+  s_->stashWork.clear();
 }
 
 void ClientConnection::onParseError() {
-  switch (parser_.error()) {
+  switch (s_->parser.error()) {
     case http::ParseError::HeadTooLarge:
     case http::ParseError::TooManyHeaders:
       sendLocalReply(431, "headers_too_large", true);
@@ -272,14 +316,14 @@ void ClientConnection::onParseError() {
       break;
     case http::ParseError::Aborted:
       // A callback already answered or closed.
-      if (state_ != State::Closed && state_ != State::Lingering && !ex_.responseStarted)
+      if (state_ != State::Closed && state_ != State::Lingering && !s_->ex.responseStarted)
         sendLocalReply(400, "bad_request", true);
       break;
     default:
-      if (ex_.responseStarted || ex_.bodyStarted) {
+      if (s_->ex.responseStarted || s_->ex.bodyStarted) {
         // Bad chunk framing mid-body: the upstream got a partial body; abandon both sides.
         abortUpstream();
-        if (!ex_.responseStarted)
+        if (!s_->ex.responseStarted)
           sendLocalReply(400, "bad_request", true);
         else
           close();
@@ -290,26 +334,26 @@ void ClientConnection::onParseError() {
 }
 
 int ClientConnection::onHeadersComplete() {
-  const http::RequestHead& req = parser_.request();
+  const http::RequestHead& req = s_->parser.request();
   // Stop after the head when a body follows, so the body is read only once an upstream
   // connection exists (and can be replayed to another backend if the connect fails).
   return req.hasBody() ? kPause : kBody;
 }
 
 bool ClientConnection::onBody(const char* data, size_t len) {
-  ex_.requestBodyBytes += len;
+  s_->ex.requestBodyBytes += len;
   uint64_t max = snap_->config.server.maxBodySize;
-  if (max && ex_.requestBodyBytes > max) {
+  if (max && s_->ex.requestBodyBytes > max) {
     abortUpstream();
-    if (!ex_.responseStarted)
+    if (!s_->ex.responseStarted)
       sendLocalReply(413, "payload_too_large", true);
     else
       close();
     return false;
   }
-  if (!ex_.up) return false;
-  net::OutQueue& o = ex_.up->out();
-  if (parser_.request().chunked) {
+  if (!s_->ex.up) return false;
+  net::OutQueue& o = s_->ex.up->out();
+  if (s_->parser.request().chunked) {
     std::string& s = o.beginScratch();
     http::appendChunkHeader(len, s);
     o.endScratch();
@@ -318,12 +362,13 @@ bool ClientConnection::onBody(const char* data, size_t len) {
   } else {
     o.ref(data, len);
   }
-  ex_.bodyStarted = true;
+  s_->ex.bodyStarted = true;
   return true;
 }
 
 void ClientConnection::onMessageComplete() {
-  if (ex_.headProcessed && ex_.up && parser_.request().chunked) ex_.up->out().copy("0\r\n\r\n");
+  if (s_->ex.headProcessed && s_->ex.up && s_->parser.request().chunked)
+    s_->ex.up->out().copy("0\r\n\r\n");
 }
 
 // ---------------------------------------------------------------- request phases
@@ -336,25 +381,26 @@ void ClientConnection::onRequestHead() {
       listener_ = l;
     }
   }
-  ex_.headProcessed = true;
-  ex_.startNs = uv_hrtime();
+  s_->ex.headProcessed = true;
+  s_->ex.startNs = uv_hrtime();
   disarmTimer();
   state_ = State::Proxying;
-  http::RequestHead& req = parser_.request();
-  ex_.headRequest = req.method == "HEAD";
-  ex_.clientIp = net::realClientIp(reinterpret_cast<const sockaddr*>(&peer_), peerIp_, req.headers,
-                                   snap_->config.server.trustedProxies, ex_.clientIpBuf);
-  ex_.keepAlive = req.keepAlive && !shuttingDown_ && !w_.draining();
+  http::RequestHead& req = s_->parser.request();
+  s_->ex.headRequest = req.method == "HEAD";
+  s_->ex.clientIp =
+      net::realClientIp(reinterpret_cast<const sockaddr*>(&peer_), peerIp_, req.headers,
+                        snap_->config.server.trustedProxies, s_->ex.clientIpBuf);
+  s_->ex.keepAlive = req.keepAlive && !shuttingDown_ && !w_.draining();
   std::string_view rid = req.headers.get("x-request-id");
   if (observe::isSaneRequestId(rid))
-    ex_.requestId.assign(rid);
+    s_->ex.requestId.assign(rid);
   else
-    w_.ids().requestId(ex_.requestId);
+    w_.ids().requestId(s_->ex.requestId);
   routeRequest();
 }
 
 void ClientConnection::routeRequest() {
-  http::RequestHead& req = parser_.request();
+  http::RequestHead& req = s_->parser.request();
   if (req.method == "CONNECT") {
     sendLocalReply(405, "method_not_allowed", true);
     return;
@@ -366,8 +412,8 @@ void ClientConnection::routeRequest() {
   }
   bool hasHost = false;
   std::string_view hostHeader = req.headers.get("host", &hasHost);
-  router::normalizeHost(hostFromTarget.empty() ? hostHeader : hostFromTarget, ex_.host);
-  ex_.authority.assign(hostFromTarget);
+  router::normalizeHost(hostFromTarget.empty() ? hostHeader : hostFromTarget, s_->ex.host);
+  s_->ex.authority.assign(hostFromTarget);
 
   if (!listener_->cfg.redirectHttps.empty()) {
     // Template: {host} = request host without port, {uri} = the request-target's path+query.
@@ -377,7 +423,7 @@ void ClientConnection::routeRequest() {
     uri.append(query);
     for (size_t i = 0; i < tpl.size();) {
       if (tpl.compare(i, 6, "{host}") == 0) {
-        loc.append(ex_.host);
+        loc.append(s_->ex.host);
         i += 6;
       } else if (tpl.compare(i, 5, "{uri}") == 0) {
         loc.append(uri);
@@ -386,17 +432,17 @@ void ClientConnection::routeRequest() {
         loc.push_back(tpl[i++]);
       }
     }
-    const bool closeConn = !ex_.keepAlive || (req.hasBody() && !ex_.requestComplete);
-    ex_.status = 308;
-    std::string& s = out_.beginScratch();
+    const bool closeConn = !s_->ex.keepAlive || (req.hasBody() && !s_->ex.requestComplete);
+    s_->ex.status = 308;
+    std::string& s = s_->out.beginScratch();
     size_t before = s.size();
     s.append("HTTP/1.1 308 Permanent Redirect\r\nLocation: ");
     s.append(loc);
     s.append("\r\nContent-Length: 0\r\nX-Request-Id: ");
-    s.append(ex_.requestId);
+    s.append(s_->ex.requestId);
     s.append(closeConn ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
-    ex_.bytesSent += s.size() - before;
-    out_.endScratch();
+    s_->ex.bytesSent += s.size() - before;
+    s_->out.endScratch();
     finishRequest();
     if (closeConn)
       lingerClose();
@@ -411,30 +457,30 @@ void ClientConnection::routeRequest() {
     return;
   }
 
-  ex_.route = snap_->routes.match(ex_.host, path, req.method);
-  if (!ex_.route) {
+  s_->ex.route = snap_->routes.match(s_->ex.host, path, req.method);
+  if (!s_->ex.route) {
     if (answerHealth(path)) return;
-    sendLocalReply(404, "no_route", req.hasBody() && !ex_.requestComplete);
+    sendLocalReply(404, "no_route", req.hasBody() && !s_->ex.requestComplete);
     return;
   }
-  ex_.pool = ex_.route->pool;
-  ex_.target.clear();
-  if (ex_.route->stripPrefix && !ex_.route->exact) {
-    std::string_view rest = path.substr(ex_.route->path.size());
-    if (rest.empty() || rest[0] != '/') ex_.target.push_back('/');
-    ex_.target.append(rest);
-    ex_.target.append(query);
+  s_->ex.pool = s_->ex.route->pool;
+  s_->ex.target.clear();
+  if (s_->ex.route->stripPrefix && !s_->ex.route->exact) {
+    std::string_view rest = path.substr(s_->ex.route->path.size());
+    if (rest.empty() || rest[0] != '/') s_->ex.target.push_back('/');
+    s_->ex.target.append(rest);
+    s_->ex.target.append(query);
   } else {
-    ex_.target.assign(req.target);
+    s_->ex.target.assign(req.target);
     if (!hostFromTarget.empty()) {  // absolute-form: send origin-form upstream
-      ex_.target.assign(path);
-      ex_.target.append(query);
+      s_->ex.target.assign(path);
+      s_->ex.target.append(query);
     }
   }
-  ex_.traceparent.clear();
-  observe::nextTraceparent(req.headers.get("traceparent"), w_.ids(), ex_.traceparent);
+  s_->ex.traceparent.clear();
+  observe::nextTraceparent(req.headers.get("traceparent"), w_.ids(), s_->ex.traceparent);
   std::string_view upgrade = req.headers.get("upgrade");
-  ex_.websocket = req.upgrade && req.method == "GET" && http::iequals(upgrade, "websocket");
+  s_->ex.websocket = req.upgrade && req.method == "GET" && http::iequals(upgrade, "websocket");
   // Other upgrades (h2c, ...) are not forwarded: without the Upgrade header the backend answers
   // in HTTP/1.1 and the connection simply goes on.
   std::string_view expect = req.headers.get("expect");
@@ -443,33 +489,33 @@ void ClientConnection::routeRequest() {
       sendLocalReply(417, "expectation_failed", true);
       return;
     }
-    ex_.expectContinue = req.hasBody();
+    s_->ex.expectContinue = req.hasBody();
   }
-  if (ex_.route->filters.empty()) {
+  if (s_->ex.route->filters.empty()) {
     pickAndConnect();
     return;
   }
-  middleware::RequestContext& ctx = ex_.ctx;
+  middleware::RequestContext& ctx = s_->ex.ctx;
   ctx.request = &req;
-  ctx.clientIp = ex_.clientIp.empty() ? std::string_view(peerIp_) : ex_.clientIp;
-  ctx.routeName = ex_.route->name;
-  ctx.requestId = ex_.requestId;
-  for (const auto& f : ex_.route->filters) ex_.filters.push_back(f->create(*this));
+  ctx.clientIp = s_->ex.clientIp.empty() ? std::string_view(peerIp_) : s_->ex.clientIp;
+  ctx.routeName = s_->ex.route->name;
+  ctx.requestId = s_->ex.requestId;
+  for (const auto& f : s_->ex.route->filters) s_->ex.filters.push_back(f->create(*this));
   runFilters();
 }
 
 void ClientConnection::runFilters() {
   const uint64_t exchange = exchangeSeq_;
-  while (ex_.nextFilter < ex_.filters.size()) {
-    middleware::Filter& f = *ex_.filters[ex_.nextFilter++];
-    const middleware::Status st = f.onRequestHeaders(ex_.ctx);
+  while (s_->ex.nextFilter < s_->ex.filters.size()) {
+    middleware::Filter& f = *s_->ex.filters[s_->ex.nextFilter++];
+    const middleware::Status st = f.onRequestHeaders(s_->ex.ctx);
     // A filter that answered itself (401, 429, ...) may already have ended this exchange and
     // destroyed the filters: look at nothing of it any more.
-    if (exchange != exchangeSeq_ || ex_.responseStarted || state_ == State::Closed ||
+    if (exchange != exchangeSeq_ || s_->ex.responseStarted || state_ == State::Closed ||
         state_ == State::Lingering)
       return;
     if (st == middleware::Status::Stop) {
-      ex_.filterWaiting = true;  // it calls resume() or sendLocalReply() later
+      s_->ex.filterWaiting = true;  // it calls resume() or sendLocalReply() later
       return;
     }
   }
@@ -477,8 +523,8 @@ void ClientConnection::runFilters() {
 }
 
 void ClientConnection::resume() {
-  if (!ex_.filterWaiting || state_ != State::Proxying) return;
-  ex_.filterWaiting = false;
+  if (!s_->ex.filterWaiting || state_ != State::Proxying) return;
+  s_->ex.filterWaiting = false;
   runFilters();
   flushUpstream();
   flushClient();
@@ -486,44 +532,46 @@ void ClientConnection::resume() {
 
 void ClientConnection::sendLocalReply(int status, std::string_view code,
                                       std::string_view extraHeaders) {
-  if (state_ != State::Proxying || ex_.responseStarted) return;
-  ex_.filterWaiting = false;
-  const http::RequestHead& req = parser_.request();
-  sendLocalReply(status, code, req.hasBody() && !ex_.requestComplete, extraHeaders);
+  if (state_ != State::Proxying || s_->ex.responseStarted) return;
+  s_->ex.filterWaiting = false;
+  const http::RequestHead& req = s_->parser.request();
+  sendLocalReply(status, code, req.hasBody() && !s_->ex.requestComplete, extraHeaders);
 }
 
-middleware::WorkerServices& ClientConnection::services() { return w_.services(); }
+middleware::WorkerServices& ClientConnection::services() {
+  return w_.services();
+}
 
 void ClientConnection::filtersOnResponse(int status) {
-  if (ex_.filtersResponded) return;
-  ex_.filtersResponded = true;
-  for (auto& f : ex_.filters) f->onResponseHeaders(ex_.ctx, status);
+  if (s_->ex.filtersResponded) return;
+  s_->ex.filtersResponded = true;
+  for (auto& f : s_->ex.filters) f->onResponseHeaders(s_->ex.ctx, status);
 }
 
 void ClientConnection::destroyFilters() {
-  for (auto& f : ex_.filters) f->onDestroy();
-  ex_.filters.clear();
+  for (auto& f : s_->ex.filters) f->onDestroy();
+  s_->ex.filters.clear();
 }
 
 bool ClientConnection::answerHealth(std::string_view path) {
   int status;
   std::string body;
   if (!admin::healthResponse(path, *snap_, status, body)) return false;
-  ex_.status = status;
-  std::string& s = out_.beginScratch();
+  s_->ex.status = status;
+  std::string& s = s_->out.beginScratch();
   s.append(status == 200 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 503 Service Unavailable\r\n");
   s.append("Content-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ");
   s.append(std::to_string(body.size()));
   s.append("\r\nX-Request-Id: ");
-  s.append(ex_.requestId);
+  s.append(s_->ex.requestId);
   s.append("\r\n");
   s.append(listener_->responseHeaders);
-  bool close = !ex_.keepAlive || (parser_.request().hasBody() && !ex_.requestComplete);
+  bool close = !s_->ex.keepAlive || (s_->parser.request().hasBody() && !s_->ex.requestComplete);
   if (close) s.append("Connection: close\r\n");
   s.append("\r\n");
-  if (!ex_.headRequest) s.append(body);
-  out_.endScratch();
-  ex_.bytesSent += s.size();
+  if (!s_->ex.headRequest) s.append(body);
+  s_->out.endScratch();
+  s_->ex.bytesSent += s.size();
   finishRequest();
   if (close)
     closeAfterFlush();
@@ -533,14 +581,14 @@ bool ClientConnection::answerHealth(std::string_view path) {
 }
 
 bool ClientConnection::waitForBackend(uint64_t nowMs) {
-  if (!ex_.queued) {
+  if (!s_->ex.queued) {
     if (tQueued >= kMaxQueued) return false;
-    ex_.queued = true;
+    s_->ex.queued = true;
     ++tQueued;
-    ex_.queueDeadlineMs = nowMs + uint64_t(ex_.pool->settings.connectTimeout.count());
+    s_->ex.queueDeadlineMs = nowMs + uint64_t(s_->ex.pool->settings.connectTimeout.count());
   }
-  if (nowMs >= ex_.queueDeadlineMs) {
-    ex_.queued = false;
+  if (nowMs >= s_->ex.queueDeadlineMs) {
+    s_->ex.queued = false;
     --tQueued;
     return false;
   }
@@ -549,66 +597,68 @@ bool ClientConnection::waitForBackend(uint64_t nowMs) {
 }
 
 void ClientConnection::pickAndConnect() {
-  const upstream::Pool* pool = ex_.pool;
+  const upstream::Pool* pool = s_->ex.pool;
   upstream::PickRequest pr;
-  pr.skip = ex_.tried;
-  pr.skipCount = ex_.triedCount;
+  pr.skip = s_->ex.tried;
+  pr.skipCount = s_->ex.triedCount;
   pr.nowMs = upstream::monotonicMs();
   if (pool->settings.balance == config::Balance::Hash)
-    pr.hash = upstream::requestHash(pool->settings.hashKey, parser_.request().headers,
-                                    ex_.clientIp.empty() ? std::string_view(peerIp_) : ex_.clientIp);
+    pr.hash = upstream::requestHash(
+        pool->settings.hashKey, s_->parser.request().headers,
+        s_->ex.clientIp.empty() ? std::string_view(peerIp_) : s_->ex.clientIp);
   upstream::PickResult picked = w_.balancer(pool).pick(*pool, pr);
   int idx = picked.index;
   if (idx < 0 && picked.saturated && waitForBackend(pr.nowMs)) return;
-  if (ex_.queued) {
-    ex_.queued = false;
+  if (s_->ex.queued) {
+    s_->ex.queued = false;
     --tQueued;
   }
   if (idx < 0) {
-    bool closeConn = parser_.request().hasBody() && !ex_.requestComplete;
-    if (ex_.attempts == 0)
+    bool closeConn = s_->parser.request().hasBody() && !s_->ex.requestComplete;
+    if (s_->ex.attempts == 0)
       sendLocalReply(503, "no_healthy_backend", closeConn);
     else
       sendLocalReply(502, "bad_gateway", closeConn);
     return;
   }
-  ex_.backend = pool->backends[size_t(idx)];
-  ex_.backend->active.fetch_add(1, std::memory_order_relaxed);
-  if (ex_.upstreamStartNs == 0) ex_.upstreamStartNs = uv_hrtime();
-  upstream::UpstreamConn* up = w_.connPool().acquire(ex_.backend.get(), pool->tls != nullptr);
+  s_->ex.backend = pool->backends[size_t(idx)];
+  s_->ex.backend->active.fetch_add(1, std::memory_order_relaxed);
+  if (s_->ex.upstreamStartNs == 0) s_->ex.upstreamStartNs = uv_hrtime();
+  upstream::UpstreamConn* up = w_.connPool().acquire(s_->ex.backend.get(), pool->tls != nullptr);
   if (up) {
-    ex_.up = up;
+    s_->ex.up = up;
     up->attach(this);
     onUpstreamConnected(up);
     return;
   }
-  up = new upstream::UpstreamConn(w_.loop(), w_.connPool(), ex_.backend, w_.readBuffer(),
+  up = new upstream::UpstreamConn(w_.loop(), w_.connPool(), s_->ex.backend, w_.readBuffer(),
                                   w_.plainBuffer(), Worker::kReadBufferSize);
-  ex_.up = up;
+  s_->ex.up = up;
   const auto& ps = pool->settings;
   up->connect(this, uint64_t(ps.connectTimeout.count()), pool->tls.get(),
-              ps.tlsServerName.empty() ? ex_.backend->host : ps.tlsServerName);
+              ps.tlsServerName.empty() ? s_->ex.backend->host : ps.tlsServerName);
 }
 
 void ClientConnection::onUpstreamConnected(upstream::UpstreamConn* up) {
   sendRequestHead();
-  const auto& ps = ex_.pool->settings;
-  up->startResponse(uint64_t(ps.responseTimeout.count()), ex_.headRequest, ex_.requestComplete);
-  if (ex_.websocket) {
+  const auto& ps = s_->ex.pool->settings;
+  up->startResponse(uint64_t(ps.responseTimeout.count()), s_->ex.headRequest,
+                    s_->ex.requestComplete);
+  if (s_->ex.websocket) {
     flushUpstream();  // the client's bytes wait in the stash until the 101
     return;
   }
-  if (!ex_.requestComplete) {
-    if (ex_.expectContinue && stash_.empty()) {
-      out_.copy("HTTP/1.1 100 Continue\r\n\r\n");
+  if (!s_->ex.requestComplete) {
+    if (s_->ex.expectContinue && s_->stash.empty()) {
+      s_->out.copy("HTTP/1.1 100 Continue\r\n\r\n");
       flushClient();
     }
-    parser_.resume();
-    ex_.bodyFlowing = true;
+    s_->parser.resume();
+    s_->ex.bodyFlowing = true;
     feedStash();
-    if (state_ == State::Proxying && !ex_.requestComplete) {
+    if (state_ == State::Proxying && !s_->ex.requestComplete) {
       armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
-      if (!ex_.up || ex_.up->out().queuedBytes() < kHighWater) startReading();
+      if (!s_->ex.up || s_->ex.up->out().queuedBytes() < kHighWater) startReading();
     }
   }
   flushUpstream();
@@ -616,51 +666,51 @@ void ClientConnection::onUpstreamConnected(upstream::UpstreamConn* up) {
 
 void ClientConnection::sendRequestHead() {
   http::UpstreamRequestInfo info;
-  info.target = ex_.target;
+  info.target = s_->ex.target;
   info.clientIp = peerIp_;  // the hop we saw; earlier hops are already in the list
   info.proto = tls_ ? "https" : "http";
-  info.requestId = ex_.requestId;
-  info.traceparent = ex_.traceparent;
-  info.websocket = ex_.websocket;
+  info.requestId = s_->ex.requestId;
+  info.traceparent = s_->ex.traceparent;
+  info.websocket = s_->ex.websocket;
   // An absolute-form target's authority wins over Host (RFC 9112 3.2.2); an HTTP/1.0 request
   // without Host gets the backend's address, since HTTP/1.1 upstream requires one.
-  info.forwardedHost = parser_.request().headers.get("host");
-  if (!ex_.authority.empty())
-    info.hostOverride = info.forwardedHost = ex_.authority;
-  else if (!parser_.request().headers.has("host"))
-    info.hostOverride = ex_.backend->address;
-  net::OutQueue& o = ex_.up->out();
-  http::serializeUpstreamRequest(parser_.request(), info, o.beginScratch());
+  info.forwardedHost = s_->parser.request().headers.get("host");
+  if (!s_->ex.authority.empty())
+    info.hostOverride = info.forwardedHost = s_->ex.authority;
+  else if (!s_->parser.request().headers.has("host"))
+    info.hostOverride = s_->ex.backend->address;
+  net::OutQueue& o = s_->ex.up->out();
+  http::serializeUpstreamRequest(s_->parser.request(), info, o.beginScratch());
   o.endScratch();
 }
 
 int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseHead& head) {
   (void)up;
-  const http::RequestHead& req = parser_.request();
-  ex_.upstreamEndNs = uv_hrtime();
-  ex_.status = head.status;
+  const http::RequestHead& req = s_->parser.request();
+  s_->ex.upstreamEndNs = uv_hrtime();
+  s_->ex.status = head.status;
   if (head.status >= 500)
-    upstream::reportFailure(*ex_.pool, *ex_.backend, upstream::monotonicMs());
+    upstream::reportFailure(*s_->ex.pool, *s_->ex.backend, upstream::monotonicMs());
   else
-    upstream::reportSuccess(*ex_.pool, *ex_.backend, upstream::monotonicMs());
+    upstream::reportSuccess(*s_->ex.pool, *s_->ex.backend, upstream::monotonicMs());
   http::ClientResponseInfo info;
-  info.requestId = ex_.requestId;
+  info.requestId = s_->ex.requestId;
   info.http10Client = req.versionMinor == 0;
   info.extraHeaders = listener_->responseHeaders;
   if (head.status == 101) {
-    if (!ex_.websocket) return kAbort;
+    if (!s_->ex.websocket) return kAbort;
     info.upgrade = true;
     info.framing = http::BodyFraming::None;
-    std::string& s = out_.beginScratch();
+    std::string& s = s_->out.beginScratch();
     size_t before = s.size();
     http::serializeClientResponse(head, info, s);
-    ex_.bytesSent += s.size() - before;
-    out_.endScratch();
-    ex_.responseStarted = true;
+    s_->ex.bytesSent += s.size() - before;
+    s_->out.endScratch();
+    s_->ex.responseStarted = true;
     return kUpgrade;
   }
-  if (shuttingDown_ || w_.draining()) ex_.keepAlive = false;
-  const bool noBody = ex_.headRequest || head.status == 204 || head.status == 304;
+  if (shuttingDown_ || w_.draining()) s_->ex.keepAlive = false;
+  const bool noBody = s_->ex.headRequest || head.status == 204 || head.status == 304;
   if (noBody) {
     info.framing = http::BodyFraming::None;
     if (head.hasContentLength && head.status != 204) {
@@ -674,47 +724,47 @@ int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseH
     info.framing = http::BodyFraming::Chunked;  // chunked or close-delimited upstream
   } else {
     info.framing = http::BodyFraming::Close;
-    ex_.keepAlive = false;
+    s_->ex.keepAlive = false;
   }
   // A request still sending its body when the answer comes cannot leave the connection in a
   // known state unless we drain it; closing is simpler and what nginx does too.
-  if (!ex_.requestComplete || ex_.mustClose || ex_.websocket) ex_.keepAlive = false;
-  info.keepAlive = ex_.keepAlive;
-  if (!ex_.filters.empty()) {
+  if (!s_->ex.requestComplete || s_->ex.mustClose || s_->ex.websocket) s_->ex.keepAlive = false;
+  info.keepAlive = s_->ex.keepAlive;
+  if (!s_->ex.filters.empty()) {
     filtersOnResponse(head.status);
-    info.extraHeaders2 = ex_.ctx.responseHeaders;
+    info.extraHeaders2 = s_->ex.ctx.responseHeaders;
   }
-  ex_.framing = noBody ? http::BodyFraming::None : info.framing;
-  std::string& s = out_.beginScratch();
+  s_->ex.framing = noBody ? http::BodyFraming::None : info.framing;
+  std::string& s = s_->out.beginScratch();
   size_t before = s.size();
   http::serializeClientResponse(head, info, s);
-  ex_.bytesSent += s.size() - before;
-  out_.endScratch();
-  ex_.responseStarted = true;
+  s_->ex.bytesSent += s.size() - before;
+  s_->out.endScratch();
+  s_->ex.responseStarted = true;
   return noBody ? kNoBody : kBody;
 }
 
 bool ClientConnection::onUpstreamBody(upstream::UpstreamConn*, const char* data, size_t len) {
-  if (ex_.framing == http::BodyFraming::Chunked) {
-    std::string& s = out_.beginScratch();
+  if (s_->ex.framing == http::BodyFraming::Chunked) {
+    std::string& s = s_->out.beginScratch();
     http::appendChunkHeader(len, s);
-    out_.endScratch();
-    out_.ref(data, len);
-    out_.copy("\r\n");
+    s_->out.endScratch();
+    s_->out.ref(data, len);
+    s_->out.copy("\r\n");
   } else {
-    out_.ref(data, len);
+    s_->out.ref(data, len);
   }
-  ex_.bytesSent += len;
-  ex_.bodyBytesSent += len;
+  s_->ex.bytesSent += len;
+  s_->ex.bodyBytesSent += len;
   return true;
 }
 
 void ClientConnection::onUpstreamComplete(upstream::UpstreamConn*) {
-  if (ex_.framing == http::BodyFraming::Chunked) out_.copy("0\r\n\r\n");
-  const bool reusable = ex_.requestComplete && !ex_.websocket;
+  if (s_->ex.framing == http::BodyFraming::Chunked) s_->out.copy("0\r\n\r\n");
+  const bool reusable = s_->ex.requestComplete && !s_->ex.websocket;
   releaseUpstream(reusable);
   finishRequest();
-  if (!ex_.keepAlive || ex_.mustClose) {
+  if (!s_->ex.keepAlive || s_->ex.mustClose) {
     closeAfterFlush();
     return;
   }
@@ -724,49 +774,50 @@ void ClientConnection::onUpstreamComplete(upstream::UpstreamConn*) {
 void ClientConnection::onUpstreamError(upstream::UpstreamConn* up, UpstreamErrorKind kind,
                                        bool responseBytes) {
   (void)up;  // already closed by UpstreamConn
-  w_.metrics().upstreamError(ex_.pool->nameId, ex_.backend->addressId, kind);
-  ex_.backend->active.fetch_sub(1, std::memory_order_relaxed);
-  const bool wasReused = ex_.up && ex_.up->reused();
-  ex_.up = nullptr;
+  w_.metrics().upstreamError(s_->ex.pool->nameId, s_->ex.backend->addressId, kind);
+  s_->ex.backend->active.fetch_sub(1, std::memory_order_relaxed);
+  const bool wasReused = s_->ex.up && s_->ex.up->reused();
+  s_->ex.up = nullptr;
   // Passive health: every failure counts except a pooled connection the backend had already
   // closed (retried below without blame). A refused connect also re-resolves host names.
-  if (!(wasReused && kind == UpstreamErrorKind::Reset && !ex_.responseStarted && !responseBytes))
-    upstream::reportFailure(*ex_.pool, *ex_.backend, upstream::monotonicMs());
+  if (!(wasReused && kind == UpstreamErrorKind::Reset && !s_->ex.responseStarted && !responseBytes))
+    upstream::reportFailure(*s_->ex.pool, *s_->ex.backend, upstream::monotonicMs());
   if (kind == UpstreamErrorKind::ConnectFailed) upstream::requestResolve();
   if (state_ == State::Tunnel) {
     close();
     return;
   }
-  if (ex_.responseStarted) {
+  if (s_->ex.responseStarted) {
     close();  // a truncated response must not look complete
     return;
   }
-  const std::string_view method = parser_.request().method;
+  const std::string_view method = s_->parser.request().method;
   const bool connectError = kind == UpstreamErrorKind::ConnectFailed ||
                             kind == UpstreamErrorKind::ConnectTimeout ||
                             kind == UpstreamErrorKind::TlsHandshake;
-  const bool replayable = !ex_.bodyStarted && !responseBytes;
+  const bool replayable = !s_->ex.bodyStarted && !responseBytes;
   // A pooled connection the backend closed just before we used it: not the backend's fault,
   // retry on a fresh connection without counting an attempt.
-  if (wasReused && !ex_.staleRetried && kind == UpstreamErrorKind::Reset && replayable &&
-      isIdempotent(method) && !ex_.websocket) {
-    ex_.staleRetried = true;
-    ex_.backend.reset();
+  if (wasReused && !s_->ex.staleRetried && kind == UpstreamErrorKind::Reset && replayable &&
+      isIdempotent(method) && !s_->ex.websocket) {
+    s_->ex.staleRetried = true;
+    s_->ex.backend.reset();
     pickAndConnect();
     return;
   }
   const bool retryable =
-      replayable && !ex_.websocket &&
+      replayable && !s_->ex.websocket &&
       (connectError || (kind == UpstreamErrorKind::Reset && isIdempotent(method)));
-  if (retryable && ex_.attempts < ex_.pool->settings.retries) {
-    if (ex_.triedCount < std::size(ex_.tried)) ex_.tried[ex_.triedCount++] = ex_.backend.get();
-    ex_.attempts++;
-    ex_.backend.reset();
+  if (retryable && s_->ex.attempts < s_->ex.pool->settings.retries) {
+    if (s_->ex.triedCount < std::size(s_->ex.tried))
+      s_->ex.tried[s_->ex.triedCount++] = s_->ex.backend.get();
+    s_->ex.attempts++;
+    s_->ex.backend.reset();
     pickAndConnect();
     return;
   }
-  ex_.attempts++;
-  bool closeConn = !ex_.requestComplete;
+  s_->ex.attempts++;
+  bool closeConn = !s_->ex.requestComplete;
   // 504 is for a backend that took the connection but did not answer in response_timeout; one
   // that could not be reached at all is a 502, like a refused connect.
   if (kind == UpstreamErrorKind::Timeout)
@@ -780,8 +831,8 @@ void ClientConnection::onUpstreamTunnelData(upstream::UpstreamConn*, const char*
     // First bytes after the 101 arrived with its head.
     state_ = State::Tunnel;
   }
-  out_.ref(data, len);
-  ex_.bytesSent += len;
+  s_->out.ref(data, len);
+  s_->ex.bytesSent += len;
 }
 
 void ClientConnection::onUpstreamTunnelEof(upstream::UpstreamConn*) {
@@ -789,66 +840,66 @@ void ClientConnection::onUpstreamTunnelEof(upstream::UpstreamConn*) {
 }
 
 void ClientConnection::afterUpstreamRead(upstream::UpstreamConn* up) {
-  if (state_ == State::Proxying && ex_.up == up && ex_.status == 101 && ex_.websocket) {
+  if (state_ == State::Proxying && s_->ex.up == up && s_->ex.status == 101 && s_->ex.websocket) {
     // The 101 went out: from now on both directions are raw bytes.
     state_ = State::Tunnel;
     disarmTimer();
     up->enterTunnel();
-    if (!stash_.empty()) {
-      up->out().copy(stash_);
-      stash_.clear();
+    if (!s_->stash.empty()) {
+      up->out().copy(s_->stash);
+      s_->stash.clear();
       flushUpstream();
     }
     startReading();
   }
   flushClient();
-  if (ex_.up == up && out_.queuedBytes() > kHighWater) {
+  if (s_->ex.up == up && s_->out.queuedBytes() > kHighWater) {
     up->pauseReading();
     upstreamPaused_ = true;
   }
 }
 
 void ClientConnection::onUpstreamDrained(upstream::UpstreamConn* up) {
-  if (ex_.up != up) return;
-  if ((state_ == State::Proxying && ex_.headProcessed && !ex_.requestComplete) ||
+  if (s_->ex.up != up) return;
+  if ((state_ == State::Proxying && s_->ex.headProcessed && !s_->ex.requestComplete) ||
       state_ == State::Tunnel)
     startReading();
 }
 
 void ClientConnection::releaseUpstream(bool reusable) {
-  if (!ex_.up) return;
-  ex_.backend->active.fetch_sub(1, std::memory_order_relaxed);
-  ex_.up->release(reusable, uint64_t(ex_.pool->settings.idleTimeout.count()));
-  ex_.up = nullptr;
+  if (!s_->ex.up) return;
+  s_->ex.backend->active.fetch_sub(1, std::memory_order_relaxed);
+  s_->ex.up->release(reusable, uint64_t(s_->ex.pool->settings.idleTimeout.count()));
+  s_->ex.up = nullptr;
 }
 
 void ClientConnection::abortUpstream() {
-  if (!ex_.up) return;
-  ex_.backend->active.fetch_sub(1, std::memory_order_relaxed);
-  ex_.up->close();
-  ex_.up = nullptr;
+  if (!s_->ex.up) return;
+  s_->ex.backend->active.fetch_sub(1, std::memory_order_relaxed);
+  s_->ex.up->close();
+  s_->ex.up = nullptr;
 }
 
 void ClientConnection::sendLocalReply(int status, std::string_view code, bool closeConn,
                                       std::string_view extraHeaders) {
-  if (ex_.requestId.empty()) w_.ids().requestId(ex_.requestId);
+  if (s_->ex.requestId.empty()) w_.ids().requestId(s_->ex.requestId);
   if (shuttingDown_ || w_.draining()) closeConn = true;
-  if (!ex_.keepAlive) closeConn = true;
-  ex_.status = status;
+  if (!s_->ex.keepAlive) closeConn = true;
+  s_->ex.status = status;
   abortUpstream();
   std::string extras(listener_ ? std::string_view(listener_->responseHeaders) : "");
-  if (!ex_.filters.empty()) {
+  if (!s_->ex.filters.empty()) {
     filtersOnResponse(status);
-    extras.append(ex_.ctx.responseHeaders);
+    extras.append(s_->ex.ctx.responseHeaders);
   }
   extras.append(extraHeaders);
-  std::string& s = out_.beginScratch();
+  std::string& s = s_->out.beginScratch();
   size_t before = s.size();
-  http::serializeLocalReply(status, code, ex_.requestId, !closeConn, ex_.headRequest, s,
+  http::serializeLocalReply(status, code, s_->ex.requestId, !closeConn, s_->ex.headRequest, s,
                             extras);
-  ex_.bytesSent += s.size() - before;
-  out_.endScratch();
-  ex_.responseStarted = true;
+  s_->ex.bytesSent += s.size() - before;
+  s_->out.endScratch();
+  s_->ex.responseStarted = true;
   finishRequest();
   if (closeConn) {
     lingerClose();
@@ -858,38 +909,38 @@ void ClientConnection::sendLocalReply(int status, std::string_view code, bool cl
 }
 
 void ClientConnection::finishRequest() {
-  if (ex_.logged) return;
-  ex_.logged = true;
+  if (s_->ex.logged) return;
+  s_->ex.logged = true;
   uint64_t end = uv_hrtime();
-  if (ex_.startNs == 0) ex_.startNs = end;
-  double seconds = double(end - ex_.startNs) / 1e9;
-  uint32_t routeId = ex_.route ? ex_.route->nameId : 0;
-  uint32_t poolId = ex_.pool ? ex_.pool->nameId : 0;
-  w_.metrics().request(routeId, poolId, ex_.status, seconds);
-  for (auto& f : ex_.filters) f->onComplete(ex_.ctx);
+  if (s_->ex.startNs == 0) s_->ex.startNs = end;
+  double seconds = double(end - s_->ex.startNs) / 1e9;
+  uint32_t routeId = s_->ex.route ? s_->ex.route->nameId : 0;
+  uint32_t poolId = s_->ex.pool ? s_->ex.pool->nameId : 0;
+  w_.metrics().request(routeId, poolId, s_->ex.status, seconds);
+  for (auto& f : s_->ex.filters) f->onComplete(s_->ex.ctx);
   if (observe::LogWriter::instance().accessEnabled()) {
     observe::AccessRecord rec;
-    const http::RequestHead& req = parser_.request();
-    rec.requestId = ex_.requestId;
-    rec.clientIp = ex_.clientIp.empty() ? std::string_view(peerIp_) : ex_.clientIp;
+    const http::RequestHead& req = s_->parser.request();
+    rec.requestId = s_->ex.requestId;
+    rec.clientIp = s_->ex.clientIp.empty() ? std::string_view(peerIp_) : s_->ex.clientIp;
     rec.method = req.method;
-    rec.host = ex_.host;
+    rec.host = s_->ex.host;
     rec.path = req.target;
-    rec.status = ex_.status;
-    rec.bytesSent = ex_.bytesSent;
-    rec.bodyBytesSent = ex_.bodyBytesSent;
+    rec.status = s_->ex.status;
+    rec.bytesSent = s_->ex.bytesSent;
+    rec.bodyBytesSent = s_->ex.bodyBytesSent;
     rec.durationMs = seconds * 1000.0;
-    rec.upstream = ex_.backend ? std::string_view(ex_.backend->address) : std::string_view();
-    rec.upstreamMs = ex_.upstreamStartNs && ex_.upstreamEndNs
-                         ? double(ex_.upstreamEndNs - ex_.upstreamStartNs) / 1e6
+    rec.upstream = s_->ex.backend ? std::string_view(s_->ex.backend->address) : std::string_view();
+    rec.upstreamMs = s_->ex.upstreamStartNs && s_->ex.upstreamEndNs
+                         ? double(s_->ex.upstreamEndNs - s_->ex.upstreamStartNs) / 1e6
                          : -1;
-    rec.route = ex_.route ? std::string_view(ex_.route->name) : std::string_view();
-    rec.pool = ex_.pool ? std::string_view(ex_.pool->name) : std::string_view();
+    rec.route = s_->ex.route ? std::string_view(s_->ex.route->name) : std::string_view();
+    rec.pool = s_->ex.pool ? std::string_view(s_->ex.pool->name) : std::string_view();
     rec.userAgent = req.headers.get("user-agent");
     rec.referer = req.headers.get("referer");
     rec.httpMinor = req.versionMinor;
     if (tls_ && tls_->handshakeDone()) rec.tls = tls_->version();
-    rec.ratelimit = ex_.ctx.ratelimit;
+    rec.ratelimit = s_->ex.ctx.ratelimit;
     observe::appendAccessLine(w_.accessBuffer(), rec);
   }
 }
@@ -900,19 +951,24 @@ void ClientConnection::startNextRequest() {
   flushClient();
   if (state_ == State::Closed) return;
   destroyFilters();
-  ex_.reset();
+  s_->ex.reset();
   ++exchangeSeq_;
   state_ = State::ReadingHead;
-  parser_.next();
-  parser_.setMaxHeadBytes(size_t(w_.snapshot()->config.server.maxHeaderSize));
+  s_->parser.next();
+  s_->parser.setMaxHeadBytes(size_t(w_.snapshot()->config.server.maxHeaderSize));
   if (shuttingDown_ || w_.draining()) {
     closeAfterFlush();
     return;
   }
   headTimer_ = false;
   if (tls_) tls_->trim();
-  armTimer(uint64_t(snap_->config.server.clientIdleTimeout.count()));
-  if (!stash_.empty()) {
+  // Wait for the next request; after kTrimMs of quiet the stream goes back to the free list.
+  idleSince_ = uv_now(w_.loop());
+  const uint64_t idleMs = uint64_t(snap_->config.server.clientIdleTimeout.count());
+  trimPending_ = idleMs > kTrimMs;
+  armTimer(trimPending_ ? kTrimMs : idleMs);
+  if (!s_->stash.empty()) {
+    trimPending_ = false;
     headTimer_ = true;
     armTimer(uint64_t(snap_->config.server.clientHeaderTimeout.count()));
     feedStash();
@@ -934,7 +990,9 @@ void ClientConnection::armTimer(uint64_t ms) {
   }
 }
 
-void ClientConnection::disarmTimer() { deadline_ = 0; }
+void ClientConnection::disarmTimer() {
+  deadline_ = 0;
+}
 
 void ClientConnection::onTimer(uv_timer_t* t) {
   auto* self = static_cast<ClientConnection*>(t->data);
@@ -950,24 +1008,33 @@ void ClientConnection::onTimer(uv_timer_t* t) {
   self->deadline_ = 0;
   switch (self->state_) {
     case State::ReadingHead:
+      if (self->trimPending_ && !self->headTimer_) {
+        // Quiet keep-alive connection: give the stream back, then wait out the idle timeout.
+        self->trimPending_ = false;
+        self->releaseStreamIfIdle();
+        uint64_t idleMs = uint64_t(self->snap_->config.server.clientIdleTimeout.count());
+        uint64_t waited = uv_now(self->w_.loop()) - self->idleSince_;
+        self->armTimer(idleMs > waited ? idleMs - waited : 1);
+        break;
+      }
       if (self->tls_ && !self->tls_->handshakeDone())
         self->w_.metrics().tlsHandshakeError(self->listenerNameId_, "handshake_timeout");
-      if (self->parser_.messageStarted())
+      if (self->s_ && self->s_->parser.messageStarted())
         self->sendLocalReply(408, "request_timeout", true);
       else
         self->close();  // idle keep-alive, or a connection that never sent a byte
       break;
     case State::Proxying:
-      if (self->ex_.queued) {  // waiting for a backend under max_connections: try again
+      if (self->s_->ex.queued) {  // waiting for a backend under max_connections: try again
         self->pickAndConnect();
         self->flushUpstream();
         self->flushClient();
         break;
       }
-      if (self->ex_.requestComplete) break;
+      if (self->s_->ex.requestComplete) break;
       // The client stopped sending its body.
       self->abortUpstream();
-      if (!self->ex_.responseStarted)
+      if (!self->s_->ex.responseStarted)
         self->sendLocalReply(408, "request_timeout", true);
       else
         self->close();
@@ -981,13 +1048,13 @@ void ClientConnection::onTimer(uv_timer_t* t) {
 }
 
 void ClientConnection::flushClient() {
-  if (state_ == State::Closed) return;
-  if (out_.flush() < 0) close();
+  if (state_ == State::Closed || !s_) return;
+  if (s_->out.flush() < 0) close();
 }
 
 void ClientConnection::flushUpstream() {
-  if (!ex_.up) return;
-  upstream::UpstreamConn* up = ex_.up;
+  if (!s_ || !s_->ex.up) return;
+  upstream::UpstreamConn* up = s_->ex.up;
   if (up->flush() < 0) {
     // The write failed synchronously: treat like a reset.
     up->close();
@@ -999,12 +1066,12 @@ void ClientConnection::flushUpstream() {
 
 void ClientConnection::onWriteDone(void* p, int status) {
   auto* self = static_cast<ClientConnection*>(p);
-  if (self->state_ == State::Closed) return;
+  if (self->state_ == State::Closed || !self->s_) return;
   if (status < 0) {
     self->close();
     return;
   }
-  if (self->out_.queuedBytes() == 0 && self->closeAfterFlush_) {
+  if (self->s_->out.queuedBytes() == 0 && self->closeAfterFlush_) {
     self->closeAfterFlush_ = false;
     if (self->state_ == State::Lingering)
       self->lingerClose();
@@ -1012,9 +1079,9 @@ void ClientConnection::onWriteDone(void* p, int status) {
       self->close();
     return;
   }
-  if (self->upstreamPaused_ && self->out_.queuedBytes() < kHighWater / 4) {
+  if (self->upstreamPaused_ && self->s_->out.queuedBytes() < kHighWater / 4) {
     self->upstreamPaused_ = false;
-    if (self->ex_.up) self->ex_.up->resumeReading();
+    if (self->s_->ex.up) self->s_->ex.up->resumeReading();
   }
 }
 
@@ -1025,7 +1092,7 @@ void ClientConnection::closeAfterFlush() {
     flushClient();
   }
   if (state_ == State::Closed) return;
-  if (out_.queuedBytes() == 0) {
+  if (!s_ || s_->out.queuedBytes() == 0) {
     close();
   } else {
     closeAfterFlush_ = true;
@@ -1045,7 +1112,7 @@ void ClientConnection::lingerClose() {
   if (state_ == State::Closed) return;
   abortUpstream();
   state_ = State::Lingering;
-  if (out_.queuedBytes() > 0) {
+  if (s_->out.queuedBytes() > 0) {
     closeAfterFlush_ = true;
     return;
   }
@@ -1064,26 +1131,29 @@ void ClientConnection::onShutdown(uv_shutdown_t* req, int status) {
 
 void ClientConnection::beginShutdown() {
   shuttingDown_ = true;
-  if (state_ == State::ReadingHead && !parser_.messageStarted() && stash_.empty()) close();
+  if (state_ == State::ReadingHead && (!s_ || (!s_->parser.messageStarted() && s_->stash.empty())))
+    close();
 }
 
 void ClientConnection::close() {
   if (state_ == State::Closed) return;
-  if (ex_.headProcessed && !ex_.logged) {
-    if (ex_.status == 0) ex_.status = 499;  // client went away first (nginx's convention)
-    finishRequest();
-  }
-  abortUpstream();
   ++exchangeSeq_;
-  destroyFilters();
+  if (s_) {
+    if (s_->ex.headProcessed && !s_->ex.logged) {
+      if (s_->ex.status == 0) s_->ex.status = 499;  // client went away first (nginx's convention)
+      finishRequest();
+    }
+    abortUpstream();
+    destroyFilters();
+    if (s_->ex.queued) {
+      s_->ex.queued = false;
+      --tQueued;
+    }
+  }
   if (tls_ && !tlsFailed_ && tls_->handshakeDone()) {
     // Best effort: a clean TLS close keeps the session resumable from the server cache.
     tls_->shutdown();
-    out_.flush();
-  }
-  if (ex_.queued) {
-    ex_.queued = false;
-    --tQueued;
+    stream().out.flush();
   }
   state_ = State::Closed;
   reading_ = false;

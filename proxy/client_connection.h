@@ -39,7 +39,7 @@ class ClientConnection final : private http::Http1Parser::Handler,
   enum class State : uint8_t { ReadingHead, Proxying, Tunnel, Lingering, Closed };
 
   ClientConnection(Worker& w, SnapshotPtr snap, const ListenerSpec* listener);
-  ~ClientConnection() = default;
+  ~ClientConnection();
 
   // --- Http1Parser::Handler (request side) ---
   int onHeadersComplete() override;
@@ -61,7 +61,7 @@ class ClientConnection final : private http::Http1Parser::Handler,
   // --- middleware::FilterCallbacks ---
   void resume() override;
   void sendLocalReply(int status, std::string_view code, std::string_view extraHeaders) override;
-  middleware::RequestContext& context() override { return ex_.ctx; }
+  middleware::RequestContext& context() override { return stream().ex.ctx; }
   middleware::WorkerServices& services() override;
 
   // Request phases.
@@ -113,12 +113,8 @@ class ClientConnection final : private http::Http1Parser::Handler,
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uv_shutdown_t shutdownReq_{};
-  http::Http1Parser parser_;
-  net::OutQueue out_;
   tls::ServerTlsContextPtr tlsCtx_;  // keeps the SNI/ALPN callbacks' context alive
   std::unique_ptr<tls::TlsSession> tls_;
-  std::string stash_;      // unparsed bytes (pipelined requests, body after a paused head)
-  std::string stashWork_;  // the stash being parsed right now
   sockaddr_storage peer_{};
   char peerIp_[48] = {0};
   State state_ = State::ReadingHead;
@@ -128,12 +124,15 @@ class ClientConnection final : private http::Http1Parser::Handler,
   bool shuttingDown_ = false;
   bool upstreamPaused_ = false;
   bool headTimer_ = false;
+  bool trimPending_ = false;  // the timer will first release the stream of an idle connection
+  uint64_t idleSince_ = 0;
   uint64_t exchangeSeq_ = 0;  // bumped whenever the current exchange ends
   bool timerRunning_ = false;
   uint64_t deadline_ = 0;  // loop ms; 0 = nothing to time
   uint64_t timerDue_ = 0;
-  bool tlsFailed_ = false;  // a fatal TLS error: no close_notify, the session is not reused  // the timer is the header timeout, not the idle one  // we stopped
-                            // reading upstream: client side is slow
+  bool tlsFailed_ = false;  // a fatal TLS error: no close_notify, the session is not reused  // the
+                            // timer is the header timeout, not the idle one  // we stopped reading
+                            // upstream: client side is slow
 
   // The current request.
   struct Exchange {
@@ -162,7 +161,7 @@ class ClientConnection final : private http::Http1Parser::Handler,
     bool logged = false;
     bool staleRetried = false;
     bool bodyFlowing = false;  // the parser runs the request body (not paused)
-    bool queued = false;  // waiting for a backend under max_connections
+    bool queued = false;       // waiting for a backend under max_connections
     uint64_t queueDeadlineMs = 0;
     std::string requestId;
     std::string traceparent;
@@ -192,7 +191,25 @@ class ClientConnection final : private http::Http1Parser::Handler,
       fresh.ctx.responseHeaders.clear();
       *this = std::move(fresh);
     }
-  } ex_;
+  };
+
+  // Everything a request needs and an idle keep-alive connection does not: taken from a
+  // per-worker free list when bytes arrive and given back when the connection goes idle with
+  // nothing queued, so 10k idle connections cost only their ClientConnection (no per-request
+  // allocation either: streams are recycled).
+  struct Stream {
+    http::Http1Parser parser;
+    net::OutQueue out;
+    std::string stash;      // unparsed bytes (pipelined requests, body after a paused head)
+    std::string stashWork;  // the stash being parsed right now
+    Exchange ex;
+  };
+  Stream* s_ = nullptr;
+  // Attaches a stream (parser ready for a request, out queue bound to the socket).
+  Stream& stream();
+  // Gives the stream back when nothing in it is still needed.
+  void releaseStreamIfIdle();
+  static void recycle(Stream* st);
 };
 
 }  // namespace sluice
