@@ -846,7 +846,7 @@ def write_report(path, png_rel, a, results, scale, idle, wl, b):
                          f"{d['per_conn_bytes']:,.0f} |")
         else:
             lines.append(f"| {p} | failed / not run | | | |")
-    lines.append("| (TLS) | skipped: Sluice has no TLS yet | | | |")
+    lines.append("| (TLS) | not measured yet | | | |")
     lines.append("")
     lines.append("### Scaling: small GET with 2 workers, proxy on CPUs 0,1")
     lines.append("")
