@@ -219,38 +219,26 @@ void Server::reload() {
     a->close();
     retiredAdmins_.push_back(std::move(a));
   };
-  if (adminChanged && cfg.admin.enabled) {
-    newAdmin = std::make_unique<admin::AdminServer>(&loop_, *this);
-    if (!newAdmin->listen(cfg.admin.listen, err)) {
-      retire(std::move(newAdmin));
-      for (auto& [_, v] : fds)
-        for (int f : v) ::close(f);
-      logEvent(LogLevel::Error, err);
-      failed(err);
-      return;
-    }
-  }
-  if (!applyLogSettings(cfg, err)) {
+  // Any failure from here on undoes what this reload set up and keeps the running config.
+  auto abandon = [&](const std::string& why) {
     retire(std::move(newAdmin));
     for (auto& [_, v] : fds)
       for (int f : v) ::close(f);
-    logEvent(LogLevel::Error, err);
-    failed(err);
-    return;
+    logEvent(LogLevel::Error, why);
+    failed(why);
+  };
+  if (adminChanged && cfg.admin.enabled) {
+    newAdmin = std::make_unique<admin::AdminServer>(&loop_, *this);
+    if (!newAdmin->listen(cfg.admin.listen, err)) return abandon(err);
   }
   resolver_->sync(cfg);
   std::vector<std::string> warnings;
   auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book(),
                             &stores_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
-  if (!snap) {
-    retire(std::move(newAdmin));
-    for (auto& [_, v] : fds)
-      for (int f : v) ::close(f);
-    logEvent(LogLevel::Error, err);
-    failed(err);
-    return;
-  }
+  if (!snap) return abandon(err);
+  // Last, because it cannot be undone: the access-log target.
+  if (!applyLogSettings(cfg, err)) return abandon(err);
   ++generation_;
   std::vector<std::string> closeKeys;
   for (const auto& key : boundKeys_)
