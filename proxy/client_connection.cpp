@@ -68,7 +68,15 @@ ClientConnection::~ClientConnection() {
 namespace {
 // Per worker thread: streams given back by idle connections, reused by busy ones.
 constexpr size_t kMaxFreeStreams = 256;
-thread_local std::vector<void*> tFreeStreams;
+struct FreeStreams {
+  std::vector<void*> items;
+  void (*destroy)(void*) = nullptr;
+  ~FreeStreams() {  // worker thread exit
+    for (void* p : items) destroy(p);
+  }
+};
+thread_local FreeStreams tFree;
+thread_local std::vector<void*>& tFreeStreams = tFree.items;
 }  // namespace
 
 ClientConnection::Stream& ClientConnection::stream() {
@@ -78,6 +86,7 @@ ClientConnection::Stream& ClientConnection::stream() {
     tFreeStreams.pop_back();
   } else {
     s_ = new Stream;
+    tFree.destroy = [](void* p) { delete static_cast<Stream*>(p); };
   }
   s_->parser.init(Http1Parser::Kind::Request, this,
                   size_t(w_.snapshot()->config.server.maxHeaderSize));
