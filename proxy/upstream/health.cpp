@@ -5,6 +5,7 @@
 #include <string>
 
 #include "proxy/http/http1_parser.h"
+#include "tls/tls_session.h"
 
 namespace sluice::upstream {
 
@@ -13,6 +14,8 @@ struct HealthChecker::Probe {
   BackendPtr backend;
   config::HealthCheckConfig cfg;
   bool tls = false;
+  tls::ClientTlsContextPtr tlsCtx;  // the pool's: checks verify like requests do
+  std::string serverName;
   uv_timer_t timer{};
   Attempt* current = nullptr;
   uint32_t okRun = 0, failRun = 0;
@@ -37,8 +40,48 @@ struct HealthChecker::Attempt final : private http::Http1Parser::Handler {
   http::Http1Parser parser;
   std::string request;
   char buf[4096];
+  char plain[16 * 1024];
+  std::unique_ptr<tls::TlsSession> session;
+  bool requestSent = false;
   int closing = 0;
   bool done = false;
+
+  // Writes `bytes` (a copy lives in the request until the write finishes).
+  void send(std::string bytes) {
+    struct Req {
+      uv_write_t w;
+      std::string data;
+      Attempt* self;
+    };
+    auto* r = new Req{{}, std::move(bytes), this};
+    r->w.data = r;
+    uv_buf_t b = uv_buf_init(r->data.data(), unsigned(r->data.size()));
+    int rc = uv_write(&r->w, reinterpret_cast<uv_stream_t*>(&tcp), &b, 1, [](uv_write_t* w, int st) {
+      auto* req = static_cast<Req*>(w->data);
+      Attempt* self = req->self;
+      delete req;
+      if (st < 0 && st != UV_ECANCELED && !self->done)
+        self->finish(false, std::string("write: ") + uv_strerror(st));
+    });
+    if (rc < 0) {
+      delete r;
+      finish(false, std::string("write: ") + uv_strerror(rc));
+    }
+  }
+  void sendTlsPending() {
+    std::string& out = session->pendingOut();
+    if (out.empty()) return;
+    std::string copy;
+    copy.swap(out);
+    send(std::move(copy));
+  }
+  void onResponseBytes(const char* data, size_t n) {
+    auto r = parser.execute(data, n);
+    if (r.status == http::Http1Parser::Status::Error)
+      finish(false, "invalid response");
+    else if (r.status != http::Http1Parser::Status::NeedMore)
+      onHead();
+  }
 
   void begin(uv_loop_t* loop) {
     const Backend& b = *probe->backend;
@@ -71,20 +114,21 @@ struct HealthChecker::Attempt final : private http::Http1Parser::Handler {
   }
 
   void onConnected() {
-    if (probe->tls) {
-      // TLS seam: until health checks speak TLS, a TCP connect is the check.
-      finish(true, "connected");
-      return;
+    if (probe->tls && probe->tlsCtx) {
+      // Same TLS as the pool's requests (verification, SNI): a backend whose certificate would
+      // fail requests fails its checks too.
+      session = std::make_unique<tls::TlsSession>(probe->tlsCtx->ctx(), false);
+      session->setServerName(probe->serverName, probe->tlsCtx->verify());
+      if (session->startHandshake() != tls::TlsSession::Result::Ok) {
+        finish(false, "tls: " + session->errorReason());
+        return;
+      }
+      sendTlsPending();
+    } else {
+      send(request);
+      requestSent = true;
     }
-    uv_buf_t b = uv_buf_init(request.data(), unsigned(request.size()));
-    int rc = uv_write(&wr, reinterpret_cast<uv_stream_t*>(&tcp), &b, 1, [](uv_write_t* w, int st) {
-      auto* self = static_cast<Attempt*>(w->data);
-      if (st < 0 && !self->done) self->finish(false, std::string("write: ") + uv_strerror(st));
-    });
-    if (rc < 0) {
-      finish(false, std::string("write: ") + uv_strerror(rc));
-      return;
-    }
+    if (done) return;
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(&tcp),
         [](uv_handle_t* h, size_t, uv_buf_t* out) {
@@ -99,12 +143,30 @@ struct HealthChecker::Attempt final : private http::Http1Parser::Handler {
                                             : std::string("read: ") + uv_strerror(int(n)));
             return;
           }
-          auto r = self->parser.execute(b->base, size_t(n));
-          if (r.status == http::Http1Parser::Status::Error) {
-            self->finish(false, "invalid response");
-          } else if (r.status != http::Http1Parser::Status::NeedMore) {
-            self->onHead();
+          if (!self->session) {
+            self->onResponseBytes(b->base, size_t(n));
+            return;
           }
+          auto r = self->session->feed(b->base, size_t(n), self->plain, sizeof self->plain,
+                                       [self](const char* p, size_t len) {
+                                         self->onResponseBytes(p, len);
+                                         return !self->done;
+                                       });
+          if (self->done) return;
+          if (r == tls::TlsSession::Result::Error) {
+            self->finish(false, "tls: " + self->session->errorReason());
+            return;
+          }
+          if (self->session->handshakeDone() && !self->requestSent) {
+            self->requestSent = true;
+            if (!self->session->write(self->request.data(), self->request.size())) {
+              self->finish(false, "tls write");
+              return;
+            }
+          }
+          self->sendTlsPending();
+          if (r == tls::TlsSession::Result::Closed && !self->done)
+            self->finish(false, "closed before a response");
         });
   }
 
@@ -229,6 +291,9 @@ void HealthChecker::sync(const std::vector<std::unique_ptr<Pool>>& pools) {
     if (it != probes_.end()) {
       it->second->cfg = pool->settings.health;
       it->second->tls = pool->settings.tls;
+      it->second->tlsCtx = pool->tls;
+      it->second->serverName =
+          pool->settings.tlsServerName.empty() ? entry.first->host : pool->settings.tlsServerName;
       continue;
     }
     auto* p = new Probe;
@@ -236,6 +301,9 @@ void HealthChecker::sync(const std::vector<std::unique_ptr<Pool>>& pools) {
     p->backend = entry.first;
     p->cfg = pool->settings.health;
     p->tls = pool->settings.tls;
+    p->tlsCtx = pool->tls;
+    p->serverName =
+        pool->settings.tlsServerName.empty() ? entry.first->host : pool->settings.tlsServerName;
     uv_timer_init(loop_, &p->timer);
     p->timer.data = p;
     probes_[raw] = p;

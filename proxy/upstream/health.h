@@ -8,8 +8,8 @@
 // The result is published to workers through Backend::healthy (an atomic: no lock on the hot
 // path); the Server's state monitor logs and counts the transition.
 //
-// TLS seam: pools with tls = true are checked over plain TCP connect only for now (a connect
-// within `timeout` is a success); Attempt::onConnected is where a TLS handshake will go.
+// Pools with tls = true are checked over HTTPS with the pool's client TLS context (same
+// verification and server name as requests).
 #pragma once
 
 #include <uv.h>

@@ -774,3 +774,38 @@ def test_t_certificate_errors(tdir, case):
     # A failing start too: the binary refuses to run with it.
     start = run_cli(["-c", path], timeout=10)
     assert start.returncode != 0
+
+
+# ---- active health checks over TLS (issue 3: checks use the pool's TLS setting) -----------------
+
+TLS_HEALTH = {"path": "/healthz", "interval": "100ms", "timeout": "500ms",
+              "healthy_threshold": 1, "unhealthy_threshold": 2, "expect_status": "200-399"}
+
+
+def _backend_state(s, address):
+    import json
+    _, _, body = s.admin_get("/health")
+    for b in json.loads(body)["pools"]["p"]["backends"]:
+        if b["address"] == address:
+            return b["state"]
+    return None
+
+
+def test_health_checks_speak_tls_and_verify(tls_backend, proxy, pki):
+    good = tls_backend()
+    s = proxy(good, pool_opts={"tls": True, "tls_ca": pki.ca.cert, "tls_server_name": "backend.test",
+                               "health": TLS_HEALTH})
+    # The check is a real HTTPS GET: the backend sees it, decrypted, on the check path.
+    wait_until(lambda: any(r.path == "/healthz" for r in good.requests), timeout=5,
+               message="a health check request over TLS")
+    assert good.tls_failures == 0, good.tls_errors
+    assert _backend_state(s, good.address) == "up"
+
+
+def test_health_check_fails_on_untrusted_certificate(tls_backend, proxy, pki):
+    bad = tls_backend(cert="backend_untrusted")
+    s = proxy(bad, pool_opts={"tls": True, "tls_ca": pki.ca.cert,
+                              "tls_server_name": "backend.test", "health": TLS_HEALTH})
+    wait_until(lambda: _backend_state(s, bad.address) == "down", timeout=5,
+               message="backend with an untrusted certificate marked down")
+    assert not any(r.path == "/healthz" for r in bad.requests)
