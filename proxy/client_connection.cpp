@@ -187,11 +187,12 @@ void ClientConnection::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf
   }
   if (self->state_ == State::Lingering) return;  // discard
   self->stream();
-  if (self->tls_) {
+  if (self->tls_)
     self->onCiphertext(buf->base, size_t(nread));
-    return;
-  }
-  self->onPlaintext(buf->base, size_t(nread));
+  else
+    self->onPlaintext(buf->base, size_t(nread));
+  // End of the read callback: nothing up the stack uses the stream any more.
+  if (self->state_ != State::Closed) self->releaseStreamIfIdle();
 }
 
 void ClientConnection::onCiphertext(const char* data, size_t len) {
@@ -849,6 +850,7 @@ void ClientConnection::onUpstreamTunnelEof(upstream::UpstreamConn*) {
 }
 
 void ClientConnection::afterUpstreamRead(upstream::UpstreamConn* up) {
+  if (!s_ || state_ == State::Closed) return;  // already finished (and the stream given back)
   if (state_ == State::Proxying && s_->ex.up == up && s_->ex.status == 101 && s_->ex.websocket) {
     // The 101 went out: from now on both directions are raw bytes.
     state_ = State::Tunnel;
@@ -866,6 +868,9 @@ void ClientConnection::afterUpstreamRead(upstream::UpstreamConn* up) {
     up->pauseReading();
     upstreamPaused_ = true;
   }
+  // The last thing UpstreamConn does with us in a read callback: a safe point to give the
+  // stream back if the response is done and fully written.
+  releaseStreamIfIdle();
 }
 
 void ClientConnection::onUpstreamDrained(upstream::UpstreamConn* up) {
@@ -1092,6 +1097,7 @@ void ClientConnection::onWriteDone(void* p, int status) {
     self->upstreamPaused_ = false;
     if (self->s_->ex.up) self->s_->ex.up->resumeReading();
   }
+  self->releaseStreamIfIdle();  // a slow client just took the rest of a finished response
 }
 
 void ClientConnection::closeAfterFlush() {
