@@ -107,20 +107,7 @@ void RedisClient::connect() {
       uv_now(loop_) + std::max<uint64_t>(kMinConnectTimeoutMs, uint64_t(cfg_.timeout.count()));
   loaded_.clear();
   if (cfg_.unixSocket) {
-    state_ = State::Connecting;
-    redisAsyncContext* c = redisAsyncConnectUnix(cfg_.path.c_str());
-    if (c == nullptr || c->err) {
-      std::string err = c ? c->errstr : "out of memory";
-      if (c) redisAsyncFree(c);
-      fail(RedisErrorKind::Connect, RedisStatus::Disconnected, err.c_str());
-      return;
-    }
-    c->data = this;
-    ctx_ = c;
-    redisLibuvAttach(c, loop_);
-    redisAsyncSetConnectCallback(c, connectThunk);
-    redisAsyncSetDisconnectCallback(c, disconnectThunk);
-    armTimer();
+    adopt(redisAsyncConnectUnix(cfg_.path.c_str()));
     return;
   }
   if (config::isIpLiteral(cfg_.host)) {
@@ -174,8 +161,11 @@ void RedisClient::connect() {
 }
 
 void RedisClient::startTcp(const std::string& ip) {
+  adopt(redisAsyncConnect(ip.c_str(), cfg_.port));
+}
+
+void RedisClient::adopt(redisAsyncContext* c) {
   state_ = State::Connecting;
-  redisAsyncContext* c = redisAsyncConnect(ip.c_str(), cfg_.port);
   if (c == nullptr || c->err) {
     std::string err = c ? c->errstr : "out of memory";
     if (c) redisAsyncFree(c);

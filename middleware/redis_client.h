@@ -105,6 +105,8 @@ class RedisClient {
   ~RedisClient();
   void connect();
   void startTcp(const std::string& ip);
+  // Takes a new hiredis context (or reports why there is none) and starts the handshake.
+  void adopt(redisAsyncContext* c);
   void onConnected(int status);
   void onDisconnected(int status);
   void fail(observe::RedisErrorKind kind, RedisStatus status, const char* what);

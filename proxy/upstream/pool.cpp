@@ -34,12 +34,12 @@ const char* Backend::stateName(uint64_t nowMs) const {
 
 void HashRing::build(const std::vector<BackendPtr>& backends,
                      const std::vector<uint32_t>& weights) {
-  // 100 virtual nodes per unit of weight (capped) keep the spread within a few percent; each
+  // 160 virtual nodes per unit of weight (capped) keep the spread within a few percent; each
   // point depends only on the backend's name, so adding or removing one backend moves only the
   // keys that land on its points (about 1/N of them).
   points.clear();
   for (size_t i = 0; i < backends.size(); ++i) {
-    uint32_t vnodes = std::min<uint32_t>(100 * std::max<uint32_t>(weights[i], 1), 4000);
+    uint32_t vnodes = std::min<uint32_t>(160 * std::max<uint32_t>(weights[i], 1), 8000);
     std::string key = backends[i]->name;
     key.push_back('#');
     size_t base = key.size();

@@ -7,14 +7,24 @@ import time
 _BLOCK = None
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind :0, read, close)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind :0, read, close).
+
+    Never the same port twice in one test run: a port handed out for a "dead" backend is not
+    bound by anyone, so the kernel would happily offer it again (e.g. as the admin port)."""
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(pred, timeout=5.0, interval=0.01, message="condition"):
