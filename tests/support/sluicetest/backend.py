@@ -18,10 +18,10 @@ import struct
 import threading
 import time
 
-from .util import pattern_chunks
+from .util import HeaderLookup, pattern_chunks
 
 
-class Request:
+class Request(HeaderLookup):
     def __init__(self):
         self.method = ""
         self.target = ""
@@ -38,20 +38,6 @@ class Request:
     @property
     def path(self):
         return self.target.split("?", 1)[0]
-
-    def header(self, name, default=None):
-        n = name.lower()
-        for k, v in self.headers:
-            if k.lower() == n:
-                return v
-        return default
-
-    def header_all(self, name):
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
-
-    def has_header(self, name):
-        return self.header(name) is not None
 
     def header_names(self):
         return [k.lower() for k, _ in self.headers]

@@ -5,12 +5,14 @@ import json
 import socket
 import time
 
+from .util import HeaderLookup
+
 
 class ConnectionClosed(Exception):
     pass
 
 
-class HttpResponse:
+class HttpResponse(HeaderLookup):
     def __init__(self):
         self.version = ""
         self.status = 0
@@ -21,20 +23,6 @@ class HttpResponse:
         self.trailers = []
         self.raw_head = b""
         self.interim = []  # 1xx responses seen before this one
-
-    def header(self, name, default=None):
-        n = name.lower()
-        for k, v in self.headers:
-            if k.lower() == n:
-                return v
-        return default
-
-    def header_all(self, name):
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
-
-    def has_header(self, name):
-        return self.header(name) is not None
 
     def json(self):
         return json.loads(self.body)

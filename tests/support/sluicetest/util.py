@@ -126,3 +126,21 @@ class Blackhole:
         for s in self.fillers:
             s.close()
         self.listener.close()
+
+
+class HeaderLookup:
+    """Case-insensitive access to a `headers` list of (name, value) pairs."""
+
+    def header(self, name, default=None):
+        n = name.lower()
+        for k, v in self.headers:
+            if k.lower() == n:
+                return v
+        return default
+
+    def header_all(self, name):
+        n = name.lower()
+        return [v for k, v in self.headers if k.lower() == n]
+
+    def has_header(self, name):
+        return self.header(name) is not None
