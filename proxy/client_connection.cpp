@@ -1,7 +1,10 @@
 // Downstream connection: request parsing, routing, the proxied exchange and local replies.
 #include "proxy/client_connection.h"
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 #include "proxy/admin/health.h"
 #include "proxy/net/client_ip.h"
@@ -30,12 +33,16 @@ bool isIdempotent(std::string_view m) {
   return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
 }
 
-void formatPeer(uv_tcp_t* tcp, sockaddr_storage& ss, char* out, size_t outLen) {
+// Keeps the peer address (v4 or v6, 28 bytes, not a 128-byte sockaddr_storage) and its text.
+template <typename Peer>
+void formatPeer(uv_tcp_t* tcp, Peer& peer, char* out, size_t outLen) {
+  sockaddr_storage ss{};
   int len = sizeof ss;
   if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     std::snprintf(out, outLen, "-");
     return;
   }
+  std::memcpy(&peer, &ss, std::min(sizeof peer, size_t(len)));
   if (ss.ss_family == AF_INET) {
     uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), out, outLen);
   } else {
@@ -53,16 +60,25 @@ void formatPeer(uv_tcp_t* tcp, sockaddr_storage& ss, char* out, size_t outLen) {
 }  // namespace
 
 ClientConnection::ClientConnection(Worker& w, SnapshotPtr snap, const ListenerSpec* listener)
-    : w_(w), snap_(std::move(snap)), listener_(listener) {
+    : net::Timer(&ClientConnection::onTimer),
+      w_(w),
+      snap_(std::move(snap)),
+      listener_(listener),
+      listenerKey_(nullptr) {
   uv_tcp_init(w_.loop(), &tcp_);
-  uv_timer_init(w_.loop(), &timer_);
   tcp_.data = this;
-  timer_.data = this;
-  shutdownReq_.data = this;
 }
 
 ClientConnection::~ClientConnection() {
+  w_.timers().cancel(this);
   if (s_) recycle(s_);
+}
+
+const std::string* ClientConnection::internListenerKey(const std::string& key) {
+  static std::mutex mu;
+  static std::set<std::string> keys;  // node-based: addresses stay valid
+  std::lock_guard<std::mutex> lock(mu);
+  return &*keys.insert(key).first;
 }
 
 namespace {
@@ -114,14 +130,12 @@ void ClientConnection::releaseStreamIfIdle() {
   s_ = nullptr;
 }
 
-void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string& listenerKey) {
-  const ListenerSpec* spec = w.snapshot()->listener(listenerKey);
+void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string* listenerKey) {
+  const ListenerSpec* spec = w.snapshot()->listener(*listenerKey);
   auto* c = new ClientConnection(w, w.snapshot(), spec);
   if (!spec || uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
     c->state_ = State::Closed;
-    c->closing_ = 2;
     uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), onClosed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->timer_), onClosed);
     return;
   }
   uv_tcp_nodelay(&c->tcp_, 1);
@@ -386,7 +400,7 @@ void ClientConnection::onMessageComplete() {
 void ClientConnection::onRequestHead() {
   // Each request runs on the newest config generation; it keeps that one until it is done.
   if (w_.snapshot() != snap_) {
-    if (const ListenerSpec* l = w_.snapshot()->listener(listenerKey_)) {
+    if (const ListenerSpec* l = w_.snapshot()->listener(*listenerKey_)) {
       snap_ = w_.snapshot();
       listener_ = l;
     }
@@ -397,9 +411,8 @@ void ClientConnection::onRequestHead() {
   state_ = State::Proxying;
   http::RequestHead& req = s_->parser.request();
   s_->ex.headRequest = req.method == "HEAD";
-  s_->ex.clientIp =
-      net::realClientIp(reinterpret_cast<const sockaddr*>(&peer_), peerIp_, req.headers,
-                        snap_->config.server.trustedProxies, s_->ex.clientIpBuf);
+  s_->ex.clientIp = net::realClientIp(&peer_.sa, peerIp_, req.headers,
+                                      snap_->config.server.trustedProxies, s_->ex.clientIpBuf);
   s_->ex.keepAlive = req.keepAlive && !shuttingDown_ && !w_.draining();
   std::string_view rid = req.headers.get("x-request-id");
   if (observe::isSaneRequestId(rid))
@@ -997,26 +1010,19 @@ void ClientConnection::startNextRequest() {
 void ClientConnection::armTimer(uint64_t ms) {
   uint64_t now = uv_now(w_.loop());
   deadline_ = now + ms;
-  if (!timerRunning_ || deadline_ < timerDue_) {
-    uv_timer_start(&timer_, onTimer, ms, 0);
-    timerRunning_ = true;
-    timerDue_ = deadline_;
-  }
+  if (!scheduled() || deadline_ < due) w_.timers().schedule(this, ms);
 }
 
 void ClientConnection::disarmTimer() {
   deadline_ = 0;
 }
 
-void ClientConnection::onTimer(uv_timer_t* t) {
-  auto* self = static_cast<ClientConnection*>(t->data);
-  self->timerRunning_ = false;
+void ClientConnection::onTimer(net::Timer* t) {
+  auto* self = static_cast<ClientConnection*>(t);
   if (self->deadline_ == 0) return;
   uint64_t now = uv_now(self->w_.loop());
   if (now < self->deadline_) {
-    self->timerDue_ = self->deadline_;
-    self->timerRunning_ = true;
-    uv_timer_start(&self->timer_, onTimer, self->deadline_ - now, 0);
+    self->w_.timers().schedule(self, self->deadline_ - now);
     return;
   }
   self->deadline_ = 0;
@@ -1131,7 +1137,11 @@ void ClientConnection::lingerClose() {
     closeAfterFlush_ = true;
     return;
   }
-  if (uv_shutdown(&shutdownReq_, reinterpret_cast<uv_stream_t*>(&tcp_), onShutdown) != 0) {
+  // The request is allocated only here: idle connections do not carry one.
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_), onShutdown) != 0) {
+    delete req;
     close();
     return;
   }
@@ -1140,7 +1150,9 @@ void ClientConnection::lingerClose() {
 }
 
 void ClientConnection::onShutdown(uv_shutdown_t* req, int status) {
+  // Always called, before the close callback (UV_ECANCELED when the handle closed first).
   auto* self = static_cast<ClientConnection*>(req->data);
+  delete req;
   if (status < 0 && self->state_ != State::Closed) self->close();
 }
 
@@ -1172,16 +1184,15 @@ void ClientConnection::close() {
   }
   state_ = State::Closed;
   reading_ = false;
-  closing_ = 2;
+  deadline_ = 0;
+  w_.timers().cancel(this);
   w_.removeConnection(this);
   if (listenerNameId_) w_.metrics().connectionsActive[listenerNameId_]--;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
 }
 
 void ClientConnection::onClosed(uv_handle_t* h) {
-  auto* self = static_cast<ClientConnection*>(h->data);
-  if (--self->closing_ == 0) delete self;
+  delete static_cast<ClientConnection*>(h->data);
 }
 
 }  // namespace sluice

@@ -13,6 +13,7 @@
 #include "proxy/http/http1_parser.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/out_queue.h"
+#include "proxy/net/timer_heap.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/conn_pool.h"
 #include "tls/tls_session.h"
@@ -21,12 +22,17 @@ namespace sluice {
 
 class Worker;
 
-class ClientConnection final : private http::Http1Parser::Handler,
+class ClientConnection final : private net::Timer,  // its one deadline, in the worker's heap
+                               private http::Http1Parser::Handler,
                                private upstream::UpstreamHandler,
                                private middleware::FilterCallbacks {
  public:
   // Accepts one connection from `server`; the connection owns itself from then on.
-  static void accept(Worker& w, uv_stream_t* server, const std::string& listenerKey);
+  // `listenerKey` must be interned (internListenerKey()).
+  static void accept(Worker& w, uv_stream_t* server, const std::string* listenerKey);
+  // A process-lifetime copy of a listener key (few distinct keys ever exist): connections
+  // keep a pointer instead of a string.
+  static const std::string* internListenerKey(const std::string& key);
 
   // Graceful shutdown: close now when idle, else after the current response.
   void beginShutdown();
@@ -100,25 +106,26 @@ class ClientConnection final : private http::Http1Parser::Handler,
 
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void onTimer(uv_timer_t* t);
+  static void onTimer(net::Timer* t);
   static void onWriteDone(void* self, int status);
   static void onShutdown(uv_shutdown_t* req, int status);
   static void onClosed(uv_handle_t* h);
 
   Worker& w_;
   SnapshotPtr snap_;
-  const ListenerSpec* listener_;  // in snap_
-  std::string listenerKey_;
+  const ListenerSpec* listener_;    // in snap_
+  const std::string* listenerKey_;  // interned (internListenerKey): lives for the process
   uint32_t listenerNameId_ = 0;
   uv_tcp_t tcp_{};
-  uv_timer_t timer_{};
-  uv_shutdown_t shutdownReq_{};
   tls::ServerTlsContextPtr tlsCtx_;  // keeps the SNI/ALPN callbacks' context alive
   std::unique_ptr<tls::TlsSession> tls_;
-  sockaddr_storage peer_{};
-  char peerIp_[48] = {0};
+  union {
+    sockaddr sa;
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+  } peer_{};
+  char peerIp_[INET6_ADDRSTRLEN] = {0};
   State state_ = State::ReadingHead;
-  int closing_ = 0;
   bool reading_ = false;
   bool closeAfterFlush_ = false;
   bool shuttingDown_ = false;
@@ -127,12 +134,8 @@ class ClientConnection final : private http::Http1Parser::Handler,
   bool trimPending_ = false;  // the timer will first release the stream of an idle connection
   uint64_t idleSince_ = 0;
   uint64_t exchangeSeq_ = 0;  // bumped whenever the current exchange ends
-  bool timerRunning_ = false;
-  uint64_t deadline_ = 0;  // loop ms; 0 = nothing to time
-  uint64_t timerDue_ = 0;
-  bool tlsFailed_ = false;  // a fatal TLS error: no close_notify, the session is not reused  // the
-                            // timer is the header timeout, not the idle one  // we stopped reading
-                            // upstream: client side is slow
+  uint64_t deadline_ = 0;     // loop ms; 0 = nothing to time (the heap entry may fire earlier)
+  bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
 
   // The current request.
   struct Exchange {

@@ -16,6 +16,7 @@ Worker::Worker(unsigned id)
   async_.data = this;
   uv_check_init(&loop_, &check_);
   check_.data = this;
+  timers_ = std::make_unique<net::TimerHeap>(&loop_);
   services_.loop = &loop_;
   services_.metrics = &metrics_;
 }
@@ -82,7 +83,7 @@ void Worker::onCheck(uv_check_t* h) {
 void Worker::openListener(const std::string& key, int fd) {
   auto* ls = new ListenSocket;
   ls->worker = this;
-  ls->key = key;
+  ls->key = ClientConnection::internListenerKey(key);
   uv_tcp_init(&loop_, &ls->tcp);
   ls->tcp.data = ls;
   int rc = uv_tcp_open(&ls->tcp, fd);
@@ -175,6 +176,7 @@ void Worker::maybeStop() {
   }
   onCheck(&check_);
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+  timers_->close();
   {
     std::lock_guard<std::mutex> lock(mu_);
     asyncClosed_ = true;

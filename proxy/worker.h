@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "middleware/filter.h"
+#include "proxy/net/timer_heap.h"
 #include "proxy/observe/ids.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/snapshot.h"
@@ -59,6 +60,8 @@ class Worker {
   observe::WorkerMetrics& metrics() { return metrics_; }
   observe::IdGenerator& ids() { return ids_; }
   upstream::ConnPool& connPool() { return connPool_; }
+  // Client connection deadlines (one libuv timer for all of them).
+  net::TimerHeap& timers() { return *timers_; }
   upstream::Balancer& balancer(const upstream::Pool* pool) { return balancers_.get(*pool); }
   std::string& accessBuffer() { return accessBuf_; }
   middleware::WorkerServices& services() { return services_; }
@@ -72,7 +75,7 @@ class Worker {
   struct ListenSocket {
     uv_tcp_t tcp;
     Worker* worker;
-    std::string key;
+    const std::string* key;  // interned
   };
   void run();
   void openListener(const std::string& key, int fd);
@@ -87,6 +90,7 @@ class Worker {
   uv_loop_t loop_{};
   uv_async_t async_{};
   uv_check_t check_{};
+  std::unique_ptr<net::TimerHeap> timers_;
   std::thread thread_;
   std::mutex mu_;
   std::vector<std::function<void()>> posted_;
