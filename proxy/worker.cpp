@@ -17,6 +17,7 @@ Worker::Worker(unsigned id)
   uv_check_init(&loop_, &check_);
   check_.data = this;
   timers_ = std::make_unique<net::TimerHeap>(&loop_);
+  connPool_.setTimers(timers_.get());
   services_.loop = &loop_;
   services_.metrics = &metrics_;
 }

@@ -9,15 +9,14 @@ using observe::UpstreamErrorKind;
 
 UpstreamConn::UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf,
                            char* plainBuf, size_t readBufSize)
-    : pool_(pool),
+    : net::Timer(&UpstreamConn::onTimer),
+      pool_(pool),
       backend_(std::move(backend)),
       readBuf_(readBuf),
       plainBuf_(plainBuf),
       readBufSize_(readBufSize) {
   uv_tcp_init(loop, &tcp_);
-  uv_timer_init(loop, &timer_);
   tcp_.data = this;
-  timer_.data = this;
   connectReq_.data = this;
   // Response heads from our own backends: generous limits, they are trusted more than clients.
   parser_.init(http::Http1Parser::Kind::Response, this, 64 * 1024, 200);
@@ -52,14 +51,14 @@ void UpstreamConn::attach(UpstreamHandler* h) {
   reused_ = true;
   gotBytes_ = false;
   complete_ = false;
-  uv_timer_stop(&timer_);
+  disarmTimer();
   parser_.next();
 }
 
 void UpstreamConn::onConnect(uv_connect_t* req, int status) {
   auto* self = static_cast<UpstreamConn*>(req->data);
   if (self->state_ == State::Closed) return;
-  if (!self->tls_) uv_timer_stop(&self->timer_);
+  if (!self->tls_) self->disarmTimer();
   if (status < 0) {
     self->fail(UpstreamErrorKind::ConnectFailed);
     return;
@@ -108,7 +107,7 @@ void UpstreamConn::resumeReading() {
 
 void UpstreamConn::enterTunnel() {
   state_ = State::Tunnel;
-  uv_timer_stop(&timer_);
+  disarmTimer();
 }
 
 void UpstreamConn::shutdownWrite() {
@@ -120,11 +119,19 @@ void UpstreamConn::shutdownWrite() {
 }
 
 void UpstreamConn::armTimer(uint64_t ms) {
-  uv_timer_start(&timer_, onTimer, ms, 0);
+  deadline_ = uv_now(tcp_.loop) + ms;
+  if (!scheduled() || deadline_ < due) pool_.timers().schedule(this, ms);
 }
 
-void UpstreamConn::onTimer(uv_timer_t* t) {
-  auto* self = static_cast<UpstreamConn*>(t->data);
+void UpstreamConn::onTimer(net::Timer* t) {
+  auto* self = static_cast<UpstreamConn*>(t);
+  if (self->deadline_ == 0) return;
+  const uint64_t now = uv_now(self->tcp_.loop);
+  if (now < self->deadline_) {
+    self->pool_.timers().schedule(self, self->deadline_ - now);
+    return;
+  }
+  self->deadline_ = 0;
   switch (self->state_) {
     case State::Connecting:
       self->fail(UpstreamErrorKind::ConnectTimeout);
@@ -220,7 +227,7 @@ void UpstreamConn::onCiphertext(ssize_t nread, const char* data) {
   }
   if (state_ == State::Connecting && tls_->handshakeDone()) {
     tls_->takeHandshakeEvent();
-    uv_timer_stop(&timer_);
+    disarmTimer();
     state_ = State::Busy;
     pauseReading();  // startResponse() resumes
     if (handler_) handler_->onUpstreamConnected(this);
@@ -294,7 +301,7 @@ void UpstreamConn::onData(const char* data, size_t len) {
       case http::Http1Parser::Status::Upgrade:
         if (handler_) {
           state_ = State::Tunnel;
-          uv_timer_stop(&timer_);
+          disarmTimer();
           if (len > 0) handler_->onUpstreamTunnelData(this, data, len);
         }
         return;
@@ -321,7 +328,7 @@ bool UpstreamConn::onBody(const char* data, size_t len) {
 void UpstreamConn::onMessageComplete() {
   int status = parser_.response().status;
   if (status >= 100 && status < 200) return;
-  uv_timer_stop(&timer_);
+  disarmTimer();
 }
 
 void UpstreamConn::release(bool reusable, uint64_t idleTimeoutMs) {
@@ -353,14 +360,13 @@ void UpstreamConn::close() {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
   handler_ = nullptr;
-  closing_ = 2;
+  deadline_ = 0;
+  pool_.timers().cancel(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
 }
 
 void UpstreamConn::onClosed(uv_handle_t* h) {
-  auto* self = static_cast<UpstreamConn*>(h->data);
-  if (--self->closing_ == 0) delete self;
+  delete static_cast<UpstreamConn*>(h->data);
 }
 
 UpstreamConn* ConnPool::acquire(const Backend* backend, bool tls) {

@@ -17,6 +17,7 @@
 
 #include "proxy/http/http1_parser.h"
 #include "proxy/net/out_queue.h"
+#include "proxy/net/timer_heap.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/upstream/pool.h"
 #include "tls/tls_session.h"
@@ -46,11 +47,12 @@ class UpstreamHandler {
   virtual void onUpstreamDrained(UpstreamConn* up) = 0;
 };
 
-class UpstreamConn final : private http::Http1Parser::Handler {
+class UpstreamConn final : private net::Timer,  // its deadline, in the worker's heap
+                           private http::Http1Parser::Handler {
  public:
   // `plainBuf` (readBufSize bytes) receives decrypted input when the pool uses TLS.
-  UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf,
-               char* plainBuf, size_t readBufSize);
+  UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf, char* plainBuf,
+               size_t readBufSize);
 
   // Starts connecting (and, with `tls`, the TLS handshake, within the same timeout); the
   // handler hears onUpstreamConnected or onUpstreamError.
@@ -92,19 +94,22 @@ class UpstreamConn final : private http::Http1Parser::Handler {
   void onMessageComplete() override;
 
   void fail(observe::UpstreamErrorKind kind);
+  // Lazy like the client's: the deadline is a field; the heap entry moves only when it must
+  // fire earlier (or fired early), so a keep-alive request costs no heap operation.
   void armTimer(uint64_t ms);
+  void disarmTimer() { deadline_ = 0; }
   void onData(const char* data, size_t len);
   void onCiphertext(ssize_t nread, const char* data);
   void onPlainRead(ssize_t nread, const char* data);
   static void onConnect(uv_connect_t* req, int status);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
-  static void onTimer(uv_timer_t* t);
+  static void onTimer(net::Timer* t);
   static void onWriteDone(void* self, int status);
   static void onClosed(uv_handle_t* h);
 
   uv_tcp_t tcp_{};
-  uv_timer_t timer_{};
+  uint64_t deadline_ = 0;  // loop ms; 0 = nothing to time
   uv_connect_t connectReq_{};
   uv_shutdown_t shutdownReq_{};
   ConnPool& pool_;
@@ -118,7 +123,6 @@ class UpstreamConn final : private http::Http1Parser::Handler {
   net::OutQueue out_;
   State state_ = State::Connecting;
   uint64_t responseTimeoutMs_ = 0;
-  int closing_ = 0;  // handles still to close
   bool reused_ = false;
   bool gotBytes_ = false;
   bool reading_ = false;
@@ -140,6 +144,9 @@ class ConnPool {
   // Closes the idle connections to `backend` (it went down or was ejected).
   void closeBackend(const Backend* backend);
   size_t idleCount() const;
+  // The worker's timer heap (set once, before any connection exists).
+  void setTimers(net::TimerHeap* t) { timers_ = t; }
+  net::TimerHeap& timers() { return *timers_; }
 
  private:
   struct List {
@@ -148,6 +155,7 @@ class ConnPool {
   // Key: the Backend's address with bit 0 set for TLS connections (Backends are aligned).
   static uintptr_t key(const Backend* b, bool tls) { return uintptr_t(b) | (tls ? 1 : 0); }
   std::unordered_map<uintptr_t, List> idle_;
+  net::TimerHeap* timers_ = nullptr;
 };
 
 }  // namespace sluice::upstream
