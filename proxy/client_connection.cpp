@@ -406,7 +406,7 @@ void ClientConnection::onRequestHead() {
     }
   }
   s_->ex.headProcessed = true;
-  s_->ex.startNs = uv_hrtime();
+  s_->ex.startNs = w_.nowNs();
   disarmTimer();
   state_ = State::Proxying;
   http::RequestHead& req = s_->parser.request();
@@ -646,7 +646,7 @@ void ClientConnection::pickAndConnect() {
   }
   s_->ex.backend = pool->backends[size_t(idx)];
   s_->ex.backend->active.fetch_add(1, std::memory_order_relaxed);
-  if (s_->ex.upstreamStartNs == 0) s_->ex.upstreamStartNs = uv_hrtime();
+  if (s_->ex.upstreamStartNs == 0) s_->ex.upstreamStartNs = w_.nowNs();
   upstream::UpstreamConn* up = w_.connPool().acquire(s_->ex.backend.get(), pool->tls != nullptr);
   if (up) {
     s_->ex.up = up;
@@ -710,7 +710,7 @@ void ClientConnection::sendRequestHead() {
 int ClientConnection::onUpstreamHead(upstream::UpstreamConn* up, http::ResponseHead& head) {
   (void)up;
   const http::RequestHead& req = s_->parser.request();
-  s_->ex.upstreamEndNs = uv_hrtime();
+  s_->ex.upstreamEndNs = w_.nowNs();
   s_->ex.status = head.status;
   if (head.status >= 500)
     upstream::reportFailure(*s_->ex.pool, *s_->ex.backend, upstream::monotonicMs());
@@ -938,7 +938,7 @@ void ClientConnection::sendLocalReply(int status, std::string_view code, bool cl
 void ClientConnection::finishRequest() {
   if (s_->ex.logged) return;
   s_->ex.logged = true;
-  uint64_t end = uv_hrtime();
+  uint64_t end = w_.nowNs();
   if (s_->ex.startNs == 0) s_->ex.startNs = end;
   double seconds = double(end - s_->ex.startNs) / 1e9;
   uint32_t routeId = s_->ex.route ? s_->ex.route->nameId : 0;

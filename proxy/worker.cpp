@@ -16,6 +16,8 @@ Worker::Worker(unsigned id)
   async_.data = this;
   uv_check_init(&loop_, &check_);
   check_.data = this;
+  uv_prepare_init(&loop_, &prepare_);
+  prepare_.data = this;
   timers_ = std::make_unique<net::TimerHeap>(&loop_);
   connPool_.setTimers(timers_.get());
   services_.loop = &loop_;
@@ -35,6 +37,7 @@ void Worker::start(SnapshotPtr snap, std::map<std::string, int> listenFds) {
   services_.redis->configure(snapshot_->config.redis);
   for (auto& [key, fd] : listenFds) openListener(key, fd);
   uv_check_start(&check_, onCheck);
+  uv_prepare_start(&prepare_, onPrepare);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -70,9 +73,14 @@ void Worker::drainPosted() {
   for (auto& fn : work) fn();
 }
 
+void Worker::onPrepare(uv_prepare_t* h) {
+  static_cast<Worker*>(h->data)->clockValid_ = false;
+}
+
 void Worker::onCheck(uv_check_t* h) {
   // Once per loop turn: hand the access lines of this turn to the writer thread.
   auto* self = static_cast<Worker*>(h->data);
+  self->clockValid_ = false;  // timers run next
   if (!self->accessBuf_.empty()) {
     std::string batch;
     batch.swap(self->accessBuf_);
@@ -177,6 +185,7 @@ void Worker::maybeStop() {
   }
   onCheck(&check_);
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
   timers_->close();
   {
     std::lock_guard<std::mutex> lock(mu_);
