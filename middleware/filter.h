@@ -49,6 +49,18 @@ struct RequestContext {
   std::string_view ratelimit = "-";
   // Header lines ("Name: value\r\n") added to whatever response goes to the client.
   std::string responseHeaders;
+
+  // Back to a fresh request, keeping capacity. Extend it with every new field.
+  void reset() {
+    request = nullptr;
+    clientIp = {};
+    routeName = {};
+    requestId = {};
+    if (!claims.empty()) claims.clear();
+    claimsVerified = false;
+    ratelimit = "-";
+    responseHeaders.clear();
+  }
 };
 
 class FilterCallbacks {

@@ -542,7 +542,7 @@ class JwtFilter final : public Filter {
   Status onRequestHeaders(RequestContext& ctx) override {
     std::string_view auth;
     bool found = false;
-    if (ctx.request != nullptr) auth = ctx.request->headers.get("authorization", &found);
+    if (ctx.request != nullptr) auth = ctx.request->headers.get(http::Hdr::Authorization, &found);
     auth = http::trimOws(auth);
     std::string_view token;
     if (found && auth.size() > 7 && http::iequals(auth.substr(0, 7), "bearer ")) {

@@ -414,7 +414,7 @@ void ClientConnection::onRequestHead() {
   s_->ex.clientIp = net::realClientIp(&peer_.sa, peerIp_, req.headers,
                                       snap_->config.server.trustedProxies, s_->ex.clientIpBuf);
   s_->ex.keepAlive = req.keepAlive && !shuttingDown_ && !w_.draining();
-  std::string_view rid = req.headers.get("x-request-id");
+  std::string_view rid = req.headers.get(http::Hdr::XRequestId);
   if (observe::isSaneRequestId(rid))
     s_->ex.requestId.assign(rid);
   else
@@ -434,7 +434,7 @@ void ClientConnection::routeRequest() {
     return;
   }
   bool hasHost = false;
-  std::string_view hostHeader = req.headers.get("host", &hasHost);
+  std::string_view hostHeader = req.headers.get(http::Hdr::Host, &hasHost);
   router::normalizeHost(hostFromTarget.empty() ? hostHeader : hostFromTarget, s_->ex.host);
   s_->ex.authority.assign(hostFromTarget);
 
@@ -501,12 +501,12 @@ void ClientConnection::routeRequest() {
     }
   }
   s_->ex.traceparent.clear();
-  observe::nextTraceparent(req.headers.get("traceparent"), w_.ids(), s_->ex.traceparent);
-  std::string_view upgrade = req.headers.get("upgrade");
+  observe::nextTraceparent(req.headers.get(http::Hdr::Traceparent), w_.ids(), s_->ex.traceparent);
+  std::string_view upgrade = req.headers.get(http::Hdr::Upgrade);
   s_->ex.websocket = req.upgrade && req.method == "GET" && http::iequals(upgrade, "websocket");
   // Other upgrades (h2c, ...) are not forwarded: without the Upgrade header the backend answers
   // in HTTP/1.1 and the connection simply goes on.
-  std::string_view expect = req.headers.get("expect");
+  std::string_view expect = req.headers.get(http::Hdr::Expect);
   if (!expect.empty()) {
     if (!http::iequals(expect, "100-continue")) {
       sendLocalReply(417, "expectation_failed", true);
@@ -697,10 +697,10 @@ void ClientConnection::sendRequestHead() {
   info.websocket = s_->ex.websocket;
   // An absolute-form target's authority wins over Host (RFC 9112 3.2.2); an HTTP/1.0 request
   // without Host gets the backend's address, since HTTP/1.1 upstream requires one.
-  info.forwardedHost = s_->parser.request().headers.get("host");
+  info.forwardedHost = s_->parser.request().headers.get(http::Hdr::Host);
   if (!s_->ex.authority.empty())
     info.hostOverride = info.forwardedHost = s_->ex.authority;
-  else if (!s_->parser.request().headers.has("host"))
+  else if (!s_->parser.request().headers.has(http::Hdr::Host))
     info.hostOverride = s_->ex.backend->address;
   net::OutQueue& o = s_->ex.up->out();
   http::serializeUpstreamRequest(s_->parser.request(), info, o.beginScratch());
@@ -963,8 +963,8 @@ void ClientConnection::finishRequest() {
                          : -1;
     rec.route = s_->ex.route ? std::string_view(s_->ex.route->name) : std::string_view();
     rec.pool = s_->ex.pool ? std::string_view(s_->ex.pool->name) : std::string_view();
-    rec.userAgent = req.headers.get("user-agent");
-    rec.referer = req.headers.get("referer");
+    rec.userAgent = req.headers.get(http::Hdr::UserAgent);
+    rec.referer = req.headers.get(http::Hdr::Referer);
     rec.httpMinor = req.versionMinor;
     if (tls_ && tls_->handshakeDone()) rec.tls = tls_->version();
     rec.ratelimit = s_->ex.ctx.ratelimit;

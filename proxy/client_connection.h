@@ -137,13 +137,12 @@ class ClientConnection final : private net::Timer,  // its one deadline, in the 
   uint64_t deadline_ = 0;     // loop ms; 0 = nothing to time (the heap entry may fire earlier)
   bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
 
-  // The current request.
-  struct Exchange {
+  // The current request. The trivially copyable part is reset with one assignment; the rest
+  // is cleared in place, keeping the strings' capacity (no allocation per request).
+  struct ExchangeScalars {
     const router::Route* route = nullptr;
     const upstream::Pool* pool = nullptr;
     upstream::UpstreamConn* up = nullptr;
-    upstream::BackendPtr backend;
-    const upstream::Backend* tried[12] = {};  // retries <= 10
     size_t triedCount = 0;
     uint32_t attempts = 0;
     uint64_t startNs = 0, upstreamStartNs = 0, upstreamEndNs = 0;
@@ -163,36 +162,34 @@ class ClientConnection final : private net::Timer,  // its one deadline, in the 
     bool mustClose = false;  // after this response
     bool logged = false;
     bool staleRetried = false;
-    bool bodyFlowing = false;  // the parser runs the request body (not paused)
-    bool queued = false;       // waiting for a backend under max_connections
+    bool bodyFlowing = false;    // the parser runs the request body (not paused)
+    bool queued = false;         // waiting for a backend under max_connections
+    bool filterWaiting = false;  // a filter returned Stop and will resume() or reply
+    bool filtersResponded = false;
     uint64_t queueDeadlineMs = 0;
+    std::string_view clientIp;  // peerIp_ or clientIpBuf (trusted_proxies)
+    size_t nextFilter = 0;      // middleware: filters run in order from here
+  };
+  struct Exchange : ExchangeScalars {
+    upstream::BackendPtr backend;
+    const upstream::Backend* tried[12];  // retries <= 10; the first triedCount are valid
     std::string requestId;
     std::string traceparent;
     std::string host;  // normalized
     std::string target;
-    std::string authority;      // from an absolute-form target
-    std::string_view clientIp;  // peerIp_ or clientIpBuf (trusted_proxies)
+    std::string authority;  // from an absolute-form target
     std::string clientIpBuf;
-    // Middleware: one filter per factory of the route, run in order from `nextFilter`.
+    // Middleware: one filter per factory of the route.
     std::vector<std::unique_ptr<middleware::Filter>> filters;
-    size_t nextFilter = 0;
-    bool filterWaiting = false;  // a filter returned Stop and will resume() or reply
-    bool filtersResponded = false;
     middleware::RequestContext ctx;
 
-    // Back to a fresh request, keeping the strings' capacity (no allocation per request).
     void reset() {
-      Exchange fresh;
-      for (auto m : {&Exchange::requestId, &Exchange::traceparent, &Exchange::host,
-                     &Exchange::target, &Exchange::authority, &Exchange::clientIpBuf}) {
-        fresh.*m = std::move(this->*m);
-        (fresh.*m).clear();
-      }
-      fresh.filters = std::move(filters);
-      fresh.filters.clear();
-      fresh.ctx.responseHeaders = std::move(ctx.responseHeaders);
-      fresh.ctx.responseHeaders.clear();
-      *this = std::move(fresh);
+      static_cast<ExchangeScalars&>(*this) = ExchangeScalars{};
+      backend.reset();
+      for (std::string* str : {&requestId, &traceparent, &host, &target, &authority, &clientIpBuf})
+        str->clear();
+      filters.clear();
+      ctx.reset();
     }
   };
 

@@ -190,14 +190,14 @@ int Http1Parser::checkHeadSize(const char* at, size_t len) {
 int Http1Parser::validateRequestFraming() {
   RequestHead& r = request_;
   // Any Transfer-Encoding line counts, even an empty one llhttp does not flag.
-  if ((parser_.flags & F_TRANSFER_ENCODING) || r.headers.has("transfer-encoding")) {
+  if ((parser_.flags & F_TRANSFER_ENCODING) || r.headers.has(Hdr::TransferEncoding)) {
     // Exactly one coding, "chunked", is what we implement. A final "chunked" after other
     // codings is well-formed but unsupported (501); anything else is ambiguous (400).
     if (r.versionMajor == 1 && r.versionMinor == 0) return fail(ParseError::Malformed);
     int codings = 0;
     bool onlyChunked = true;
     for (size_t i = 0; i < r.headers.size(); ++i) {
-      if (!iequals(r.headers.nameAt(i), "transfer-encoding")) continue;
+      if (r.headers.idAt(i) != Hdr::TransferEncoding) continue;
       std::string_view v = r.headers.valueAt(i);
       while (true) {
         size_t comma = v.find(',');
@@ -214,7 +214,7 @@ int Http1Parser::validateRequestFraming() {
     if (!onlyChunked) return fail(ParseError::Unsupported);
     if (codings != 1) return fail(ParseError::Malformed);
   }
-  size_t hosts = r.headers.count("host");
+  size_t hosts = r.headers.count(Hdr::Host);
   if (hosts > 1) return fail(ParseError::Malformed);
   if (hosts == 0 && r.versionMajor == 1 && r.versionMinor >= 1) return fail(ParseError::Malformed);
   return 0;

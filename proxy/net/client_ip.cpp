@@ -42,7 +42,7 @@ std::string_view realClientIp(const sockaddr* peer, std::string_view peerText,
   // Gather the X-Forwarded-For entries of every header line, in order.
   std::vector<std::string_view> hops;
   for (size_t i = 0; i < headers.size(); ++i) {
-    if (headers.removedAt(i) || !http::iequals(headers.nameAt(i), "x-forwarded-for")) continue;
+    if (headers.removedAt(i) || headers.idAt(i) != http::Hdr::XForwardedFor) continue;
     std::string_view v = headers.valueAt(i);
     while (!v.empty()) {
       size_t comma = v.find(',');

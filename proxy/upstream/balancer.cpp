@@ -187,7 +187,7 @@ uint64_t requestHash(const config::HashKey& key, const http::HeaderMap& headers,
       v = headers.get(key.name);
       break;
     case config::HashKey::Kind::Cookie:
-      v = cookieValue(headers.get("cookie"), key.name);
+      v = cookieValue(headers.get(http::Hdr::Cookie), key.name);
       break;
     case config::HashKey::Kind::Ip:
       break;
