@@ -1,13 +1,13 @@
 #include "middleware/redis_client.h"
 
 #include <arpa/inet.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <random>
 
@@ -29,6 +29,90 @@ RedisScript::RedisScript(std::string b) : body(std::move(b)) {
   }
 }
 
+RedisBatchScript::RedisBatchScript(std::string body, unsigned args, unsigned replies)
+    : script(std::move(body)), argsPerCall(args), repliesPerCall(replies) {}
+
+// hiredis' event hooks for one connection, in place of <hiredis/adapters/libuv.h>, which calls
+// uv_poll_start on every command and after every write (each one an epoll_ctl DEL, failing
+// with ENOENT, then an ADD on the next poll). Here:
+//  - the uv_poll is started / stopped only when the wanted events change;
+//  - once connected, addWrite (every command) only marks output pending: the client's
+//    end-of-turn flush writes it with redisAsyncHandleWrite(); only a write that could not
+//    finish there (hiredis calls addWrite again from inside it) polls for writability;
+//  - while connecting, addWrite polls for writability (that is how hiredis sees the connect
+//    complete).
+// The object lives until libuv has closed its uv_poll (after hiredis' cleanup hook), and the
+// client counts it in openHandles_, so neither outlives the other.
+struct RedisClient::Events {
+  RedisClient* owner = nullptr;
+  redisAsyncContext* ac = nullptr;  // nullptr once hiredis has cleaned up
+  uv_poll_t poll;
+  int mask = 0;               // events the uv_poll is started with
+  bool writePending = false;  // output waits for the end-of-turn flush
+  bool flushing = false;      // inside the flush's redisAsyncHandleWrite
+
+  void setMask(int m) {
+    if (m == mask) return;
+    mask = m;
+    if (m != 0) {
+      uv_poll_start(&poll, m, onPoll);
+    } else {
+      uv_poll_stop(&poll);
+    }
+  }
+
+  static void onPoll(uv_poll_t* h, int status, int events) {
+    auto* e = static_cast<Events*>(h->data);
+    if (e->ac == nullptr) return;
+    if (status < 0) {
+      // POLLERR: libuv has stopped the poll. Let hiredis read (or check the connect) for
+      // whatever it was waiting for, so it finds the error now rather than at the timeout.
+      events = e->mask;
+      e->mask = 0;
+    }
+    if (events & UV_READABLE) redisAsyncHandleRead(e->ac);
+    // `e` stays valid (freed in the uv_close callback), `e->ac` may be gone.
+    if (e->ac != nullptr && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);
+  }
+  static void addRead(void* d) {
+    auto* e = static_cast<Events*>(d);
+    e->setMask(e->mask | UV_READABLE);
+  }
+  static void delRead(void* d) {
+    auto* e = static_cast<Events*>(d);
+    e->setMask(e->mask & ~UV_READABLE);
+  }
+  static void addWrite(void* d) {
+    auto* e = static_cast<Events*>(d);
+    if (e->mask & UV_WRITABLE) return;  // a write already waits for the socket: it takes this
+    if (e->flushing || !(e->ac->c.flags & REDIS_CONNECTED)) {
+      e->setMask(e->mask | UV_WRITABLE);
+      return;
+    }
+    if (!e->writePending) {
+      e->writePending = true;
+      e->owner->armFlush();
+    }
+  }
+  static void delWrite(void* d) {
+    auto* e = static_cast<Events*>(d);
+    e->setMask(e->mask & ~UV_WRITABLE);
+  }
+  static void cleanup(void* d) {
+    // hiredis is freeing the context (the socket is closed right after this).
+    auto* e = static_cast<Events*>(d);
+    e->ac = nullptr;
+    e->writePending = false;
+    if (e->owner->ev_ == e) e->owner->ev_ = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&e->poll), [](uv_handle_t* h) {
+      auto* ev = static_cast<Events*>(h->data);
+      RedisClient* owner = ev->owner;
+      delete ev;
+      if (--owner->openHandles_ == 0) delete owner;
+    });
+  }
+};
+
 struct RedisClient::Resolve {
   RedisClient* owner = nullptr;
   uv_getaddrinfo_t req;
@@ -44,14 +128,19 @@ RedisClient::RedisClient(uv_loop_t* loop, observe::WorkerMetrics* metrics)
     : loop_(loop), metrics_(metrics) {
   uv_timer_init(loop_, &timer_);
   uv_timer_init(loop_, &retryTimer_);
+  uv_check_init(loop_, &check_);
+  uv_prepare_init(loop_, &prepare_);
   timer_.data = this;
   retryTimer_.data = this;
+  check_.data = this;
+  prepare_.data = this;
   cfg_.enabled = false;
 }
 
 RedisClient::~RedisClient() {
   for (Pending* p : queue_) delete p;
   for (Pending* p : free_) delete p;
+  for (Pending* p : collecting_) delete p;
 }
 
 void RedisClient::closeAndDelete() {
@@ -67,8 +156,12 @@ void RedisClient::closeAndDelete() {
     uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_->req));
     resolve_ = nullptr;
   }
+  // Batches not sent yet are dropped unanswered (deleted with the client).
+  flushArmed_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closeThunk);
   uv_close(reinterpret_cast<uv_handle_t*>(&retryTimer_), closeThunk);
+  uv_close(reinterpret_cast<uv_handle_t*>(&check_), closeThunk);
+  uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), closeThunk);
 }
 
 void RedisClient::closeThunk(uv_handle_t* h) {
@@ -173,11 +266,69 @@ void RedisClient::adopt(redisAsyncContext* c) {
     return;
   }
   c->data = this;
+  if (!attach(c)) {
+    redisAsyncFree(c);
+    fail(RedisErrorKind::Connect, RedisStatus::Disconnected, "cannot poll the redis socket");
+    return;
+  }
   ctx_ = c;
-  redisLibuvAttach(c, loop_);
-  redisAsyncSetConnectCallback(c, connectThunk);
+  redisAsyncSetConnectCallback(c, connectThunk);  // polls for writability: the connect
   redisAsyncSetDisconnectCallback(c, disconnectThunk);
   armTimer();
+}
+
+bool RedisClient::attach(redisAsyncContext* c) {
+  auto* e = new Events();
+  e->owner = this;
+  e->ac = c;
+  if (uv_poll_init(loop_, &e->poll, c->c.fd) != 0) {
+    delete e;  // not initialised: nothing to close
+    return false;
+  }
+  e->poll.data = e;
+  ++openHandles_;
+  c->ev.data = e;
+  c->ev.addRead = Events::addRead;
+  c->ev.delRead = Events::delRead;
+  c->ev.addWrite = Events::addWrite;
+  c->ev.delWrite = Events::delWrite;
+  c->ev.cleanup = Events::cleanup;
+  ev_ = e;
+  return true;
+}
+
+void RedisClient::armFlush() {
+  if (flushArmed_ || state_ == State::Closing) return;
+  flushArmed_ = true;
+  uv_check_start(&check_, [](uv_check_t* h) { static_cast<RedisClient*>(h->data)->onFlush(); });
+  uv_prepare_start(&prepare_,
+                   [](uv_prepare_t* h) { static_cast<RedisClient*>(h->data)->onFlush(); });
+}
+
+void RedisClient::onFlush() {
+  // Normally one round; callbacks of a failed batch may queue more (another rate_limit of the
+  // same route), which the next round sends.
+  for (int round = 0; round < 4; ++round) {
+    // Batches first, so their EVALSHAs go out with the same write as everything else.
+    while (!collecting_.empty()) {
+      Pending* p = collecting_.front();
+      collecting_.erase(collecting_.begin());
+      dispatchBatch(p);
+    }
+    if (Events* e = ev_; e != nullptr && e->writePending) {
+      e->writePending = false;
+      e->flushing = true;
+      redisAsyncHandleWrite(e->ac);  // may drop the connection; `e` stays valid
+      e->flushing = false;
+    }
+    if (collecting_.empty() && (ev_ == nullptr || !ev_->writePending)) {
+      flushArmed_ = false;
+      uv_check_stop(&check_);
+      uv_prepare_stop(&prepare_);
+      return;
+    }
+  }
+  // Still armed: the next prepare / check goes on.
 }
 
 void RedisClient::connectThunk(const redisAsyncContext* c, int status) {
@@ -334,31 +485,66 @@ RedisClient::Pending* RedisClient::acquire() {
   p->script = nullptr;
   p->retried = false;
   p->kind = Kind::User;
+  p->batch = nullptr;
+  p->calls.clear();
+  p->keys.clear();
+  p->args.clear();
+  p->keyEnds.clear();
+  p->argEnds.clear();
   return p;
 }
 
 void RedisClient::release(Pending* p) {
   p->cb = nullptr;
   p->user = nullptr;
-  if (free_.size() < 4096) {
-    free_.push_back(p);
-  } else {
-    delete p;
-  }
+  free_.push_back(p);  // never deleted before the client: a stale handle may still point here
 }
 
 bool RedisClient::send(Pending* p) {
   if (ctx_ == nullptr) return false;
-  const char* argv[16];
-  size_t lens[16];
-  size_t n = std::min<size_t>(p->argv.size(), 16);
-  for (size_t i = 0; i < n; ++i) {
-    argv[i] = p->argv[i].data();
-    lens[i] = p->argv[i].size();
+  argvPtrs_.clear();
+  argvLens_.clear();
+  auto push = [this](const char* d, size_t n) {
+    argvPtrs_.push_back(d);
+    argvLens_.push_back(n);
+  };
+  if (p->kind == Kind::Batch) {
+    // EVALSHA sha N key.. args..: only the calls not cancelled by now.
+    size_t live = 0;
+    for (BatchCall& c : p->calls) {
+      c.sent = c.cb != nullptr;
+      live += c.sent ? 1 : 0;
+    }
+    if (live == 0) return false;
+    const std::string& sha = p->batch->script.sha;
+    auto nk = std::to_chars(p->numkeys, p->numkeys + sizeof p->numkeys, live);
+    push("EVALSHA", 7);
+    push(sha.data(), sha.size());
+    push(p->numkeys, size_t(nk.ptr - p->numkeys));
+    uint32_t from = 0;
+    for (size_t i = 0; i < p->calls.size(); ++i) {
+      uint32_t to = p->keyEnds[i];
+      if (p->calls[i].sent) push(p->keys.data() + from, to - from);
+      from = to;
+    }
+    const size_t per = p->batch->argsPerCall;
+    from = 0;
+    for (size_t i = 0; i < p->calls.size(); ++i) {
+      for (size_t j = 0; j < per; ++j) {
+        uint32_t to = p->argEnds[i * per + j];
+        if (p->calls[i].sent) push(p->args.data() + from, to - from);
+        from = to;
+      }
+    }
+  } else {
+    for (const std::string& a : p->argv) push(a.data(), a.size());
   }
   uint64_t timeout = uint64_t(cfg_.timeout.count());
   p->deadline = state_ == State::Ready ? uv_now(loop_) + timeout : connectDeadline_;
-  if (redisAsyncCommandArgv(ctx_, replyThunk, p, int(n), argv, lens) != REDIS_OK) return false;
+  if (redisAsyncCommandArgv(ctx_, replyThunk, p, int(argvPtrs_.size()), argvPtrs_.data(),
+                            argvLens_.data()) != REDIS_OK)
+    return false;
+  if (p->kind == Kind::Batch) ++batchesSent_;
   queue_.push_back(p);
   if (queue_.size() == 1 && state_ == State::Ready) armTimer();
   return true;
@@ -417,6 +603,90 @@ RedisClient::Handle RedisClient::evalsha(const RedisScript& script, std::string_
   return {p, p->seq};
 }
 
+RedisClient::Handle RedisClient::batchEval(const RedisBatchScript& script, std::string_view key,
+                                           std::initializer_list<std::string_view> args,
+                                           BatchCallback cb, void* user) {
+  if (!isUp() || cb == nullptr || args.size() != script.argsPerCall) return {};
+  Pending* p = nullptr;
+  for (auto it = collecting_.rbegin(); it != collecting_.rend(); ++it) {
+    if ((*it)->batch == &script) {
+      p = *it;
+      break;
+    }
+  }
+  if (p == nullptr || p->calls.size() >= kMaxBatch) {
+    p = acquire();
+    p->kind = Kind::Batch;
+    p->batch = &script;
+    collecting_.push_back(p);
+    armFlush();
+  }
+  uint64_t seq = ++seq_;
+  p->calls.push_back({seq, cb, user, false});
+  p->keys.append(key);
+  p->keyEnds.push_back(uint32_t(p->keys.size()));
+  for (std::string_view a : args) {
+    p->args.append(a);
+    p->argEnds.push_back(uint32_t(p->args.size()));
+  }
+  return {p, seq, uint32_t(p->calls.size() - 1)};
+}
+
+void RedisClient::dispatchBatch(Pending* p) {
+  bool live = std::any_of(p->calls.begin(), p->calls.end(),
+                          [](const BatchCall& c) { return c.cb != nullptr; });
+  if (!live) {  // every call was cancelled: nothing to send
+    release(p);
+    return;
+  }
+  if (isUp() && ensureScript(p->batch->script) && send(p)) return;
+  // The connection went away since the calls were queued.
+  finishBatch(p, RedisStatus::Disconnected, nullptr);
+  release(p);
+}
+
+void RedisClient::finishBatch(Pending* p, RedisStatus status, const redisReply* r) {
+  // With a reply: each call sent gets its slice (or Error when the reply is not an array of
+  // the declared size). Without: every call still waiting gets `status`.
+  const size_t per = p->batch->repliesPerCall;
+  if (r != nullptr) {
+    size_t sent = size_t(std::count_if(p->calls.begin(), p->calls.end(),
+                                       [](const BatchCall& c) { return c.sent; }));
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != sent * per) {
+      if (metrics_ != nullptr) metrics_->redisError(RedisErrorKind::Reply);
+      r = nullptr;
+      status = RedisStatus::Error;
+    }
+  }
+  size_t slot = 0;
+  for (size_t i = 0; i < p->calls.size(); ++i) {
+    BatchCall& c = p->calls[i];  // callbacks may cancel other calls; none are added
+    if (r != nullptr && !c.sent) continue;
+    std::span<const redisReply* const> slice;
+    if (r != nullptr) slice = {r->element + (slot++) * per, per};
+    BatchCallback cb = c.cb;
+    void* user = c.user;
+    c.cb = nullptr;
+    c.user = nullptr;
+    if (cb != nullptr) cb(user, status, slice);
+  }
+}
+
+void RedisClient::onBatchReply(Pending* p, redisReply* r) {
+  if (r->type == REDIS_REPLY_ERROR && !p->retried && state_ == State::Ready &&
+      std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
+    // The script cache was flushed: load it again and retry the batch once (pipelined). Not
+    // run at all, so no decision was made yet. send() fails when every call is cancelled.
+    p->retried = true;
+    const RedisScript* s = &p->batch->script;
+    loaded_.erase(std::remove(loaded_.begin(), loaded_.end(), s), loaded_.end());
+    if (ensureScript(*s) && send(p)) return;
+  }
+  finishBatch(p, RedisStatus::Ok, r);
+  release(p);
+  armTimer();
+}
+
 RedisClient::Handle RedisClient::command(std::initializer_list<std::string_view> args, Callback cb,
                                          void* user) {
   if (!isUp() || args.size() > 16 || args.size() == 0) return {};
@@ -435,7 +705,16 @@ RedisClient::Handle RedisClient::command(std::initializer_list<std::string_view>
 
 void RedisClient::cancel(Handle h) {
   auto* p = static_cast<Pending*>(h.p);
-  if (p != nullptr && p->seq == h.seq) {
+  if (p == nullptr) return;
+  if (h.index != Handle::kNoIndex) {
+    // A batch call: sequence numbers are never reused, so a stale handle matches nothing.
+    if (h.index < p->calls.size() && p->calls[h.index].seq == h.seq) {
+      p->calls[h.index].cb = nullptr;
+      p->calls[h.index].user = nullptr;
+    }
+    return;
+  }
+  if (p->seq == h.seq) {
     p->cb = nullptr;
     p->user = nullptr;
   }
@@ -460,9 +739,14 @@ void RedisClient::onReply(Pending* p, redisReply* r) {
       setUp(false);
       state_ = State::Backoff;
     }
+    RedisStatus st = failStatus_;
+    if (p->kind == Kind::Batch) {
+      if (state_ != State::Closing) finishBatch(p, st, nullptr);
+      release(p);
+      return;
+    }
     Callback cb = p->cb;
     void* user = p->user;
-    RedisStatus st = failStatus_;
     release(p);
     if (cb != nullptr && state_ != State::Closing) cb(user, st, nullptr);
     return;
@@ -499,6 +783,9 @@ void RedisClient::onReply(Pending* p, redisReply* r) {
       }
       release(p);
       armTimer();
+      return;
+    case Kind::Batch:
+      onBatchReply(p, r);
       return;
     case Kind::User:
       break;

@@ -1,8 +1,17 @@
-// One asynchronous Redis connection per worker (hiredis async API on the worker's uv_loop via
-// <hiredis/adapters/libuv.h>). Everything runs on that loop; nothing blocks:
+// One asynchronous Redis connection per worker (hiredis async API on the worker's uv_loop, with
+// our own event adapter instead of <hiredis/adapters/libuv.h>). Everything runs on that loop;
+// nothing blocks:
 //  - connect over TCP (host names resolved with uv_getaddrinfo, never a blocking lookup) or a
 //    unix socket, then AUTH / SELECT from the url and a PING; only then isUp() is true;
-//  - commands are written as they come and hiredis pipelines whatever one loop turn produced;
+//  - writes are deferred to the end of the loop turn: commands only append to hiredis' output
+//    buffer, and a uv_check handle (plus a uv_prepare one, for anything queued after the check
+//    ran) writes whatever the turn produced with one write(2). The uv_poll on the socket is
+//    touched only when the wanted events really change (libuv's uv_poll_start costs an
+//    epoll_ctl DEL + ADD each time), so a connected client normally just keeps polling for
+//    reads and polls for writability only when a write could not finish;
+//  - batchEval(): calls of one RedisBatchScript made during a loop turn are collected and sent
+//    at that flush as ONE EVALSHA (KEYS = the calls' keys, ARGV = their args, in order; at most
+//    kMaxBatch calls each); the reply, a flat array, is split back into one slice per call;
 //  - one timer enforces [redis] timeout on the oldest outstanding command (replies come in
 //    order, so the oldest always expires first). A timeout, a broken connection or a failed
 //    handshake drops the connection: every outstanding command fails at once, isUp() turns
@@ -19,6 +28,7 @@
 #include <cstdint>
 #include <deque>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +45,8 @@ enum class RedisStatus {
   Ok,            // `reply` is the answer (may be an error reply: check reply->type)
   Timeout,       // no answer within the timeout (the connection is dropped)
   Disconnected,  // the connection broke or was reconfigured before the answer
+  Error,         // batchEval only: Redis answered the batch with an error (or a reply of the
+                 // wrong shape); command() / evalsha() get Ok and the error reply instead
 };
 
 // A Lua script with its SHA1, computed locally so EVALSHA needs no round trip first.
@@ -44,16 +56,35 @@ struct RedisScript {
   std::string sha;
 };
 
+// A script that decides many independent calls in one EVALSHA (see RedisClient::batchEval):
+// KEYS = key1..keyN, ARGV = the `argsPerCall` args of call 1, then of call 2, ...; it must
+// return a flat array of `repliesPerCall` elements per call, in call order.
+struct RedisBatchScript {
+  RedisBatchScript(std::string body, unsigned argsPerCall, unsigned repliesPerCall);
+  RedisScript script;
+  unsigned argsPerCall;
+  unsigned repliesPerCall;
+};
+
 class RedisClient {
  public:
   // `reply` is valid only during the call (nullptr unless status == Ok).
   using Callback = void (*)(void* user, RedisStatus status, const redisReply* reply);
+  // `reply` = this call's `repliesPerCall` elements when status == Ok (valid only during the
+  // call), empty otherwise.
+  using BatchCallback = void (*)(void* user, RedisStatus status,
+                                 std::span<const redisReply* const> reply);
 
   struct Handle {
+    static constexpr uint32_t kNoIndex = UINT32_MAX;
     void* p = nullptr;
     uint64_t seq = 0;
+    uint32_t index = kNoIndex;  // batch calls: the slot in their batch
     explicit operator bool() const { return p != nullptr; }
   };
+
+  // Most calls in one batch EVALSHA; more in one loop turn make several.
+  static constexpr size_t kMaxBatch = 256;
 
   // `metrics` (optional) receives redisClients / redisConnected / redisErrors.
   RedisClient(uv_loop_t* loop, observe::WorkerMetrics* metrics);
@@ -73,6 +104,14 @@ class RedisClient {
   // (never from inside evalsha), unless cancel() comes first.
   Handle evalsha(const RedisScript& script, std::string_view key,
                  std::initializer_list<std::string_view> args, Callback cb, void* user);
+  // Queues one call of `script` (`key` + exactly script.argsPerCall args) for the batch sent
+  // at the end of this loop turn. Returns an empty handle (and never calls `cb`) when not up or
+  // the arg count is wrong; otherwise `cb` is called exactly once, later (never from inside
+  // batchEval), unless cancel() comes first: with Ok and this call's slice of the reply, or
+  // with Timeout / Disconnected / Error, like every other call of the batch. A call cancelled
+  // before the batch is sent is left out of it (a batch with no call left is not sent).
+  Handle batchEval(const RedisBatchScript& script, std::string_view key,
+                   std::initializer_list<std::string_view> args, BatchCallback cb, void* user);
   // Generic command (for tests and tools), same contract.
   Handle command(std::initializer_list<std::string_view> argv, Callback cb, void* user);
 
@@ -85,10 +124,18 @@ class RedisClient {
   void closeAndDelete();
 
   uint64_t reconnects() const { return reconnects_; }
+  // Batch EVALSHAs sent so far (retries included), for tests.
+  uint64_t batchesSent() const { return batchesSent_; }
 
  private:
   enum class State { Idle, Resolving, Connecting, Handshaking, Ready, Backoff, Closing };
-  enum class Kind { User, Internal, ScriptLoad };
+  enum class Kind { User, Internal, ScriptLoad, Batch };
+  struct BatchCall {
+    uint64_t seq = 0;
+    BatchCallback cb = nullptr;  // nullptr once cancelled or answered
+    void* user = nullptr;
+    bool sent = false;  // part of the EVALSHA on the wire (has a slice of the reply)
+  };
   struct Pending {
     RedisClient* client = nullptr;
     uint64_t seq = 0;
@@ -99,8 +146,16 @@ class RedisClient {
     const RedisScript* script = nullptr;  // EVALSHA: for the NOSCRIPT retry
     bool retried = false;
     std::vector<std::string> argv;  // kept for a retry (capacity reused)
+    // Kind::Batch: the calls, their keys and args (call i: key i, args i*A .. i*A+A-1, each
+    // ending at the offset in *Ends; capacity reused).
+    const RedisBatchScript* batch = nullptr;
+    std::vector<BatchCall> calls;
+    std::string keys, args;
+    std::vector<uint32_t> keyEnds, argEnds;
+    char numkeys[12] = {0};
   };
   struct Resolve;
+  struct Events;  // the hiredis event adapter of one connection (uv_poll on its socket)
 
   ~RedisClient();
   void connect();
@@ -119,6 +174,12 @@ class RedisClient {
   Pending* acquire();
   void release(Pending* p);
   bool send(Pending* p);
+  bool attach(redisAsyncContext* c);
+  void armFlush();
+  void onFlush();
+  void dispatchBatch(Pending* p);
+  void onBatchReply(Pending* p, redisReply* r);
+  void finishBatch(Pending* p, RedisStatus status, const redisReply* r);
   bool sendInternal(std::initializer_list<std::string_view> argv);
   bool ensureScript(const RedisScript& s);
   void onReply(Pending* p, redisReply* r);
@@ -136,14 +197,22 @@ class RedisClient {
   Resolve* resolve_ = nullptr;
   uv_timer_t timer_;       // command / connect deadlines
   uv_timer_t retryTimer_;  // reconnect backoff
-  int openHandles_ = 2;
+  uv_check_t check_;       // end-of-turn flush: batches, then the write
+  uv_prepare_t prepare_;   // the same before the loop blocks (work queued after the check)
+  bool flushArmed_ = false;
+  Events* ev_ = nullptr;  // adapter of ctx_
+  int openHandles_ = 4;   // + 1 per Events whose uv_poll is not closed yet
   uint64_t connectDeadline_ = 0;
   uint64_t backoffMs_ = 0;
   uint64_t reconnects_ = 0;
   uint64_t seq_ = 0;
   RedisStatus failStatus_ = RedisStatus::Disconnected;
   std::deque<Pending*> queue_;  // outstanding, in send order
-  std::vector<Pending*> free_;
+  std::vector<Pending*> free_;        // never shrunk: stale handles stay safe to cancel
+  std::vector<Pending*> collecting_;  // batches of this turn, not sent yet
+  std::vector<const char*> argvPtrs_;  // argv of the command being sent (reused)
+  std::vector<size_t> argvLens_;
+  uint64_t batchesSent_ = 0;
   std::vector<const RedisScript*> loaded_;  // scripts loaded on this connection
   int handshakeLeft_ = 0;
   bool handshakeFailed_ = false;
