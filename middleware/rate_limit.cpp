@@ -2,35 +2,75 @@
 
 #include <hiredis/hiredis.h>
 
-#include <cstdio>
+#include <charconv>
+#include <span>
 
 #include "middleware/identity.h"
 #include "proxy/observe/metrics.h"
 
 namespace sluice::middleware {
 
-const RedisScript& rateLimitScript() {
-  // Same math as gcraDecide(). Times are integers in microseconds; tat is stored with %.0f so
-  // Lua's number formatting never rounds it.
-  static const RedisScript kScript(R"lua(
+const RedisBatchScript& rateLimitBatchScript() {
+  // Per call, in order, the same math as gcraDecide(), all at one `now`: exactly what the same
+  // calls one after the other would decide. A key met again in the batch (a busy client) is
+  // read once and its TAT kept in `tats`; each key whose bucket changed is written once at the
+  // end with its last TAT and TTL, the state the calls one by one would have left. Times are
+  // integers in microseconds; tat is stored with %.0f so Lua's number formatting never rounds.
+  static const RedisBatchScript kScript(R"lua(
 if redis.replicate_commands then pcall(redis.replicate_commands) end
-local key = KEYS[1]
-local emission = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', key))
-if tat == nil or tat < now then tat = now end
-local new_tat = tat + emission
-local allow_at = new_tat - capacity * emission
-if now < allow_at then
-  return {0, 0, tat - now, allow_at - now}
+local tats, changed, order = {}, {}, {}
+local out = {}
+local n = 0
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local emission = tonumber(ARGV[2 * i - 1])
+  local capacity = tonumber(ARGV[2 * i])
+  local tat = tats[key]
+  if tat == nil then tat = tonumber(redis.call('GET', key)) or 0 end
+  if tat < now then tat = now end
+  local new_tat = tat + emission
+  local allow_at = new_tat - capacity * emission
+  if now < allow_at then
+    tats[key] = tat
+    out[n + 1] = 0
+    out[n + 2] = 0
+    out[n + 3] = tat - now
+    out[n + 4] = allow_at - now
+  else
+    tats[key] = new_tat
+    if not changed[key] then
+      changed[key] = true
+      order[#order + 1] = key
+    end
+    out[n + 1] = 1
+    out[n + 2] = math.floor((now - allow_at) / emission)
+    out[n + 3] = new_tat - now
+    out[n + 4] = 0
+  end
+  n = n + 4
 end
-redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
-return {1, math.floor((now - allow_at) / emission), new_tat - now, 0}
-)lua");
+for j = 1, #order do
+  local key = order[j]
+  local tat = tats[key]
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1)
+end
+return out
+)lua",
+                                        2, 4);
   return kScript;
 }
+
+namespace {
+
+void appendInt(std::string& out, int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, size_t(r.ptr - buf));
+}
+
+}  // namespace
 
 RateLimitFactory::RateLimitFactory(const config::MiddlewareConfig& mc,
                                    const config::RedisSettings& redis,
@@ -49,6 +89,8 @@ RateLimitFactory::RateLimitFactory(const config::MiddlewareConfig& mc,
   policy_ = std::to_string(mc.rateLimit.rate) +
             ";w=" + std::to_string(mc.rateLimit.period.count() / 1000);
   if (mc.rateLimit.burst > 0) policy_ += ";burst=" + std::to_string(mc.rateLimit.burst);
+  limitLine_ = "RateLimit-Limit: " + std::to_string(params_.capacity) + "\r\n";
+  policyLine_ = "RateLimit-Policy: " + policy_ + "\r\n";
 }
 
 class RateLimitFilter final : public Filter {
@@ -62,8 +104,8 @@ class RateLimitFilter final : public Filter {
     if (!f_.useRedis_) return decideLocal(ctx, false);
     RedisClient* redis = cb_.services().redis;
     if (redis != nullptr && redis->isUp()) {
-      handle_ = redis->evalsha(rateLimitScript(), key_, {f_.emissionArg_, f_.capacityArg_},
-                               &RateLimitFilter::onRedis, this);
+      handle_ = redis->batchEval(rateLimitBatchScript(), key_, {f_.emissionArg_, f_.capacityArg_},
+                                 &RateLimitFilter::onRedis, this);
       if (handle_) {
         redis_ = redis;
         return Status::Stop;
@@ -80,18 +122,18 @@ class RateLimitFilter final : public Filter {
   }
 
  private:
-  static bool parseReply(const redisReply* r, GcraDecision& d) {
-    if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 4) return false;
-    for (size_t i = 0; i < 4; ++i)
-      if (r->element[i]->type != REDIS_REPLY_INTEGER) return false;
-    d.allowed = r->element[0]->integer == 1;
-    d.remaining = r->element[1]->integer;
-    d.resetUs = r->element[2]->integer;
-    d.retryAfterUs = r->element[3]->integer;
+  static bool parseReply(std::span<const redisReply* const> r, GcraDecision& d) {
+    if (r.size() != 4) return false;
+    for (const redisReply* e : r)
+      if (e->type != REDIS_REPLY_INTEGER) return false;
+    d.allowed = r[0]->integer == 1;
+    d.remaining = r[1]->integer;
+    d.resetUs = r[2]->integer;
+    d.retryAfterUs = r[3]->integer;
     return true;
   }
 
-  static void onRedis(void* user, RedisStatus status, const redisReply* reply) {
+  static void onRedis(void* user, RedisStatus status, std::span<const redisReply* const> reply) {
     auto* self = static_cast<RateLimitFilter*>(user);
     self->handle_ = {};
     self->redis_ = nullptr;
@@ -117,23 +159,21 @@ class RateLimitFilter final : public Filter {
     if (f_.failOpen_) return decideLocal(ctx, async);
     count(observe::RateLimitResult::StoreError);
     ctx.ratelimit = "store_error";
-    char buf[160];
-    int n = std::snprintf(buf, sizeof buf, "RateLimit-Limit: %lld\r\nRateLimit-Policy: %s\r\n",
-                          static_cast<long long>(f_.params_.capacity), f_.policy_.c_str());
-    ctx.responseHeaders.append(buf, size_t(n));
+    ctx.responseHeaders.append(f_.limitLine_);
+    ctx.responseHeaders.append(f_.policyLine_);
     cb_.sendLocalReply(503, kRateLimitUnavailableCode);
     return Status::Stop;  // `this` may be destroyed: touch nothing
   }
 
   Status apply(RequestContext& ctx, const GcraDecision& d, bool async) {
-    char buf[256];
-    int n = std::snprintf(
-        buf, sizeof buf,
-        "RateLimit-Limit: %lld\r\nRateLimit-Remaining: %lld\r\nRateLimit-Reset: %lld\r\n"
-        "RateLimit-Policy: %s\r\n",
-        static_cast<long long>(f_.params_.capacity), static_cast<long long>(d.remaining),
-        static_cast<long long>(ceilSeconds(d.resetUs)), f_.policy_.c_str());
-    if (n > 0) ctx.responseHeaders.append(buf, std::min(size_t(n), sizeof buf - 1));
+    std::string& h = ctx.responseHeaders;
+    h.append(f_.limitLine_);
+    h.append("RateLimit-Remaining: ");
+    appendInt(h, d.remaining);
+    h.append("\r\nRateLimit-Reset: ");
+    appendInt(h, ceilSeconds(d.resetUs));
+    h.append("\r\n");
+    h.append(f_.policyLine_);
     if (d.allowed) {
       count(observe::RateLimitResult::Allowed);
       ctx.ratelimit = "allowed";
@@ -142,10 +182,11 @@ class RateLimitFilter final : public Filter {
     }
     count(observe::RateLimitResult::Limited);
     ctx.ratelimit = "limited";
-    char retry[48];
-    int m = std::snprintf(retry, sizeof retry, "Retry-After: %lld\r\n",
-                          static_cast<long long>(ceilSeconds(d.retryAfterUs, 1)));
-    cb_.sendLocalReply(429, "rate_limited", std::string_view(retry, size_t(m)));
+    char retry[48] = "Retry-After: ";
+    char* end = std::to_chars(retry + 13, retry + sizeof retry - 2, ceilSeconds(d.retryAfterUs, 1)).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    cb_.sendLocalReply(429, "rate_limited", std::string_view(retry, size_t(end - retry)));
     return Status::Stop;  // `this` may be destroyed: touch nothing
   }
 

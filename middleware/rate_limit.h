@@ -1,9 +1,12 @@
 // [middleware.NAME] type = "rate_limit": a GCRA token bucket per key (middleware/gcra.h),
 // N + burst deep, refilled at N per period.
-//   store = "redis": one Lua script (kRateLimitScript) decides atomically inside Redis with
+//   store = "redis": a Lua script (rateLimitBatchScript) decides atomically inside Redis with
 //     Redis's own clock (TIME), so every worker and every Sluice process sharing the Redis
-//     shares the bucket exactly. Keys: "sluice:rl:<middleware>:<source>:<value>" (source =
-//     ip | header | cookie | jwt), expiring when the bucket is full again.
+//     shares the bucket exactly. The decisions a worker needs during one loop turn, of any
+//     rate_limit middleware, go out as ONE EVALSHA (RedisClient::batchEval): one TIME, then the
+//     calls in order, which decides exactly as the same calls one after the other would.
+//     Keys: "sluice:rl:<middleware>:<source>:<value>" (source = ip | header | cookie | jwt),
+//     expiring when the bucket is full again.
 //     Redis unavailable (not connected, timeout, error): failure_mode = "open" decides with
 //     the process-local store instead (never unlimited); "closed" answers 503
 //     `ratelimit_unavailable`.
@@ -28,9 +31,10 @@ namespace sluice::middleware {
 // Error code of the 503 answered when the limit store is down and failure_mode = "closed".
 inline constexpr std::string_view kRateLimitUnavailableCode = "ratelimit_unavailable";
 
-// The GCRA script: KEYS[1] = bucket key, ARGV[1] = emission interval (µs), ARGV[2] = capacity.
-// Returns {allowed (0|1), remaining, reset µs, retry-after µs}.
-const RedisScript& rateLimitScript();
+// The GCRA batch script: KEYS[i] = bucket key of call i, ARGV[2i-1] = its emission interval
+// (µs), ARGV[2i] = its capacity. One TIME for all; returns, per call in order,
+// {allowed (0|1), remaining, reset µs, retry-after µs} (4 * #KEYS integers).
+const RedisBatchScript& rateLimitBatchScript();
 
 class RateLimitFactory final : public FilterFactory {
  public:
@@ -58,6 +62,8 @@ class RateLimitFactory final : public FilterFactory {
   std::string emissionArg_;  // ARGV[1]
   std::string capacityArg_;  // ARGV[2]
   std::string policy_;       // "100;w=60;burst=20"
+  std::string limitLine_;    // "RateLimit-Limit: 120\r\n"
+  std::string policyLine_;   // "RateLimit-Policy: 100;w=60;burst=20\r\n"
 };
 
 }  // namespace sluice::middleware

@@ -1,10 +1,14 @@
 """Rate limiting ([middleware.NAME] type = "rate_limit") against product.md: GCRA buckets of
 N + burst refilled at N per period, RateLimit-* headers on every answer of a limited route,
 429 rate_limited with Retry-After, Redis-backed limits shared by processes and exact under
-concurrency, and the failure modes when Redis goes away."""
+concurrency (the decisions of one loop turn go to Redis as one batch EVALSHA), and the failure
+modes when Redis goes away."""
 
 import concurrent.futures
+import re
+import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -123,16 +127,24 @@ def test_two_processes_share_one_limit(backend, make_sluice, redis):
     assert len(backend.requests) == 10
 
 
-def _parallel(port, n, headers=()):
-    """n requests at once, each on its own connection, released together."""
+def _parallel(port, n, headers=(), paths=None, stopped=None):
+    """n requests at once (to `paths[i]`, default "/"), each on its own connection, released
+    together: statuses in order. `stopped` (a Sluice): the heads are sent while that process
+    is SIGSTOPped, so it reads them all in one loop turn."""
     socks = []
     for _ in range(n):
         c = RawClient(port, timeout=15)
         socks.append(c)
     from sluicetest import build_request
-    data = build_request("GET", "/", list(headers))
-    for c in socks:  # all heads go out before any answer is read
-        c.send(data)
+    paths = paths or ["/"] * n
+    if stopped:
+        stopped.signal(signal.SIGSTOP)
+    try:
+        for c, path in zip(socks, paths):  # all heads go out before any answer is read
+            c.send(build_request("GET", path, list(headers)))
+    finally:
+        if stopped:
+            stopped.signal(signal.SIGCONT)
 
     def read(c):
         try:
@@ -142,6 +154,49 @@ def _parallel(port, n, headers=()):
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as ex:
         return list(ex.map(read, socks))
+
+
+class Monitor:
+    """Redis MONITOR on its own connection: the EVALSHAs Sluice sent, as argument lists."""
+
+    def __init__(self, redis):
+        self.sock = socket.create_connection(("127.0.0.1", redis.port), timeout=10)
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.file = self.sock.makefile("rb")
+        assert self.file.readline() == b"+OK\r\n"
+        self.lines = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            for line in self.file:
+                self.lines.append(line.decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            pass
+
+    def evalshas(self):
+        out = []
+        for line in list(self.lines):
+            # +1700000000.123456 [0 127.0.0.1:40000] "EVALSHA" "sha" "2" "key" ... (the
+            # commands the script runs are "[0 lua]" lines)
+            if "lua]" in line.split('"', 1)[0]:
+                continue
+            args = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
+            if args and args[0].upper() == "EVALSHA":
+                out.append(args)
+        return out
+
+    def keys_sent(self):
+        return sum(int(a[2]) for a in self.evalshas())
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
 
 
 @pytest.mark.parametrize("workers", [1, 4])
@@ -267,3 +322,136 @@ def test_store_redis_without_redis_section_is_a_config_error(tmp_path):
     assert p.returncode == 1
     assert f"{cfg}:9:9: middleware.rl.store" in p.stderr + p.stdout
     assert f"{cfg}:14:21: route[0].middleware[1]: no middleware named 'nope'" in p.stderr + p.stdout
+
+
+def test_one_loop_turn_is_one_batch_and_each_limit_stays_exact(backend, make_sluice, redis):
+    # Two routes with different limits, hit at once: their decisions share batch EVALSHAs and
+    # each bucket still lets exactly its size through.
+    extra = (redis_toml(redis, timeout="2s") + mw_toml("ra", rate="30/h", key="ip", store="redis")
+             + mw_toml("rb", rate="20/h", burst=5, key="ip", store="redis"))
+    s = make_sluice()
+    s.start(s.config(routes=[{"name": "a", "path": "/a", "pool": "p", "middleware": ["ra"]},
+                             {"name": "b", "path": "/b", "pool": "p", "middleware": ["rb"]}],
+                     pools={"p": {"backends": [backend.address]}}, server={"workers": 1},
+                     extra=extra))
+    wait_redis_up(s)
+    mon = Monitor(redis)
+    try:
+        paths = ["/a" if i % 2 else "/b" for i in range(200)]
+        codes = _parallel(s.port(), 200, paths=paths, stopped=s)
+        a = [c for c, p in zip(codes, paths) if p == "/a"]
+        b = [c for c, p in zip(codes, paths) if p == "/b"]
+        assert a.count(200) == 30 and a.count(429) == 70, sorted(set(a))
+        assert b.count(200) == 25 and b.count(429) == 75, sorted(set(b))
+        wait_until(lambda: mon.keys_sent() == 200, timeout=5,
+                   message="every decision in some EVALSHA")
+        batches = mon.evalshas()
+        # Read in one or two loop turns: a handful of EVALSHAs, not 200.
+        assert len(batches) <= 4, [int(x[2]) for x in batches]
+        assert any(any(k.startswith("sluice:rl:ra:") for k in x[3:3 + int(x[2])]) and
+                   any(k.startswith("sluice:rl:rb:") for k in x[3:3 + int(x[2])])
+                   for x in batches), "no batch with both middlewares"
+    finally:
+        mon.close()
+    assert len(backend.requests) == 55
+    # Each bucket holds its state: the next request of each route is refused.
+    assert get(s, "/a").status == 429
+    assert get(s, "/b").status == 429
+
+
+@pytest.mark.parametrize("failure_mode", ["open", "closed"])
+def test_redis_killed_while_a_batch_waits_fails_every_request(backend, make_sluice, redis,
+                                                              failure_mode):
+    # Long timeout: it is the lost connection, not the timer, that answers the waiting batch.
+    extra = redis_toml(redis, timeout="10s", failure_mode=failure_mode) + mw_toml(
+        "rl", rate="10/h", key="ip", store="redis")
+    s = start(make_sluice, backend, extra, ["rl"])
+    wait_redis_up(s)
+    redis.pause()  # the batch is written but not answered
+    clients = [RawClient(s.port(), timeout=10) for _ in range(40)]
+    for c in clients:
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    redis.kill()
+    codes = []
+    for c in clients:
+        r = c.read_response()
+        codes.append(r.status)
+        if failure_mode == "closed":
+            assert_proxy_error(r, 503, "ratelimit_unavailable")
+        c.close()
+    assert time.monotonic() - t0 < 3
+    if failure_mode == "closed":
+        assert codes == [503] * 40
+        assert len(backend.requests) == 0
+    else:  # the local store decides, with the same limit: exactly 10 pass
+        assert codes.count(200) == 10 and codes.count(429) == 30, codes
+        assert len(backend.requests) == 10
+    m = s.metrics()
+    assert m.value("sluice_redis_up") == 0
+    assert m.value("sluice_redis_errors_total") >= 1
+
+
+def test_script_flush_between_requests_reloads_the_batch_script(backend, make_sluice, redis):
+    extra = redis_toml(redis, timeout="2s") + mw_toml("rl", rate="30/h", key="ip", store="redis")
+    s = start(make_sluice, backend, extra, ["rl"])
+    wait_redis_up(s)
+
+    def noscripts():
+        info = redis.command("INFO", "errorstats")
+        m = re.search(r"errorstat_NOSCRIPT:count=(\d+)", info)
+        return int(m.group(1)) if m else 0
+
+    r = get(s)
+    assert r.status == 200 and r.header("ratelimit-remaining") == "29"
+    assert redis.command("SCRIPT", "FLUSH") == "OK"
+    r = get(s)  # NOSCRIPT, SCRIPT LOAD, the same batch again
+    assert r.status == 200 and r.header("ratelimit-remaining") == "28", r
+    assert noscripts() == 1
+    assert get(s).header("ratelimit-remaining") == "27"  # loaded now: no NOSCRIPT
+    assert noscripts() == 1
+    # A whole batch meets NOSCRIPT: retried once, still exact.
+    assert redis.command("SCRIPT", "FLUSH") == "OK"
+    codes = _parallel(s.port(), 60, stopped=s)
+    assert codes.count(200) == 27 and codes.count(429) == 33, codes
+    assert noscripts() >= 2
+    assert len(backend.requests) == 30
+
+
+def test_requests_gone_before_their_batch_is_sent_are_left_out(backend, make_sluice, redis):
+    # Sluice is stopped while 30 heads arrive, 20 of them followed by a reset: it reads each
+    # head and the reset in the same loop turn, so those calls are cancelled before the batch
+    # goes. They take no token: the 10 that stay all fit in a bucket of 10.
+    extra = redis_toml(redis, timeout="2s") + mw_toml("rl", rate="10/h", key="ip", store="redis")
+    s = start(make_sluice, backend, extra, ["rl"])
+    wait_redis_up(s)
+    mon = Monitor(redis)
+    try:
+        clients = [RawClient(s.port(), timeout=10) for _ in range(30)]
+        time.sleep(0.2)  # all accepted
+        s.signal(signal.SIGSTOP)
+        try:
+            for i, c in enumerate(clients):
+                gone = i % 3 != 0
+                c.send(f"GET /{'gone' if gone else 'stay'} HTTP/1.1\r\nHost: t\r\n\r\n")
+                if gone:
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    c.close()  # RST
+        finally:
+            s.signal(signal.SIGCONT)
+        stay = [c for i, c in enumerate(clients) if i % 3 == 0]
+        codes = []
+        for c in stay:
+            codes.append(c.read_response().status)
+            c.close()
+        assert codes == [200] * 10, codes
+        wait_until(lambda: mon.keys_sent() >= 10, timeout=5)
+        time.sleep(0.1)
+        assert mon.keys_sent() == 10
+    finally:
+        mon.close()
+    s.check_alive()
+    assert get(s).status == 429
+    assert all(req.path != "/gone" for req in backend.requests)

@@ -1,5 +1,6 @@
 // RedisClient + the rate_limit filter against a real redis-server (skipped when the binary is
-// missing), driven on a private uv loop with fake FilterCallbacks.
+// missing), driven on a private uv loop with fake FilterCallbacks. Requests started without
+// running the loop in between belong to one loop turn, so they go to Redis as one batch.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
@@ -10,11 +11,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "middleware/gcra.h"
 #include "middleware/local_store.h"
 #include "middleware/rate_limit.h"
 #include "middleware/redis_client.h"
@@ -66,6 +69,9 @@ struct RedisProc {
     }
     return false;
   }
+  void signal(int sig) const {
+    if (pid > 0) kill(pid, sig);
+  }
   void stop() {
     if (pid > 0) {
       kill(pid, SIGKILL);
@@ -77,6 +83,7 @@ struct RedisProc {
 };
 
 struct FakeConn : FilterCallbacks {
+  std::string ip;  // ctx.clientIp points here
   RequestContext ctx;
   WorkerServices* svc = nullptr;
   std::unique_ptr<Filter> filter;
@@ -104,14 +111,129 @@ bool runUntil(uv_loop_t* loop, Pred pred, int ms = 5000) {
   return true;
 }
 
-config::MiddlewareConfig rlConfig(const std::string& name, uint64_t rate) {
+config::MiddlewareConfig rlConfig(const std::string& name, uint64_t rate, uint64_t burst = 0) {
   config::MiddlewareConfig mc;
   mc.name = name;
   mc.type = config::MiddlewareType::RateLimit;
   mc.rateLimit.rate = rate;
+  mc.rateLimit.burst = burst;
   mc.rateLimit.period = config::Duration(3600000);
   mc.rateLimit.store = config::RateLimitStore::Redis;
   return mc;
+}
+
+// A redis-server, a loop and a connected RedisClient; torn down in order.
+struct RedisEnv {
+  RedisProc redis;
+  uv_loop_t loop{};
+  observe::WorkerMetrics metrics;
+  RedisClient* client = nullptr;
+  config::RedisSettings rs;
+  WorkerServices svc;
+  LocalStoreRegistry stores;
+
+  // False (the test is then skipped) without a redis-server.
+  bool start(int timeoutMs) {
+    int port = freePort();
+    if (!redis.start(port)) {
+      MESSAGE("redis-server not available: skipped");
+      return false;
+    }
+    uv_loop_init(&loop);
+    client = new RedisClient(&loop, &metrics);
+    rs.enabled = true;
+    rs.url = "redis://127.0.0.1:" + std::to_string(port) + "/0";
+    rs.host = "127.0.0.1";
+    rs.port = uint16_t(port);
+    rs.timeout = config::Duration(timeoutMs);
+    client->configure(rs);
+    svc = WorkerServices{&loop, client, &metrics};
+    return runUntil(&loop, [&] { return client->isUp(); });
+  }
+  ~RedisEnv() {
+    if (client == nullptr) return;
+    client->closeAndDelete();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+
+  // A request through `f` from `ip`, started now (its onRequestHeaders ran).
+  std::unique_ptr<FakeConn> request(const RateLimitFactory& f, std::string ip) {
+    auto c = std::make_unique<FakeConn>();
+    c->svc = &svc;
+    c->ip = std::move(ip);
+    c->ctx.clientIp = c->ip;
+    c->filter = f.create(*c);
+    CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
+    return c;
+  }
+  // Runs the loop for about `ms` without waiting on anything.
+  void spin(int ms) {
+    for (int i = 0; i < ms; ++i) {
+      uv_run(&loop, UV_RUN_NOWAIT);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  static void cancel(std::unique_ptr<FakeConn>& c) {
+    c->filter->onDestroy();
+    c.reset();  // freed: a callback now would be a use-after-free (ASan)
+  }
+  bool finish(const std::vector<std::unique_ptr<FakeConn>>& conns, int ms = 5000) {
+    return runUntil(
+        &loop,
+        [&] {
+          for (auto& c : conns)
+            if (c && c->resumed + c->replied == 0) return false;
+          return true;
+        },
+        ms);
+  }
+
+  // One command through the client, waited for: the integer (or -1) and the string.
+  struct Answer {
+    RedisStatus status = RedisStatus::Disconnected;
+    long long integer = -1;
+    std::string str;
+  };
+  Answer command(std::initializer_list<std::string_view> argv) {
+    struct Wait {
+      bool done = false;
+      Answer a;
+    } w;
+    auto h = client->command(
+        argv,
+        [](void* u, RedisStatus st, const redisReply* r) {
+          auto* w = static_cast<Wait*>(u);
+          w->done = true;
+          w->a.status = st;
+          if (r != nullptr && r->type == REDIS_REPLY_INTEGER) w->a.integer = r->integer;
+          if (r != nullptr && r->str != nullptr) w->a.str.assign(r->str, r->len);
+        },
+        &w);
+    if (!h) return {};
+    REQUIRE(runUntil(&loop, [&] { return w.done; }));
+    return w.a;
+  }
+};
+
+// What `c` was told, as a GcraDecision (headers parsed back; times in whole seconds).
+struct Seen {
+  bool allowed = false;
+  std::string remaining, reset, retryAfter;
+};
+Seen seen(const FakeConn& c) {
+  auto header = [](const std::string& all, const std::string& name) {
+    size_t at = all.find(name + ": ");
+    if (at == std::string::npos) return std::string("?");
+    at += name.size() + 2;
+    return all.substr(at, all.find("\r\n", at) - at);
+  };
+  Seen s;
+  s.allowed = c.resumed == 1 && c.replied == 0;
+  s.remaining = header(c.ctx.responseHeaders, "RateLimit-Remaining");
+  s.reset = header(c.ctx.responseHeaders, "RateLimit-Reset");
+  if (c.replied == 1) s.retryAfter = header(c.extra, "Retry-After");
+  return s;
 }
 
 }  // namespace
@@ -260,4 +382,184 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
   client->closeAndDelete();
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("redis batch: one EVALSHA per loop turn, several middlewares, exactly the one-by-one decisions") {
+  RedisEnv env;
+  if (!env.start(2000)) return;
+  // Three limits with different rates and bursts; four clients; interleaved in one loop turn,
+  // some keys many times (the script reads such a key once and writes it once).
+  std::string tag = std::to_string(env.rs.port);
+  std::vector<std::unique_ptr<RateLimitFactory>> fs;
+  fs.push_back(std::make_unique<RateLimitFactory>(rlConfig("a" + tag, 5), env.rs,
+                                                  env.stores.get("a" + tag)));
+  fs.push_back(std::make_unique<RateLimitFactory>(rlConfig("b" + tag, 3, 2), env.rs,
+                                                  env.stores.get("b" + tag)));
+  fs.push_back(std::make_unique<RateLimitFactory>(rlConfig("c" + tag, 2), env.rs,
+                                                  env.stores.get("c" + tag)));
+  uint64_t batches = env.client->batchesSent();
+  std::vector<std::unique_ptr<FakeConn>> conns;
+  std::vector<std::pair<size_t, std::string>> who;
+  for (int i = 0; i < 96; ++i) {  // 8 per client and limit: every bucket overflows
+    size_t f = size_t(i % 3);
+    std::string ip = "10.1.0." + std::to_string((i * 7) % 4);
+    conns.push_back(env.request(*fs[f], ip));
+    who.emplace_back(f, ip);
+  }
+  REQUIRE(env.finish(conns));
+  CHECK(env.client->batchesSent() == batches + 1);
+
+  // gcraDecide one by one at one instant (0; a fresh bucket's TAT is "now") gives the same
+  // remaining / reset / retry-after: all are relative to now.
+  std::map<std::pair<size_t, std::string>, int64_t> tats;
+  int allowed = 0;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    const auto& [f, ip] = who[i];
+    GcraDecision d = gcraDecide(tats[{f, ip}], 0, fs[f]->params());
+    Seen s = seen(*conns[i]);
+    INFO("request " << i << " mw " << f << " ip " << ip);
+    CHECK(s.allowed == d.allowed);
+    CHECK(s.remaining == std::to_string(d.remaining));
+    CHECK(s.reset == std::to_string(ceilSeconds(d.resetUs)));
+    if (!d.allowed) {
+      CHECK(conns[i]->status == 429);
+      CHECK(s.retryAfter == std::to_string(ceilSeconds(d.retryAfterUs, 1)));
+    }
+    allowed += d.allowed ? 1 : 0;
+  }
+  CHECK(allowed == 4 * (5 + 5 + 2));
+  // Each bucket was written once, with the TAT and TTL of its last allowed request.
+  for (const auto& [k, tat] : tats) {
+    std::string key = "sluice:rl:" + std::string(fs[k.first]->name()) + ":ip:" + k.second;
+    long long pttl = env.command({"PTTL", key}).integer;
+    CHECK(pttl <= tat / 1000 + 1);
+    CHECK(pttl > tat / 1000 - 2000);
+  }
+
+  // The next turn is a new batch, and sees what the first one left.
+  auto c = env.request(*fs[2], "10.1.0.1");
+  REQUIRE(runUntil(&env.loop, [&] { return c->resumed + c->replied > 0; }));
+  CHECK(c->status == 429);
+  CHECK(env.client->batchesSent() == batches + 2);
+}
+
+TEST_CASE("redis batch: more than kMaxBatch calls in one turn make several EVALSHAs, in order") {
+  RedisEnv env;
+  if (!env.start(2000)) return;
+  std::string name = "big" + std::to_string(env.rs.port);
+  RateLimitFactory f(rlConfig(name, 280), env.rs, env.stores.get(name));
+  uint64_t batches = env.client->batchesSent();
+  std::vector<std::unique_ptr<FakeConn>> conns;
+  for (int i = 0; i < 300; ++i) conns.push_back(env.request(f, "10.2.0.1"));
+  REQUIRE(env.finish(conns));
+  CHECK(env.client->batchesSent() == batches + 2);  // 256 + 44
+  for (size_t i = 0; i < conns.size(); ++i) {
+    INFO("request " << i);
+    Seen s = seen(*conns[i]);
+    CHECK(s.allowed == (i < 280));
+    CHECK(s.remaining == std::to_string(i < 280 ? 279 - i : 0));
+  }
+}
+
+TEST_CASE("redis batch: cancelled before the send = left out, after = never called back") {
+  RedisEnv env;
+  if (!env.start(2000)) return;
+  std::string name = "cx" + std::to_string(env.rs.port);
+  RateLimitFactory f(rlConfig(name, 5), env.rs, env.stores.get(name));
+  auto key = [&](const char* ip) { return "sluice:rl:" + name + ":ip:" + ip; };
+  uint64_t batches = env.client->batchesSent();
+
+  // Same key three times, the middle one cancelled before the batch goes: the third sees one
+  // token taken, not two; a cancelled call alone on its key leaves no key at all.
+  std::vector<std::unique_ptr<FakeConn>> conns;
+  conns.push_back(env.request(f, "10.3.0.1"));
+  conns.push_back(env.request(f, "10.3.0.1"));
+  conns.push_back(env.request(f, "10.3.0.1"));
+  conns.push_back(env.request(f, "10.3.0.2"));
+  RedisEnv::cancel(conns[1]);
+  RedisEnv::cancel(conns[3]);
+  REQUIRE(env.finish(conns));
+  CHECK(env.client->batchesSent() == batches + 1);
+  CHECK(seen(*conns[0]).remaining == "4");
+  CHECK(seen(*conns[2]).remaining == "3");
+  CHECK(env.command({"EXISTS", key("10.3.0.2")}).integer == 0);
+
+  // Every call of a turn cancelled: no EVALSHA at all.
+  {
+    auto a = env.request(f, "10.3.0.3");
+    auto b = env.request(f, "10.3.0.3");
+    RedisEnv::cancel(a);
+    RedisEnv::cancel(b);
+    CHECK(env.command({"EXISTS", key("10.3.0.3")}).integer == 0);  // a round trip later
+    CHECK(env.client->batchesSent() == batches + 1);
+  }
+
+  // Cancelled after the send (Redis stopped, so the batch is surely on the wire and not
+  // answered): the reply's slice of the cancelled call is skipped, the others get theirs.
+  env.redis.signal(SIGSTOP);
+  std::vector<std::unique_ptr<FakeConn>> late;
+  late.push_back(env.request(f, "10.3.0.4"));
+  late.push_back(env.request(f, "10.3.0.4"));
+  late.push_back(env.request(f, "10.3.0.4"));
+  env.spin(20);  // the batch goes out (and stays unanswered)
+  CHECK(env.client->batchesSent() == batches + 2);
+  RedisEnv::cancel(late[0]);
+  RedisEnv::cancel(late[1]);
+  env.redis.signal(SIGCONT);
+  REQUIRE(env.finish(late));
+  CHECK(seen(*late[2]).remaining == "2");  // the two cancelled ones were decided by Redis
+  CHECK(env.command({"PING"}).str == "PONG");
+}
+
+TEST_CASE("redis batch: a timeout or a lost connection fails every call of the batch") {
+  RedisEnv env;
+  if (!env.start(200)) return;
+  std::string name = "fx" + std::to_string(env.rs.port);
+  config::RedisSettings closedRs = env.rs;
+  closedRs.failureMode = config::RedisFailureMode::Closed;
+  RateLimitFactory closed(rlConfig(name, 5), closedRs, env.stores.get(name));
+  RateLimitFactory open(rlConfig(name + "o", 3), env.rs, env.stores.get(name + "o"));
+
+  auto check = [&](std::vector<std::unique_ptr<FakeConn>>& conns) {
+    for (size_t i = 0; i < conns.size(); ++i) {
+      INFO("request " << i);
+      if (i % 2 == 0) {  // closed: 503, no decision
+        CHECK(conns[i]->status == 503);
+        CHECK(conns[i]->code == "ratelimit_unavailable");
+        CHECK(conns[i]->ctx.ratelimit == "store_error");
+      } else {  // open: the local store decides, never unlimited
+        CHECK(conns[i]->ctx.ratelimit == (i / 2 < 3 ? "allowed" : "limited"));
+      }
+    }
+  };
+
+  // No answer within the timeout (Redis stopped).
+  env.redis.signal(SIGSTOP);
+  std::vector<std::unique_ptr<FakeConn>> conns;
+  for (int i = 0; i < 12; ++i)
+    conns.push_back(env.request(i % 2 == 0 ? closed : open, "10.4.0." + std::to_string(i % 2)));
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(env.finish(conns, 3000));
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(150));
+  check(conns);
+  CHECK(!env.client->isUp());
+  env.redis.signal(SIGCONT);
+  REQUIRE(runUntil(&env.loop, [&] { return env.client->isUp(); }));
+
+  // The connection is lost while a batch waits (long timeout: it is the loss that answers).
+  env.rs.timeout = config::Duration(10000);
+  env.client->configure(env.rs);
+  REQUIRE(runUntil(&env.loop, [&] { return env.client->isUp(); }));
+  RateLimitFactory open2(rlConfig(name + "p", 3), env.rs, env.stores.get(name + "p"));
+  RateLimitFactory closed2(rlConfig(name + "q", 5), closedRs, env.stores.get(name + "q"));
+  env.redis.signal(SIGSTOP);
+  std::vector<std::unique_ptr<FakeConn>> lost;
+  for (int i = 0; i < 12; ++i)
+    lost.push_back(env.request(i % 2 == 0 ? closed2 : open2, "10.4.1." + std::to_string(i % 2)));
+  env.spin(20);  // the batch goes out (and stays unanswered)
+  t0 = std::chrono::steady_clock::now();
+  env.redis.stop();  // SIGKILL: the socket is reset under the waiting batch
+  REQUIRE(env.finish(lost, 3000));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(2000));
+  check(lost);
 }
