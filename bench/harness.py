@@ -414,7 +414,9 @@ class Bench:
         redis = any(w.needs_redis and self.runs(w, "sluice") for w in self.workloads())
         return tls, redis
 
-    def start_proxy(self, name, workers):
+    def start_proxy(self, name, workers, sluice_tls=None):
+        """sluice_tls: give Sluice its TLS listener (None: only if a TLS workload runs for it;
+        nginx and HAProxy always have theirs)."""
         key = (name, workers)
         if key in self.running:
             return self.running[key]
@@ -428,12 +430,14 @@ class Bench:
                               self.cert, self.key)
             argv = ["nginx", "-p", self.tmp, "-e", "stderr", "-c", conf]
         elif name == "haproxy":
-            maxconn = self.a.idle + 1000
+            maxconn = max(self.a.idle, self.a.idle_tls) + 1000
             text = haproxy_conf(self.tmp, port, tls_port, self.origin_port, workers, self.nofile,
                                 self.pem, maxconn)
             argv = ["haproxy", "-db", "-f", conf]
         else:
             tls, redis = self.sluice_features()
+            if sluice_tls is not None:
+                tls = sluice_tls
             if redis and not self.redis_port:
                 self.start_redis()
             text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
@@ -584,44 +588,72 @@ class Bench:
         return results
 
     # -- idle memory ----------------------------------------------------------------------------
-    def idle_memory(self, n):
-        out = {}
-        for proxy in self.proxies():
-            self.stop_proxy(proxy, 1)  # a fresh process: nothing left over from the load runs
+    def idle_memory(self, n, n_tls):
+        """{"plain": {proxy: figures}, "tls": {proxy: figures}}: n idle plain-HTTP connections,
+        then n_tls idle TLS ones (0: not measured), each on a fresh proxy process. Sluice gets
+        its TLS listener in both runs (nginx and HAProxy always have theirs), so the baselines
+        compare."""
+        out = {"plain": {}, "tls": {}}
+        modes = [("plain", n)] + ([("tls", n_tls)] if n_tls > 0 else [])
+        for mode, count in modes:
+            tls = mode == "tls"
+            for proxy in self.proxies():
+                res = self.idle_one(proxy, count, tls, n_tls > 0)
+                if res:
+                    out[mode][proxy] = res
+        return out
+
+    def idle_one(self, proxy, n, tls, sluice_tls):
+        mode = "tls" if tls else "plain"
+        self.stop_proxy(proxy, 1)  # a fresh process: nothing left over from earlier runs
+        try:
+            info = self.start_proxy(proxy, 1, sluice_tls=sluice_tls)
+            port = info["tls_port"] if tls else info["port"]
+            if tls:
+                wait_port(port, info["proc"])
+            self.check_http(port, tls, f"{info['tag']} (idle {mode})")
+            # warm-up: the upstream connection, the allocator, OpenSSL's lazily built state
+            self.check_http(port, tls, f"{info['tag']} (idle {mode})", ["/small"] * 20)
+            pids = proc_tree(info["proc"].pid)
+            base = settle_rss(pids)
+            argv = ["taskset", "-c", CLIENT_CPU, sys.executable,
+                    os.path.join(HERE, "idle_conns.py")]
+            if tls:
+                # ~1 ms of client CPU per handshake (Python is the slow side): allow for it
+                argv += ["--tls", "--timeout", str(60 + n // 100)]
+            argv += ["127.0.0.1", str(port), str(n), "/small"]
+            t0 = time.monotonic()
+            cl = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+            PROCS.items.append(("idle_conns", cl))
             try:
-                info = self.start_proxy(proxy, 1)
-                self.check_http(info["port"], False, info["tag"])
-                self.check_http(info["port"], False, info["tag"], ["/small"] * 20)
-                pids = proc_tree(info["proc"].pid)
-                base = settle_rss(pids)
-                cl = subprocess.Popen(["taskset", "-c", CLIENT_CPU, sys.executable,
-                                       os.path.join(HERE, "idle_conns.py"), "127.0.0.1",
-                                       str(info["port"]), str(n), "/small"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      start_new_session=True)
-                PROCS.items.append(("idle_conns", cl))
                 line = cl.stdout.readline().split()
+                secs = time.monotonic() - t0
                 if len(line) != 3 or line[0] != "READY":
                     raise RuntimeError(f"idle client said {line}")
                 ok, bad = int(line[1]), int(line[2])
                 loaded = settle_rss(pids)
                 still = info["proc"].poll() is None
-                cl.stdin.close()
-                cl.wait(30)
-                PROCS.items = [(a, b) for a, b in PROCS.items if b is not cl]
-                if bad or not still:
-                    self.fail(f"idle {proxy}: {ok} connections ok, {bad} failed"
-                              + ("" if still else ", proxy died"))
-                per = (loaded - base) * 1024.0 / ok if ok else float("nan")
-                out[proxy] = {"base_kib": base, "loaded_kib": loaded, "ok": ok, "bad": bad,
-                              "per_conn_bytes": per}
-                log(f"  idle {proxy:8s} base {base} KiB, with {ok} idle: {loaded} KiB, "
-                    f"{per:.0f} B/connection")
-            except Exception as e:  # noqa: BLE001
-                self.fail(f"idle {proxy}: {e}")
             finally:
-                self.stop_proxy(proxy, 1)
-        return out
+                cl.stdin.close()
+                try:
+                    cl.wait(30)
+                except subprocess.TimeoutExpired:
+                    PROCS.stop(cl)
+                PROCS.items = [(a, b) for a, b in PROCS.items if b is not cl]
+            if bad or not still:
+                self.fail(f"idle {mode} {proxy}: {ok} connections ok, {bad} failed"
+                          + ("" if still else ", proxy died"))
+            per = (loaded - base) * 1024.0 / ok if ok else float("nan")
+            log(f"  idle {mode:5s} {proxy:8s} base {base} KiB, with {ok} idle: {loaded} KiB, "
+                f"{per:.0f} B/connection  (connected in {secs:.1f}s)")
+            return {"base_kib": base, "loaded_kib": loaded, "ok": ok, "bad": bad,
+                    "per_conn_bytes": per}
+        except Exception as e:  # noqa: BLE001
+            self.fail(f"idle {mode} {proxy}: {e}")
+            return None
+        finally:
+            self.stop_proxy(proxy, 1)
 
 
 def settle_rss(pids, timeout=3.0):
@@ -753,9 +785,10 @@ def targets(results, idle):
     for w in ("64k", "1m"):
         row(f"{w} CPU/req <= HAProxy", get(w, "sluice", "cpu_us"), get(w, "haproxy", "cpu_us"),
             lambda s, r: s <= r, "µs")
-    si, ni = idle.get("sluice"), idle.get("nginx")
-    row("idle memory/connection <= nginx (plain)", si and si["per_conn_bytes"],
-        ni and ni["per_conn_bytes"], lambda s, r: s <= r, "B")
+    for mode in ("plain", "tls"):
+        si, ni = idle.get(mode, {}).get("sluice"), idle.get(mode, {}).get("nginx")
+        row(f"idle memory/connection <= nginx ({'TLS' if mode == 'tls' else mode})",
+            si and si["per_conn_bytes"], ni and ni["per_conn_bytes"], lambda s, r: s <= r, "B")
     return "\n".join(out)
 
 
@@ -809,7 +842,8 @@ def write_report(path, png_rel, a, results, scale, idle, wl, b):
                  "(other work on the machine shows up here)  ")
     lines.append(f"Command: `{a.command}`  ")
     lines.append(f"Settings: {a.rounds} interleaved round(s) × {a.duration} per run, wrk -t1 "
-                 f"-c{a.connections}, warm-up {a.warmup or 'none'}, idle connections {a.idle}  ")
+                 f"-c{a.connections}, warm-up {a.warmup or 'none'}, idle connections "
+                 f"{a.idle} plain / {a.idle_tls or 'not measured'} TLS  ")
     v = versions(a.sluice)
     lines.append("Versions: " + "; ".join(f"{k}: {v[k]}" for k in v))
     lines.append("")
@@ -832,21 +866,35 @@ def write_report(path, png_rel, a, results, scale, idle, wl, b):
     lines.append("")
     lines.append(targets(results, idle))
     lines.append("")
-    lines.append(f"### Idle memory ({a.idle} idle keep-alive connections, plain HTTP)")
+    lines.append(f"### Idle memory ({a.idle:,} plain / {a.idle_tls:,} TLS idle keep-alive "
+                 "connections)" if a.idle_tls else
+                 f"### Idle memory ({a.idle:,} idle keep-alive connections, plain HTTP)")
     lines.append("")
-    lines.append("Fresh process per proxy; each connection made one `GET /small` and then stays "
-                 "idle. RSS is VmRSS summed over the proxy's processes.")
+    lines.append("Fresh process per proxy and mode; each connection made one `GET /small` and then "
+                 "stays idle. RSS is VmRSS summed over the proxy's processes; bytes/connection = "
+                 "(RSS with connections − RSS idle) / connections. TLS: TLS 1.3, ECDSA P-256 "
+                 "certificate, a full handshake per connection (Python client, no resumption, 16 "
+                 "handshakes in flight); Sluice has its TLS listener in both modes, as nginx and "
+                 "HAProxy do.")
     lines.append("")
-    lines.append("| proxy | RSS idle (KiB) | RSS with connections (KiB) | connections | bytes/connection |")
-    lines.append("|---|---:|---:|---:|---:|")
-    for p in proxies:
-        d = idle.get(p)
-        if d:
-            lines.append(f"| {p} | {d['base_kib']:,} | {d['loaded_kib']:,} | {d['ok']:,} | "
-                         f"{d['per_conn_bytes']:,.0f} |")
-        else:
-            lines.append(f"| {p} | failed / not run | | | |")
-    lines.append("| (TLS) | not measured yet | | | |")
+    lines.append("| proxy | mode | RSS idle (KiB) | RSS with connections (KiB) | connections | "
+                 "bytes/connection | vs nginx |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
+    for mode in ("plain", "tls"):
+        label = "TLS" if mode == "tls" else mode
+        if mode == "tls" and not a.idle_tls:
+            lines.append("| all | TLS | not measured (`IDLE_TLS_CONNS=0`) | | | | |")
+            continue
+        ref = idle.get(mode, {}).get("nginx")
+        for p in proxies:
+            d = idle.get(mode, {}).get(p)
+            if d:
+                ratio = (d["per_conn_bytes"] / ref["per_conn_bytes"]
+                         if ref and ref["per_conn_bytes"] > 0 else None)
+                lines.append(f"| {p} | {label} | {d['base_kib']:,} | {d['loaded_kib']:,} | "
+                             f"{d['ok']:,} | {d['per_conn_bytes']:,.0f} | {fmt_ratio(ratio)} |")
+            else:
+                lines.append(f"| {p} | {label} | failed / not run | | | | |")
     lines.append("")
     lines.append("### Scaling: small GET with 2 workers, proxy on CPUs 0,1")
     lines.append("")
@@ -968,11 +1016,13 @@ def main():
     if a.smoke:
         a.rounds, a.duration, a.warmup = 1, env.get("DURATION", "1s"), ""
         a.idle = int(env.get("IDLE_CONNS", "500"))
+        a.idle_tls = int(env.get("IDLE_TLS_CONNS", str(min(200, a.idle))))
     else:
         a.rounds = int(env.get("ROUNDS", "3"))
         a.duration = env.get("DURATION", "10s")
         a.warmup = env.get("WARMUP", "2s")
         a.idle = int(env.get("IDLE_CONNS", "10000"))
+        a.idle_tls = int(env.get("IDLE_TLS_CONNS", str(a.idle)))
     a.connections = int(env.get("CONNECTIONS", "50"))
     if a.rounds < 1:
         raise SystemExit("ROUNDS must be >= 1")
@@ -997,11 +1047,13 @@ def main():
                 shutil.rmtree(b.tmp, ignore_errors=True)
         return 0
 
-    if a.idle + 200 > b.nofile:
-        old = a.idle
-        a.idle = b.nofile - 200
-        b.notes.append(f"idle connections lowered from {old} to {a.idle} (RLIMIT_NOFILE {b.nofile})")
-        log(b.notes[-1])
+    for attr, what in (("idle", "idle connections"), ("idle_tls", "idle TLS connections")):
+        if getattr(a, attr) + 200 > b.nofile:
+            old = getattr(a, attr)
+            setattr(a, attr, b.nofile - 200)
+            b.notes.append(f"{what} lowered from {old} to {b.nofile - 200} "
+                           f"(RLIMIT_NOFILE {b.nofile})")
+            log(b.notes[-1])
 
     results, scale, idle = {}, {}, {}
     wl = b.workloads()
@@ -1017,8 +1069,8 @@ def main():
         for p in PROXIES:
             b.stop_proxy(p, 1)
         if env.get("SKIP_IDLE") != "1":
-            log(f"idle memory: {a.idle} connections")
-            idle = b.idle_memory(a.idle)
+            log(f"idle memory: {a.idle} plain connections, {a.idle_tls} TLS connections")
+            idle = b.idle_memory(a.idle, a.idle_tls)
         small = [w for w in wl if w.name == "small"]
         if small and env.get("SKIP_SCALING") != "1":
             try:

@@ -4,6 +4,7 @@
 #   bench/run.sh --smoke   ~1 s per run, 1 round, writes to a temp dir; non-zero exit if any
 #                          proxy fails to serve (what CI runs)
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNECTIONS (50), IDLE_CONNS (10000),
+#   IDLE_TLS_CONNS (idle TLS connections: IDLE_CONNS; smoke 200; 0 = no TLS idle run),
 #   WORKLOADS / PROXIES (comma lists to run a subset), FORCE (workloads to run even where
 #   marked skipped), SKIP_IDLE=1, SKIP_SCALING=1, SKIP_SETUP=1 (do not run scripts/setup.sh),
 #   SLUICE_BIN=path (benchmark that binary instead of building build-bench/).
@@ -13,14 +14,14 @@ cd "$root"
 
 args=()
 cmd="bench/run.sh"
-for v in ROUNDS DURATION WARMUP CONNECTIONS IDLE_CONNS WORKLOADS PROXIES FORCE SKIP_IDLE SKIP_SCALING; do
+for v in ROUNDS DURATION WARMUP CONNECTIONS IDLE_CONNS IDLE_TLS_CONNS WORKLOADS PROXIES FORCE SKIP_IDLE SKIP_SCALING; do
   if [ -n "${!v:-}" ]; then cmd="$v=${!v} $cmd"; fi
 done
 for a in "$@"; do
   case "$a" in
     --smoke) args+=(--smoke); cmd="$cmd --smoke" ;;
     --keep) args+=(--keep) ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
