@@ -183,7 +183,8 @@ class RateLimitFilter final : public Filter {
     count(observe::RateLimitResult::Limited);
     ctx.ratelimit = "limited";
     char retry[48] = "Retry-After: ";
-    char* end = std::to_chars(retry + 13, retry + sizeof retry - 2, ceilSeconds(d.retryAfterUs, 1)).ptr;
+    char* end =
+        std::to_chars(retry + 13, retry + sizeof retry - 2, ceilSeconds(d.retryAfterUs, 1)).ptr;
     *end++ = '\r';
     *end++ = '\n';
     cb_.sendLocalReply(429, "rate_limited", std::string_view(retry, size_t(end - retry)));

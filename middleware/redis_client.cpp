@@ -650,8 +650,8 @@ void RedisClient::finishBatch(Pending* p, RedisStatus status, const redisReply* 
   // the declared size). Without: every call still waiting gets `status`.
   const size_t per = p->batch->repliesPerCall;
   if (r != nullptr) {
-    size_t sent = size_t(std::count_if(p->calls.begin(), p->calls.end(),
-                                       [](const BatchCall& c) { return c.sent; }));
+    size_t sent = size_t(
+        std::count_if(p->calls.begin(), p->calls.end(), [](const BatchCall& c) { return c.sent; }));
     if (r->type != REDIS_REPLY_ARRAY || r->elements != sent * per) {
       if (metrics_ != nullptr) metrics_->redisError(RedisErrorKind::Reply);
       r = nullptr;

@@ -207,9 +207,9 @@ class RedisClient {
   uint64_t reconnects_ = 0;
   uint64_t seq_ = 0;
   RedisStatus failStatus_ = RedisStatus::Disconnected;
-  std::deque<Pending*> queue_;  // outstanding, in send order
-  std::vector<Pending*> free_;        // never shrunk: stale handles stay safe to cancel
-  std::vector<Pending*> collecting_;  // batches of this turn, not sent yet
+  std::deque<Pending*> queue_;         // outstanding, in send order
+  std::vector<Pending*> free_;         // never shrunk: stale handles stay safe to cancel
+  std::vector<Pending*> collecting_;   // batches of this turn, not sent yet
   std::vector<const char*> argvPtrs_;  // argv of the command being sent (reused)
   std::vector<size_t> argvLens_;
   uint64_t batchesSent_ = 0;

@@ -384,7 +384,7 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
   CHECK(uv_loop_close(&loop) == 0);
 }
 
-TEST_CASE("redis batch: one EVALSHA per loop turn, several middlewares, exactly the one-by-one decisions") {
+TEST_CASE("redis batch: one EVALSHA per turn, several limits, the one-by-one decisions") {
   RedisEnv env;
   if (!env.start(2000)) return;
   // Three limits with different rates and bursts; four clients; interleaved in one loop turn,
