@@ -943,10 +943,11 @@ def write_report(path, png_rel, a, results, scale, idle, wl, b):
 
 
 def profile(a, b, tool, out):
-    """Sluice alone on the small-GET workload under perf (cpu-clock samples) or callgrind."""
+    """Sluice alone on one workload (the first of WORKLOADS, default small GET) under perf
+    (cpu-clock samples) or callgrind."""
     b.prepare()
     b.start_origin()
-    w = WORKLOADS[0]
+    w = b.workloads()[0]
     if tool == "callgrind":
         cg = os.path.join(b.tmp, "callgrind.out")
         real = a.sluice
@@ -993,7 +994,7 @@ def profile(a, b, tool, out):
         incl = subprocess.run(["perf", "report", "-i", data, "--stdio", "--children",
                                "--sort", "symbol", "-g", "none", "--percent-limit", "2"],
                               capture_output=True, text=True).stdout
-        text = (f"# perf cpu-clock, sluice small GET, {res['rps']:.0f} req/s, "
+        text = (f"# perf cpu-clock, sluice {w.name}, {res['rps']:.0f} req/s, "
                 f"{res['cpu_us']:.2f} CPU us/req\n# --- self ---\n" + flat +
                 "\n# --- children (inclusive) ---\n" + incl)
     text = "\n".join(re.sub(r"\s+-\s+-\s*$", "", re.sub(r"  +", "  ", ln)).rstrip()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Profiles Sluice alone (one worker, CPU 0) on the small-GET workload.
+# Profiles Sluice alone (one worker, CPU 0) on the small-GET workload (WORKLOADS=name: another).
 #   bench/profile.sh            perf record -e cpu-clock -g  -> bench/profile-perf.txt
 #   bench/profile.sh callgrind  valgrind --tool=callgrind     -> bench/profile-callgrind.txt
 # (perf uses the cpu-clock software event: VMs often have no hardware counters.)
