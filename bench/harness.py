@@ -159,8 +159,9 @@ def proc_tree(pid):
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids):
-    total = 0
+def cpu_split(pids):
+    """(user, system) CPU seconds of the processes."""
+    user = system = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
@@ -168,8 +169,13 @@ def cpu_seconds(pids):
         except OSError:
             continue
         fields = st[st.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / CLK_TCK
+        user += int(fields[11])  # utime (field 14)
+        system += int(fields[12])  # stime (field 15)
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_split(pids))
 
 
 def rss_kib(pids):
@@ -513,9 +519,10 @@ class Bench:
             argv += ["-H", "Connection: close"]
         argv.append(f"{scheme}://127.0.0.1:{port}{w.path}")
         pids = info["pids"]
-        c0, t0 = cpu_seconds(pids), time.monotonic()
+        (u0, s0), t0 = cpu_split(pids), time.monotonic()
         r = subprocess.run(argv, capture_output=True, text=True, timeout=parse_secs(duration) + 60)
-        c1, t1 = cpu_seconds(pids), time.monotonic()
+        (u1, s1), t1 = cpu_split(pids), time.monotonic()
+        c0, c1 = u0 + s0, u1 + s1
         m = re.search(r"^WRKJSON (.*)$", r.stdout, re.M)
         if r.returncode != 0 or not m:
             raise RuntimeError(f"wrk failed ({r.returncode}): {r.stdout}\n{r.stderr}")
@@ -527,6 +534,8 @@ class Bench:
             "p50_ms": j["p50_us"] / 1000.0,
             "p99_ms": j["p99_us"] / 1000.0,
             "cpu_us": (c1 - c0) * 1e6 / n if n else float("inf"),
+            "user_us": (u1 - u0) * 1e6 / n if n else float("inf"),
+            "sys_us": (s1 - s0) * 1e6 / n if n else float("inf"),
             "cpu_util": (c1 - c0) / (t1 - t0),
             "errors": j["connect_err"] + j["read_err"] + j["write_err"] + j["timeout_err"],
             "non2xx": j["status_err"],
@@ -550,7 +559,8 @@ class Bench:
                       f"{res['errors']} socket errors, {res['non2xx']} non-2xx")
         log(f"  {label} {w.name:14s} {proxy:8s} {res['rps']:10.0f} req/s  "
             f"p50 {res['p50_ms']:7.3f} ms  p99 {res['p99_ms']:7.3f} ms  "
-            f"cpu {res['cpu_us']:8.2f} us/req  ({res['cpu_util'] * 100:4.0f}% of a core)"
+            f"cpu {res['cpu_us']:8.2f} us/req (user {res['user_us']:.2f} sys {res['sys_us']:.2f})"
+            f"  ({res['cpu_util'] * 100:4.0f}% of a core)"
             + (f"  ERR {res['errors']} non2xx {res['non2xx']}" if bad else ""))
 
     def fail(self, msg):
@@ -742,9 +752,9 @@ def fmt_ratio(x):
 
 
 def throughput_table(results, workloads, proxies, base=None):
-    rows = ["| workload | proxy | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | "
-            "proxy CPU busy | runs |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| workload | proxy | req/s | p50 ms | p99 ms | CPU µs/req | user + sys µs | "
+            "CPU vs nginx | proxy CPU busy | runs |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w in workloads:
         nginx_cpu = None
         if ("nginx" in proxies) and (w.name, "nginx") in results:
@@ -755,12 +765,13 @@ def throughput_table(results, workloads, proxies, base=None):
             rs = results.get((w.name, p))
             if not rs:
                 reason = w.skip.get(p, "failed / not run")
-                rows.append(f"| {w.name} | {p} | skipped: {reason} | | | | | | |")
+                rows.append(f"| {w.name} | {p} | skipped: {reason} | | | | | | | |")
                 continue
             cpu = med(rs, "cpu_us")
             ratio = cpu / nginx_cpu if nginx_cpu else None
             rows.append(f"| {w.name} | {p} | {med(rs, 'rps'):,.0f} | {med(rs, 'p50_ms'):.3f} | "
-                        f"{med(rs, 'p99_ms'):.3f} | {cpu:.2f} | {fmt_ratio(ratio)} | "
+                        f"{med(rs, 'p99_ms'):.3f} | {cpu:.2f} | "
+                        f"{med(rs, 'user_us'):.2f} + {med(rs, 'sys_us'):.2f} | {fmt_ratio(ratio)} | "
                         f"{med(rs, 'cpu_util') * 100:.0f}% | {len(rs)} |")
     return "\n".join(rows)
 

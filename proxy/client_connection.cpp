@@ -128,6 +128,7 @@ void ClientConnection::releaseStreamIfIdle() {
     return;
   recycle(s_);
   s_ = nullptr;
+  if (tls_) tls_->trim();
 }
 
 void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string* listenerKey) {
@@ -140,8 +141,7 @@ void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string*
   }
   uv_tcp_nodelay(&c->tcp_, 1);
   if (spec->tls) {
-    c->tlsCtx_ = spec->tls;
-    c->tls_ = std::make_unique<tls::TlsSession>(spec->tls->defaultCtx(), true);
+    c->tls_ = std::make_unique<ServerTls>(spec->tls);
   }
   formatPeer(&c->tcp_, c->peer_, c->peerIp_, sizeof c->peerIp_);
   c->listenerKey_ = listenerKey;
@@ -988,7 +988,6 @@ void ClientConnection::startNextRequest() {
     return;
   }
   headTimer_ = false;
-  if (tls_) tls_->trim();
   // Wait for the next request; after kTrimMs of quiet the stream goes back to the free list.
   idleSince_ = uv_now(w_.loop());
   const uint64_t idleMs = uint64_t(snap_->config.server.clientIdleTimeout.count());

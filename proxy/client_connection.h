@@ -115,10 +115,15 @@ class ClientConnection final : private net::Timer,  // its one deadline, in the 
   SnapshotPtr snap_;
   const ListenerSpec* listener_;    // in snap_
   const std::string* listenerKey_;  // interned (internListenerKey): lives for the process
-  uint32_t listenerNameId_ = 0;
   uv_tcp_t tcp_{};
-  tls::ServerTlsContextPtr tlsCtx_;  // keeps the SNI/ALPN callbacks' context alive
-  std::unique_ptr<tls::TlsSession> tls_;
+  // TLS listeners: the session plus the context its SNI/ALPN callbacks use (kept alive by it;
+  // one pointer per connection, nothing on plain listeners).
+  struct ServerTls : tls::TlsSession {
+    ServerTls(tls::ServerTlsContextPtr c)
+        : tls::TlsSession(c->defaultCtx(), true), ctx(std::move(c)) {}
+    tls::ServerTlsContextPtr ctx;
+  };
+  std::unique_ptr<ServerTls> tls_;
   union {
     sockaddr sa;
     sockaddr_in v4;
@@ -132,10 +137,11 @@ class ClientConnection final : private net::Timer,  // its one deadline, in the 
   bool upstreamPaused_ = false;
   bool headTimer_ = false;
   bool trimPending_ = false;  // the timer will first release the stream of an idle connection
+  bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
+  uint32_t listenerNameId_ = 0;
   uint64_t idleSince_ = 0;
   uint64_t exchangeSeq_ = 0;  // bumped whenever the current exchange ends
   uint64_t deadline_ = 0;     // loop ms; 0 = nothing to time (the heap entry may fire earlier)
-  bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
 
   // The current request. The trivially copyable part is reset with one assignment; the rest
   // is cleared in place, keeping the strings' capacity (no allocation per request).

@@ -68,7 +68,9 @@ TlsSession::TlsSession(SSL_CTX* ctx, bool server) {
     SSL_set_connect_state(ssl_);
 }
 
-TlsSession::~TlsSession() { SSL_free(ssl_); }
+TlsSession::~TlsSession() {
+  SSL_free(ssl_);
+}
 
 void TlsSession::setServerName(const std::string& name, bool verifyName) {
   if (!name.empty()) {
@@ -85,7 +87,9 @@ void TlsSession::setServerName(const std::string& name, bool verifyName) {
   }
 }
 
-TlsSession::Result TlsSession::startHandshake() { return handshakeStep(); }
+TlsSession::Result TlsSession::startHandshake() {
+  return handshakeStep();
+}
 
 TlsSession::Result TlsSession::handshakeStep() {
   int rc = SSL_do_handshake(ssl_);
@@ -126,7 +130,7 @@ void TlsSession::shutdown() {
 }
 
 void TlsSession::trim() {
-  if (out_.empty() && out_.capacity() > 4096) std::string().swap(out_);
+  if (out_.empty() && out_.capacity() > 0) std::string().swap(out_);
 }
 
 std::string_view TlsSession::alpn() const {

@@ -38,7 +38,8 @@ class TlsSession {
   bool write(const char* data, size_t len);
 
   std::string& pendingOut() { return out_; }
-  // Gives back the output buffer's memory (between requests on a keep-alive connection).
+  // Gives back the output buffer's memory when it is empty (an idle keep-alive connection
+  // keeps only the SSL object; OpenSSL frees its record buffers, SSL_MODE_RELEASE_BUFFERS).
   void trim();
   // Queues close_notify (once). Also keeps the session resumable from the server cache:
   // OpenSSL drops sessions of connections freed without having sent it.
@@ -73,8 +74,8 @@ class TlsSession {
 };
 
 template <class F>
-TlsSession::Result TlsSession::feed(const char* data, size_t len, char* plainBuf,
-                                    size_t plainSize, F&& onPlain) {
+TlsSession::Result TlsSession::feed(const char* data, size_t len, char* plainBuf, size_t plainSize,
+                                    F&& onPlain) {
   in_ = data;
   inLen_ = len;
   Result r = Result::Ok;

@@ -1,12 +1,47 @@
-// OutQueue: try_write first, copy only the remainder.
+// OutQueue: write directly first, copy only the remainder.
 #include "proxy/net/out_queue.h"
 
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
 #include "tls/tls_session.h"
 
 namespace sluice::net {
+
+namespace {
+// What uv_try_write() does, minus two layers: sendto/sendmsg instead of write/writev (the
+// socket path skips the VFS write checks) through syscall(), which is not a pthread
+// cancellation point (glibc's send/write wrappers toggle async-cancel on every call). The
+// caller guarantees libuv has nothing queued on the socket, as uv_try_write requires.
+ssize_t directSend(uv_stream_t* stream, const uv_buf_t* bufs, size_t n) {
+  uv_os_fd_t fd;
+  if (stream->connect_req != nullptr || uv_fileno(reinterpret_cast<uv_handle_t*>(stream), &fd) != 0)
+    return UV_EAGAIN;
+  static_assert(sizeof(uv_buf_t) == sizeof(iovec));  // libuv's unix uv_buf_t is an iovec
+  for (;;) {
+    long r;
+    if (n == 1) {
+      r = syscall(SYS_sendto, fd, bufs[0].base, bufs[0].len, MSG_DONTWAIT | MSG_NOSIGNAL, nullptr,
+                  0);
+    } else {
+      msghdr msg{};
+      msg.msg_iov = reinterpret_cast<iovec*>(const_cast<uv_buf_t*>(bufs));
+      msg.msg_iovlen = n > IOV_MAX ? IOV_MAX : n;
+      r = syscall(SYS_sendmsg, fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return UV_EAGAIN;
+    return -errno;  // libuv's error codes are negated errno values on Unix
+  }
+}
+}  // namespace
 
 struct OutQueue::WriteReq {
   uv_write_t req;
@@ -34,11 +69,11 @@ int OutQueue::writeBufs(uv_buf_t* bufs, size_t n) {
   for (size_t i = 0; i < n; ++i) batch += bufs[i].len;
   size_t written = 0;
   if (queued_ == 0) {
-    int w = uv_try_write(stream_, bufs, unsigned(n));
+    ssize_t w = directSend(stream_, bufs, n);
     if (w >= 0)
       written = size_t(w);
-    else if (w != UV_EAGAIN && w != UV_ENOSYS)
-      return w;
+    else if (w != UV_EAGAIN)
+      return int(w);
   }
   if (written == batch) return 0;
   size_t rest = batch - written;
