@@ -305,6 +305,16 @@ def test_tls13_resumption_with_tickets(backend, start_tls, tmp_path):
     wait_metric(s, lambda: hs(s, "TLSv1.3", resumed=True), r0 + 2, "TLS 1.3 resumed handshakes")
 
 
+def test_tls13_resumption_from_session_cache_without_tickets(backend, start_tls, tmp_path):
+    # session_tickets = false: TLS 1.3 still resumes, through stateful tickets that only name
+    # an entry of the server's session cache (what nginx and HAProxy do).
+    s = start_tls(backend, tls={"session_tickets": False})
+    first, runs, _ = _resume(s, tmp_path, 2, extra=("-tls1_3",), request=GET_CLOSE)
+    for r in runs:
+        assert r.reused, r
+        assert r.http_status == 200
+
+
 @pytest.mark.parametrize("tickets", [True, False], ids=["tickets", "session-cache"])
 def test_resumption_across_two_workers(backend, start_tls, tmp_path, tickets):
     s = start_tls(backend, server={"workers": 2}, tls={"session_tickets": tickets})
