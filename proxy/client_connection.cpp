@@ -34,15 +34,13 @@ bool isIdempotent(std::string_view m) {
 }
 
 // Keeps the peer address (v4 or v6, 28 bytes, not a 128-byte sockaddr_storage) and its text.
-template <typename Peer>
-void formatPeer(uv_tcp_t* tcp, Peer& peer, char* out, size_t outLen) {
+void formatPeer(uv_tcp_t* tcp, char* out, size_t outLen) {
   sockaddr_storage ss{};
   int len = sizeof ss;
   if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     std::snprintf(out, outLen, "-");
     return;
   }
-  std::memcpy(&peer, &ss, std::min(sizeof peer, size_t(len)));
   if (ss.ss_family == AF_INET) {
     uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), out, outLen);
   } else {
@@ -143,7 +141,7 @@ void ClientConnection::accept(Worker& w, uv_stream_t* server, const std::string*
   if (spec->tls) {
     c->tls_ = std::make_unique<ServerTls>(spec->tls);
   }
-  formatPeer(&c->tcp_, c->peer_, c->peerIp_, sizeof c->peerIp_);
+  formatPeer(&c->tcp_, c->peerIp_, sizeof c->peerIp_);
   c->listenerKey_ = listenerKey;
   c->listenerNameId_ = spec->nameId;
   w.addConnection(c);
@@ -411,8 +409,8 @@ void ClientConnection::onRequestHead() {
   state_ = State::Proxying;
   http::RequestHead& req = s_->parser.request();
   s_->ex.headRequest = req.method == "HEAD";
-  s_->ex.clientIp = net::realClientIp(&peer_.sa, peerIp_, req.headers,
-                                      snap_->config.server.trustedProxies, s_->ex.clientIpBuf);
+  s_->ex.clientIp = net::realClientIp(peerIp_, req.headers, snap_->config.server.trustedProxies,
+                                      s_->ex.clientIpBuf);
   s_->ex.keepAlive = req.keepAlive && !shuttingDown_ && !w_.draining();
   std::string_view rid = req.headers.get(http::Hdr::XRequestId);
   if (observe::isSaneRequestId(rid))
@@ -528,7 +526,7 @@ void ClientConnection::routeRequest() {
 }
 
 void ClientConnection::runFilters() {
-  const uint64_t exchange = exchangeSeq_;
+  const uint32_t exchange = exchangeSeq_;
   while (s_->ex.nextFilter < s_->ex.filters.size()) {
     middleware::Filter& f = *s_->ex.filters[s_->ex.nextFilter++];
     const middleware::Status st = f.onRequestHeaders(s_->ex.ctx);
@@ -989,7 +987,6 @@ void ClientConnection::startNextRequest() {
   }
   headTimer_ = false;
   // Wait for the next request; after kTrimMs of quiet the stream goes back to the free list.
-  idleSince_ = uv_now(w_.loop());
   const uint64_t idleMs = uint64_t(snap_->config.server.clientIdleTimeout.count());
   trimPending_ = idleMs > kTrimMs;
   armTimer(trimPending_ ? kTrimMs : idleMs);
@@ -1032,8 +1029,8 @@ void ClientConnection::onTimer(net::Timer* t) {
         self->trimPending_ = false;
         self->releaseStreamIfIdle();
         uint64_t idleMs = uint64_t(self->snap_->config.server.clientIdleTimeout.count());
-        uint64_t waited = uv_now(self->w_.loop()) - self->idleSince_;
-        self->armTimer(idleMs > waited ? idleMs - waited : 1);
+        // The trim timer fired kTrimMs (or a little more) into the idle time.
+        self->armTimer(idleMs > kTrimMs ? idleMs - kTrimMs : 1);
         break;
       }
       if (self->tls_ && !self->tls_->handshakeDone())

@@ -124,11 +124,7 @@ class ClientConnection final : private net::Timer,  // its one deadline, in the 
     tls::ServerTlsContextPtr ctx;
   };
   std::unique_ptr<ServerTls> tls_;
-  union {
-    sockaddr sa;
-    sockaddr_in v4;
-    sockaddr_in6 v6;
-  } peer_{};
+  // The peer address as text (trusted_proxies parses it back only when configured).
   char peerIp_[INET6_ADDRSTRLEN] = {0};
   State state_ = State::ReadingHead;
   bool reading_ = false;
@@ -139,8 +135,7 @@ class ClientConnection final : private net::Timer,  // its one deadline, in the 
   bool trimPending_ = false;  // the timer will first release the stream of an idle connection
   bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
   uint32_t listenerNameId_ = 0;
-  uint64_t idleSince_ = 0;
-  uint64_t exchangeSeq_ = 0;  // bumped whenever the current exchange ends
+  uint32_t exchangeSeq_ = 0;  // bumped whenever the current exchange ends (wraps: fine)
   uint64_t deadline_ = 0;     // loop ms; 0 = nothing to time (the heap entry may fire earlier)
 
   // The current request. The trivially copyable part is reset with one assignment; the rest

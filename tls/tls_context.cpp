@@ -8,10 +8,13 @@
 #include <openssl/x509v3.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <unordered_map>
 
 namespace sluice::tls {
 
@@ -78,6 +81,119 @@ class TicketKeys {
   std::chrono::steady_clock::time_point rotateAt_;
 };
 
+// The server session cache (resumption by session id in TLS 1.2, stateful tickets in TLS 1.3
+// when session_tickets = false): one per process, shared by every worker, certificate and
+// config generation, like the ticket keys. Sessions are kept DER-encoded (~200 bytes instead
+// of OpenSSL's ~1 KB in-memory SSL_SESSION, the way nginx's shared cache stores them); the
+// oldest go first beyond kMax, and expired ones are refused on lookup.
+class SessionStore {
+ public:
+  static constexpr size_t kMax = 20000;
+  static SessionStore& instance() {
+    static SessionStore s;
+    return s;
+  }
+
+  void put(SSL_SESSION* sess) {
+    unsigned int idLen = 0;
+    const unsigned char* id = SSL_SESSION_get_id(sess, &idLen);
+    int n = i2d_SSL_SESSION(sess, nullptr);
+    if (idLen == 0 || idLen > SSL_MAX_SSL_SESSION_ID_LENGTH || n <= 0 || n > 16 * 1024) return;
+    // One allocation per session: the record, its id and its DER bytes.
+    auto* r = static_cast<Rec*>(std::malloc(sizeof(Rec) + size_t(n)));
+    if (r == nullptr) return;
+    r->idLen = uint8_t(idLen);
+    std::memcpy(r->id, id, idLen);
+    r->derLen = uint32_t(n);
+    unsigned char* p = r->der;
+    if (i2d_SSL_SESSION(sess, &p) != n) {
+      std::free(r);
+      return;
+    }
+    r->expires = int64_t(SSL_SESSION_get_time(sess)) + int64_t(SSL_SESSION_get_timeout(sess));
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [it, inserted] = map_.try_emplace(r->key(), r);
+    if (!inserted) {  // same id again: replace
+      Rec* old = it->second;
+      unlink(old);
+      map_.erase(it);
+      std::free(old);
+      map_.emplace(r->key(), r);
+    }
+    linkNewest(r);
+    while (map_.size() > kMax) drop(oldest_);
+  }
+
+  // A new SSL_SESSION (the caller owns it) or nullptr.
+  SSL_SESSION* get(const unsigned char* id, int len) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(std::string_view(reinterpret_cast<const char*>(id), size_t(len)));
+    if (it == map_.end()) return nullptr;
+    Rec* r = it->second;
+    if (r->expires <= int64_t(std::time(nullptr))) {
+      drop(r);
+      return nullptr;
+    }
+    const unsigned char* p = r->der;
+    return d2i_SSL_SESSION(nullptr, &p, long(r->derLen));
+  }
+
+  void remove(SSL_SESSION* sess) {
+    unsigned int idLen = 0;
+    const unsigned char* id = SSL_SESSION_get_id(sess, &idLen);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(std::string_view(reinterpret_cast<const char*>(id), idLen));
+    if (it != map_.end()) drop(it->second);
+  }
+
+ private:
+  struct Rec {
+    Rec* older;
+    Rec* newer;
+    int64_t expires;
+    uint32_t derLen;
+    uint8_t idLen;
+    unsigned char id[SSL_MAX_SSL_SESSION_ID_LENGTH];
+    unsigned char der[];
+    std::string_view key() const { return {reinterpret_cast<const char*>(id), idLen}; }
+  };
+  void linkNewest(Rec* r) {
+    r->older = newest_;
+    r->newer = nullptr;
+    if (newest_) newest_->newer = r;
+    newest_ = r;
+    if (!oldest_) oldest_ = r;
+  }
+  void unlink(Rec* r) {
+    (r->older ? r->older->newer : oldest_) = r->newer;
+    (r->newer ? r->newer->older : newest_) = r->older;
+  }
+  void drop(Rec* r) {
+    map_.erase(r->key());
+    unlink(r);
+    std::free(r);
+  }
+
+  std::mutex mu_;
+  std::unordered_map<std::string_view, Rec*> map_;  // keys point into the records
+  Rec* oldest_ = nullptr;
+  Rec* newest_ = nullptr;
+};
+
+int onNewSession(SSL*, SSL_SESSION* sess) {
+  SessionStore::instance().put(sess);
+  return 0;  // we did not keep a reference
+}
+
+SSL_SESSION* onGetSession(SSL*, const unsigned char* id, int len, int* copy) {
+  *copy = 0;  // the returned session is OpenSSL's to free
+  return SessionStore::instance().get(id, len);
+}
+
+void onRemoveSession(SSL_CTX*, SSL_SESSION* sess) {
+  SessionStore::instance().remove(sess);
+}
+
 int ticketCallback(SSL*, unsigned char keyName[16], unsigned char* iv, EVP_CIPHER_CTX* ctx,
                    EVP_MAC_CTX* hctx, int enc) {
   TicketKeys::Key k;
@@ -113,7 +229,8 @@ std::string lower(std::string s) {
 
 std::vector<std::string> certNames(X509* x) {
   std::vector<std::string> names;
-  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
   if (sans) {
     for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
@@ -204,15 +321,17 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
     SSL_CTX* x = ctx.get();
     SSL_CTX_set_min_proto_version(x, cfg.minVersion == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_cipher_list(x, kCiphers12);
-    SSL_CTX_set_options(x, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
-                               SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_options(
+        x, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     // Idle connections give their record buffers back; a proxy keeps many of them.
     SSL_CTX_set_mode(x, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (!loadCertAndKey(x, c.cert, c.key, err)) return nullptr;
     static const unsigned char kSidCtx[] = "sluice";
     SSL_CTX_set_session_id_context(x, kSidCtx, sizeof kSidCtx - 1);
-    SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_sess_set_cache_size(x, 20000);
+    SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(x, onNewSession);
+    SSL_CTX_sess_set_get_cb(x, onGetSession);
+    SSL_CTX_sess_set_remove_cb(x, onRemoveSession);
     if (cfg.sessionTickets) {
       SSL_CTX_set_tlsext_ticket_key_evp_cb(x, ticketCallback);
     } else {
@@ -269,8 +388,9 @@ int ServerTlsContext::onAlpn(SSL*, const unsigned char** out, unsigned char* out
                              const unsigned char* in, unsigned int inlen, void* arg) {
   auto* self = static_cast<ServerTlsContext*>(arg);
   unsigned char* o = nullptr;
-  if (SSL_select_next_proto(&o, outlen, reinterpret_cast<const unsigned char*>(self->alpnWire_.data()),
-                            unsigned(self->alpnWire_.size()), in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+  if (SSL_select_next_proto(
+          &o, outlen, reinterpret_cast<const unsigned char*>(self->alpnWire_.data()),
+          unsigned(self->alpnWire_.size()), in, inlen) == OPENSSL_NPN_NEGOTIATED) {
     *out = o;
     return SSL_TLSEXT_ERR_OK;
   }

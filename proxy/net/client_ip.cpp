@@ -35,10 +35,12 @@ static bool parseIp(std::string_view text, sockaddr_storage& ss) {
   return false;
 }
 
-std::string_view realClientIp(const sockaddr* peer, std::string_view peerText,
-                              const http::HeaderMap& headers,
+std::string_view realClientIp(std::string_view peerText, const http::HeaderMap& headers,
                               const std::vector<config::Cidr>& trusted, std::string& out) {
-  if (trusted.empty() || !isTrusted(peer, trusted)) return peerText;
+  if (trusted.empty()) return peerText;
+  sockaddr_storage peer;
+  if (!parseIp(peerText, peer) || !isTrusted(reinterpret_cast<sockaddr*>(&peer), trusted))
+    return peerText;
   // Gather the X-Forwarded-For entries of every header line, in order.
   std::vector<std::string_view> hops;
   for (size_t i = 0; i < headers.size(); ++i) {

@@ -16,8 +16,7 @@ namespace sluice::net {
 
 // Returns the client IP. `peerText` is the peer address as text; `out` holds the result when
 // it comes from a header.
-std::string_view realClientIp(const sockaddr* peer, std::string_view peerText,
-                              const http::HeaderMap& headers,
+std::string_view realClientIp(std::string_view peerText, const http::HeaderMap& headers,
                               const std::vector<config::Cidr>& trusted, std::string& out);
 
 }  // namespace sluice::net

@@ -335,6 +335,21 @@ def test_resumption_survives_reload(backend, start_tls, tmp_path):
     assert all(r.reused for r in after), [r.reused for r in after]
 
 
+def test_session_cache_resumption_survives_reload(backend, start_tls, tmp_path):
+    # The session cache is process-wide (like the ticket keys): a reload builds new SSL_CTXs,
+    # sessions cached before it still resume, on any worker.
+    s = start_tls(backend, server={"workers": 2},
+                  tls={"session_tickets": False, "hsts": "max-age=1"})
+    first, runs, sess = _resume(s, tmp_path, 1)
+    assert runs[0].reused and not first.session_ticket
+    new_cfg = tls_config(s, {"p": {"backends": [backend.address]}}, server={"workers": 2},
+                         tls={"session_tickets": False, "hsts": "max-age=2"})
+    assert s.reload(new_cfg) == "ok", s.stderr()[-2000:]
+    after = [s_client(s.port(), "-tls1_2", "-sess_in", sess, servername="a.test")
+             for _ in range(6)]
+    assert all(r.reused for r in after), [r.reused for r in after]
+
+
 # ---- certificate reload ----------------------------------------------------------------------
 
 def test_cert_replaced_on_disk_and_sighup(backend, start_tls, pki):
