@@ -796,6 +796,15 @@ def targets(results, idle):
     for w in ("64k", "1m"):
         row(f"{w} CPU/req <= HAProxy", get(w, "sluice", "cpu_us"), get(w, "haproxy", "cpu_us"),
             lambda s, r: s <= r, "µs")
+    row("TLS keep-alive CPU/req <= nginx", get("tls-keepalive", "sluice", "cpu_us"),
+        get("tls-keepalive", "nginx", "cpu_us"), lambda s, r: s <= r, "µs")
+    h = get("tls-handshake", "nginx", "cpu_us")
+    row("full TLS handshake CPU/req within 5% of nginx (<= 1.05 x)",
+        get("tls-handshake", "sluice", "cpu_us"), None if h is None else 1.05 * h,
+        lambda s, r: s <= r, "µs")
+    plain = get("small", "sluice", "rps")
+    row("rate-limited route >= 70% of the plain route's req/s", get("ratelimit", "sluice", "rps"),
+        None if plain is None else 0.7 * plain, lambda s, r: s >= r, "req/s")
     for mode in ("plain", "tls"):
         si, ni = idle.get(mode, {}).get("sluice"), idle.get(mode, {}).get("nginx")
         row(f"idle memory/connection <= nginx ({'TLS' if mode == 'tls' else mode})",
