@@ -35,14 +35,31 @@ struct HexPairs {
 const HexPairs kPairs;
 }  // namespace
 
+namespace {
+// 8 random bytes -> 16 lower-case hex characters without a table: every nibble is spread to
+// its own byte and turned into '0'..'9' / 'a'..'f' for all 16 at once. The characters come out
+// in nibble-permuted order, which does not matter for random bytes.
+inline uint64_t nibblesToHex(uint64_t x) {
+  uint64_t letter = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;  // nibble >= 10
+  return x + 0x3030303030303030ull + letter * ('a' - '0' - 10);
+}
+}  // namespace
+
 void IdGenerator::hex(std::string& out, size_t bytes) {
   char buf[64];
   while (bytes > 0) {
     size_t n = bytes < 32 ? bytes : 32;
-    for (size_t i = 0; i < n; i += 8) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
       uint64_t v = next();
-      for (size_t k = 0; k < 8 && i + k < n; ++k, v >>= 8)
-        __builtin_memcpy(buf + 2 * (i + k), kPairs.pairs[v & 0xff], 2);
+      uint64_t lo = nibblesToHex(v & 0x0f0f0f0f0f0f0f0full);
+      uint64_t hi = nibblesToHex((v >> 4) & 0x0f0f0f0f0f0f0f0full);
+      __builtin_memcpy(buf + 2 * i, &lo, 8);
+      __builtin_memcpy(buf + 2 * i + 8, &hi, 8);
+    }
+    if (i < n) {
+      uint64_t v = next();
+      for (; i < n; ++i, v >>= 8) __builtin_memcpy(buf + 2 * i, kPairs.pairs[v & 0xff], 2);
     }
     out.append(buf, 2 * n);
     bytes -= n;

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -143,6 +144,16 @@ TEST_SUITE("ids") {
       seen.insert(id);
     }
     CHECK(seen.size() == 2000);
+    // All 16 digits, evenly: 64,000 characters, ~4,000 each.
+    std::map<char, int> freq;
+    for (const std::string& id : seen)
+      for (char c : id) ++freq[c];
+    CHECK(freq.size() == 16);
+    for (auto [c, n] : freq) {
+      CAPTURE(c);
+      CHECK(n > 3500);
+      CHECK(n < 4500);
+    }
 
     // Two generators (two workers) do not produce the same stream.
     IdGenerator other;
