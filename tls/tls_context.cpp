@@ -112,14 +112,8 @@ class SessionStore {
     }
     r->expires = int64_t(SSL_SESSION_get_time(sess)) + int64_t(SSL_SESSION_get_timeout(sess));
     std::lock_guard<std::mutex> lock(mu_);
-    auto [it, inserted] = map_.try_emplace(r->key(), r);
-    if (!inserted) {  // same id again: replace
-      Rec* old = it->second;
-      unlink(old);
-      map_.erase(it);
-      std::free(old);
-      map_.emplace(r->key(), r);
-    }
+    if (auto it = map_.find(r->key()); it != map_.end()) drop(it->second);  // same id again
+    map_.emplace(r->key(), r);
     linkNewest(r);
     while (map_.size() > kMax) drop(oldest_);
   }

@@ -323,27 +323,17 @@ def test_resumption_across_two_workers(backend, start_tls, tmp_path, tickets):
     assert all(reused), f"resumed {reused.count(True)}/12 with 2 workers: {reused}"
 
 
-def test_resumption_survives_reload(backend, start_tls, tmp_path):
-    s = start_tls(backend, server={"workers": 2}, tls={"hsts": "max-age=1"})
+@pytest.mark.parametrize("tickets", [True, False], ids=["tickets", "session-cache"])
+def test_resumption_survives_reload(backend, start_tls, tmp_path, tickets):
+    # Ticket keys and the session cache are process-wide: a reload builds new SSL_CTXs, and
+    # sessions from before it still resume, on any worker.
+    tls = {"session_tickets": tickets}
+    s = start_tls(backend, server={"workers": 2}, tls={**tls, "hsts": "max-age=1"})
     first, runs, sess = _resume(s, tmp_path, 1)
     assert runs[0].reused
+    assert bool(first.session_ticket) == tickets
     new_cfg = tls_config(s, {"p": {"backends": [backend.address]}}, server={"workers": 2},
-                         tls={"hsts": "max-age=2"})
-    assert s.reload(new_cfg) == "ok", s.stderr()[-2000:]
-    after = [s_client(s.port(), "-tls1_2", "-sess_in", sess, servername="a.test")
-             for _ in range(6)]
-    assert all(r.reused for r in after), [r.reused for r in after]
-
-
-def test_session_cache_resumption_survives_reload(backend, start_tls, tmp_path):
-    # The session cache is process-wide (like the ticket keys): a reload builds new SSL_CTXs,
-    # sessions cached before it still resume, on any worker.
-    s = start_tls(backend, server={"workers": 2},
-                  tls={"session_tickets": False, "hsts": "max-age=1"})
-    first, runs, sess = _resume(s, tmp_path, 1)
-    assert runs[0].reused and not first.session_ticket
-    new_cfg = tls_config(s, {"p": {"backends": [backend.address]}}, server={"workers": 2},
-                         tls={"session_tickets": False, "hsts": "max-age=2"})
+                         tls={**tls, "hsts": "max-age=2"})
     assert s.reload(new_cfg) == "ok", s.stderr()[-2000:]
     after = [s_client(s.port(), "-tls1_2", "-sess_in", sess, servername="a.test")
              for _ in range(6)]
