@@ -1,21 +1,29 @@
 // The middleware seam: a FilterFactory per configured [middleware.NAME] (immutable, built and
 // validated from config, shared by all workers through the snapshot) creates one Filter per
-// request of a route that lists it. Filters run in the route's order:
-//   onRequestHeaders  Continue, or Stop and later call callbacks.resume() or
-//                     callbacks.sendLocalReply() (e.g. rate_limit waiting on Redis)
-//   onResponseHeaders add response headers (also for the proxy's own replies)
-//   onComplete        always called once the request is finished (access log, metrics)
-//   onDestroy         cancel timers / in-flight calls; after it no callback may be used
+// request of a route that lists it, in the exchange's FilterArena (no heap allocation per
+// request once the arena is warm). Filters run in the route's order:
+//   onRequestHeaders   may edit the request head (ctx.request: set/add/remove headers; it is
+//                      serialised upstream only after the whole chain ran); Continue, or Stop
+//                      and later call callbacks.resume() or callbacks.sendLocalReply()
+//                      (rate_limit waiting on Redis, CORS answering a preflight)
+//   onResponseHeaders  sees and edits the response head: the upstream's (its own headers can
+//                      be replaced, not duplicated) and every reply the proxy makes itself
+//   onComplete         always called once the request is finished (access log, metrics)
+//   onDestroy          cancel timers / in-flight calls; after it no callback may be used
 #pragma once
 
 #include <uv.h>
 
+#include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
+#include <new>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
+#include "proxy/http/local_reply.h"
 #include "proxy/http/message.h"
 
 namespace sluice::observe {
@@ -36,30 +44,45 @@ struct WorkerServices {
   observe::WorkerMetrics* metrics = nullptr;
 };
 
-// What filters see and share about the current request.
+// Request-scoped facts one filter publishes for later ones and for the access log, keyed by
+// "namespace" + "name" (jwt publishes its verified claims under "jwt"; rate_limit its decision
+// under "log"/"ratelimit"). Flat and reused: no allocation once the slots have grown.
+class Attributes {
+ public:
+  void set(std::string_view ns, std::string_view name, std::string_view value);
+  // nullptr when not set.
+  const std::string* get(std::string_view ns, std::string_view name) const;
+  bool has(std::string_view ns) const;
+  void clear() { used_ = 0; }
+
+ private:
+  struct Slot {
+    std::string key;  // ns + '\0' + name
+    std::string value;
+  };
+  Slot* find(std::string_view ns, std::string_view name);
+  std::vector<Slot> slots_;
+  size_t used_ = 0;
+};
+
+// What filters see and share about the current request. Only what every filter may need:
+// middleware-specific facts go through `attributes` or the filter's own state.
 struct RequestContext {
-  const http::RequestHead* request = nullptr;
-  std::string_view clientIp;  // after trusted_proxies
+  http::RequestHead* request = nullptr;  // mutable until the upstream request is serialised
+  std::string_view clientIp;             // after trusted_proxies
   std::string_view routeName;
   std::string_view requestId;
-  // Verified JWT claims (set by the jwt filter; read by rate_limit's "jwt:CLAIM" keys).
-  std::map<std::string, std::string, std::less<>> claims;
-  bool claimsVerified = false;
-  // "allowed" | "limited" | "store_error" | "-" for the access log.
-  std::string_view ratelimit = "-";
-  // Header lines ("Name: value\r\n") added to whatever response goes to the client.
-  std::string responseHeaders;
+  bool tls = false;  // the client connection is TLS
+  Attributes attributes;
 
-  // Back to a fresh request, keeping capacity. Extend it with every new field.
+  // Back to a fresh request, keeping capacity.
   void reset() {
     request = nullptr;
     clientIp = {};
     routeName = {};
     requestId = {};
-    if (!claims.empty()) claims.clear();
-    claimsVerified = false;
-    ratelimit = "-";
-    responseHeaders.clear();
+    tls = false;
+    attributes.clear();
   }
 };
 
@@ -68,9 +91,9 @@ class FilterCallbacks {
   virtual ~FilterCallbacks() = default;
   // Continue the chain after a Stop.
   virtual void resume() = 0;
-  // Answer the request now with the proxy's JSON error body; `extraHeaders` are header lines.
-  virtual void sendLocalReply(int status, std::string_view code,
-                              std::string_view extraHeaders = {}) = 0;
+  // Answer the request now (any status, headers and body; a JSON error when `reply.code` is
+  // set). The filter may be destroyed inside this call: touch nothing of it afterwards.
+  virtual void sendLocalReply(const http::LocalReply& reply) = 0;
   virtual RequestContext& context() = 0;
   virtual WorkerServices& services() = 0;
 };
@@ -79,15 +102,42 @@ class Filter {
  public:
   virtual ~Filter() = default;
   virtual Status onRequestHeaders(RequestContext&) { return Status::Continue; }
-  virtual void onResponseHeaders(RequestContext&, int /*status*/) {}
+  virtual void onResponseHeaders(RequestContext&, http::ResponseHead&) {}
   virtual void onComplete(const RequestContext&) {}
   virtual void onDestroy() {}
+};
+
+// Per-exchange bump allocator for filter objects. Its memory is kept across the requests of
+// the exchange (which is itself recycled per worker), so creating filters costs no heap
+// allocation in steady state. Objects are destroyed by their owner (FilterChain) before
+// reset().
+class FilterArena {
+ public:
+  template <class T, class... Args>
+  T* make(Args&&... args) {
+    void* p = allocate(sizeof(T), alignof(T));
+    return new (p) T(std::forward<Args>(args)...);
+  }
+  // Forget every object (their destructors already ran); coalesce the chunks into one.
+  void reset();
+  size_t capacity() const;
+
+ private:
+  void* allocate(size_t size, size_t align);
+  struct Chunk {
+    std::unique_ptr<std::byte[]> mem;
+    size_t size = 0;
+  };
+  std::vector<Chunk> chunks_;
+  size_t used_ = 0;  // in the last chunk
+  size_t total_ = 0;  // bytes handed out since reset (sizes the coalesced chunk)
 };
 
 class FilterFactory {
  public:
   virtual ~FilterFactory() = default;
-  virtual std::unique_ptr<Filter> create(FilterCallbacks& callbacks) const = 0;
+  // Builds the request's filter in `arena` (FilterArena::make).
+  virtual Filter* create(FilterArena& arena, FilterCallbacks& callbacks) const = 0;
   virtual std::string_view name() const = 0;
 };
 using FilterFactoryPtr = std::shared_ptr<const FilterFactory>;

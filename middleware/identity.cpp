@@ -68,8 +68,8 @@ bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
       }
       break;
     case config::RateLimitKeyKind::JwtClaim:
-      if (ctx.claimsVerified) {
-        if (auto it = ctx.claims.find(name); it != ctx.claims.end()) value = it->second;
+      if (ctx.attributes.has("jwt")) {  // claims of a verified token only
+        if (const std::string* v = ctx.attributes.get("jwt", name)) value = *v;
         source = "jwt:";
       }
       break;

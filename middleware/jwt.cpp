@@ -551,15 +551,18 @@ class JwtFilter final : public Filter {
     if (token.empty()) {
       if (!f_.required()) return Status::Continue;
       // The filter may be destroyed inside sendLocalReply: nothing after it touches `this`.
-      cb_.sendLocalReply(401, "unauthorized", "WWW-Authenticate: Bearer\r\n");
+      cb_.sendLocalReply(http::LocalReply(401, "unauthorized").header("WWW-Authenticate", "Bearer"));
       return Status::Stop;
     }
-    JwtResult r = f_.verifier().verify(token, int64_t(std::time(nullptr)), ctx.claims);
+    thread_local Claims claims;
+    JwtResult r = f_.verifier().verify(token, int64_t(std::time(nullptr)), claims);
     if (r == JwtResult::Ok) {
-      ctx.claimsVerified = true;
+      // Published for later filters (rate-limit and sticky keys "jwt:CLAIM").
+      for (const auto& [k, v] : claims) ctx.attributes.set("jwt", k, v);
       return Status::Continue;
     }
-    cb_.sendLocalReply(401, "unauthorized", "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+    cb_.sendLocalReply(http::LocalReply(401, "unauthorized")
+                           .header("WWW-Authenticate", "Bearer error=\"invalid_token\""));
     return Status::Stop;
   }
 
@@ -580,8 +583,8 @@ std::shared_ptr<const JwtFactory> JwtFactory::create(const config::MiddlewareCon
   return f;
 }
 
-std::unique_ptr<Filter> JwtFactory::create(FilterCallbacks& callbacks) const {
-  return std::make_unique<JwtFilter>(*this, callbacks);
+Filter* JwtFactory::create(FilterArena& arena, FilterCallbacks& callbacks) const {
+  return arena.make<JwtFilter>(*this, callbacks);
 }
 
 }  // namespace sluice::middleware

@@ -6,7 +6,7 @@
 // algorithm-confusion attack), RS256 only an RSA key, ES256 only an EC P-256 key. "none" is
 // never accepted, nor a header with "crit". exp / nbf are checked with 30 s of leeway, iss
 // and aud (a string or an array of strings) when configured.
-// Verified top-level string and number claims land in RequestContext::claims (numbers as
+// Verified top-level string and number claims land in RequestContext::attributes under "jwt" (numbers as
 // written), so a later rate_limit can key on "jwt:sub".
 #pragma once
 
@@ -77,7 +77,7 @@ class JwtFactory final : public FilterFactory {
   // nullptr with `err` when the key cannot be loaded.
   static std::shared_ptr<const JwtFactory> create(const config::MiddlewareConfig& cfg,
                                                   std::string& err);
-  std::unique_ptr<Filter> create(FilterCallbacks& callbacks) const override;
+  Filter* create(FilterArena& arena, FilterCallbacks& callbacks) const override;
   std::string_view name() const override { return name_; }
 
   const JwtVerifier& verifier() const { return *verifier_; }

@@ -62,16 +62,6 @@ return out
   return kScript;
 }
 
-namespace {
-
-void appendInt(std::string& out, int64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, size_t(r.ptr - buf));
-}
-
-}  // namespace
-
 RateLimitFactory::RateLimitFactory(const config::MiddlewareConfig& mc,
                                    const config::RedisSettings& redis,
                                    std::shared_ptr<LocalStore> local)
@@ -89,8 +79,7 @@ RateLimitFactory::RateLimitFactory(const config::MiddlewareConfig& mc,
   policy_ = std::to_string(mc.rateLimit.rate) +
             ";w=" + std::to_string(mc.rateLimit.period.count() / 1000);
   if (mc.rateLimit.burst > 0) policy_ += ";burst=" + std::to_string(mc.rateLimit.burst);
-  limitLine_ = "RateLimit-Limit: " + std::to_string(params_.capacity) + "\r\n";
-  policyLine_ = "RateLimit-Policy: " + policy_ + "\r\n";
+  limitValue_ = std::to_string(params_.capacity);
 }
 
 class RateLimitFilter final : public Filter {
@@ -158,48 +147,58 @@ class RateLimitFilter final : public Filter {
   Status storeUnavailable(RequestContext& ctx, bool async) {
     if (f_.failOpen_) return decideLocal(ctx, async);
     count(observe::RateLimitResult::StoreError);
-    ctx.ratelimit = "store_error";
-    ctx.responseHeaders.append(f_.limitLine_);
-    ctx.responseHeaders.append(f_.policyLine_);
-    cb_.sendLocalReply(503, kRateLimitUnavailableCode);
+    ctx.attributes.set("log", "ratelimit", "store_error");
+    outcome_ = Outcome::StoreError;
+    cb_.sendLocalReply(http::LocalReply(503, kRateLimitUnavailableCode));
     return Status::Stop;  // `this` may be destroyed: touch nothing
   }
 
   Status apply(RequestContext& ctx, const GcraDecision& d, bool async) {
-    std::string& h = ctx.responseHeaders;
-    h.append(f_.limitLine_);
-    h.append("RateLimit-Remaining: ");
-    appendInt(h, d.remaining);
-    h.append("\r\nRateLimit-Reset: ");
-    appendInt(h, ceilSeconds(d.resetUs));
-    h.append("\r\n");
-    h.append(f_.policyLine_);
+    outcome_ = Outcome::Decided;
+    remaining_ = d.remaining;
+    resetSeconds_ = ceilSeconds(d.resetUs);
     if (d.allowed) {
       count(observe::RateLimitResult::Allowed);
-      ctx.ratelimit = "allowed";
+      ctx.attributes.set("log", "ratelimit", "allowed");
       if (async) cb_.resume();  // `this` may be destroyed after this call
       return Status::Continue;
     }
     count(observe::RateLimitResult::Limited);
-    ctx.ratelimit = "limited";
-    char retry[48] = "Retry-After: ";
-    char* end =
-        std::to_chars(retry + 13, retry + sizeof retry - 2, ceilSeconds(d.retryAfterUs, 1)).ptr;
-    *end++ = '\r';
-    *end++ = '\n';
-    cb_.sendLocalReply(429, "rate_limited", std::string_view(retry, size_t(end - retry)));
+    ctx.attributes.set("log", "ratelimit", "limited");
+    char retry[24];
+    char* end = std::to_chars(retry, retry + sizeof retry, ceilSeconds(d.retryAfterUs, 1)).ptr;
+    cb_.sendLocalReply(http::LocalReply(429, "rate_limited")
+                           .header("Retry-After", std::string_view(retry, size_t(end - retry))));
     return Status::Stop;  // `this` may be destroyed: touch nothing
   }
 
+  // Every response of the route says where the client stands (IETF RateLimit headers).
+  void onResponseHeaders(RequestContext&, http::ResponseHead& head) override {
+    if (outcome_ == Outcome::None) return;
+    head.headers.add("RateLimit-Limit", f_.limitValue_);
+    if (outcome_ == Outcome::Decided) {
+      char buf[24];
+      char* end = std::to_chars(buf, buf + sizeof buf, remaining_).ptr;
+      head.headers.add("RateLimit-Remaining", std::string_view(buf, size_t(end - buf)));
+      end = std::to_chars(buf, buf + sizeof buf, resetSeconds_).ptr;
+      head.headers.add("RateLimit-Reset", std::string_view(buf, size_t(end - buf)));
+    }
+    head.headers.add("RateLimit-Policy", f_.policy_);
+  }
+
+  enum class Outcome : uint8_t { None, Decided, StoreError };
   const RateLimitFactory& f_;
   FilterCallbacks& cb_;
   std::string key_;
   RedisClient* redis_ = nullptr;
   RedisClient::Handle handle_;
+  Outcome outcome_ = Outcome::None;
+  int64_t remaining_ = 0;
+  int64_t resetSeconds_ = 0;
 };
 
-std::unique_ptr<Filter> RateLimitFactory::create(FilterCallbacks& callbacks) const {
-  return std::make_unique<RateLimitFilter>(*this, callbacks);
+Filter* RateLimitFactory::create(FilterArena& arena, FilterCallbacks& callbacks) const {
+  return arena.make<RateLimitFilter>(*this, callbacks);
 }
 
 }  // namespace sluice::middleware

@@ -41,7 +41,7 @@ class RateLimitFactory final : public FilterFactory {
   RateLimitFactory(const config::MiddlewareConfig& mc, const config::RedisSettings& redis,
                    std::shared_ptr<LocalStore> local);
 
-  std::unique_ptr<Filter> create(FilterCallbacks& callbacks) const override;
+  Filter* create(FilterArena& arena, FilterCallbacks& callbacks) const override;
   std::string_view name() const override { return name_; }
 
   const GcraParams& params() const { return params_; }
@@ -62,8 +62,7 @@ class RateLimitFactory final : public FilterFactory {
   std::string emissionArg_;  // ARGV[1]
   std::string capacityArg_;  // ARGV[2]
   std::string policy_;       // "100;w=60;burst=20"
-  std::string limitLine_;    // "RateLimit-Limit: 120\r\n"
-  std::string policyLine_;   // "RateLimit-Policy: 100;w=60;burst=20\r\n"
+  std::string limitValue_;   // "120" (RateLimit-Limit)
 };
 
 }  // namespace sluice::middleware

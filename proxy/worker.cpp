@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "middleware/redis_client.h"
-#include "proxy/client_connection.h"
+#include "proxy/downstream/connection.h"
 #include "proxy/observe/log.h"
 
 namespace sluice {
@@ -20,6 +20,7 @@ Worker::Worker(unsigned id)
   prepare_.data = this;
   timers_ = std::make_unique<net::TimerHeap>(&loop_);
   connPool_.setTimers(timers_.get());
+  slotQueue_ = std::make_unique<upstream::SlotQueue>(&loop_);
   services_.loop = &loop_;
   services_.metrics = &metrics_;
 }
@@ -81,6 +82,8 @@ void Worker::onCheck(uv_check_t* h) {
   // Once per loop turn: hand the access lines of this turn to the writer thread.
   auto* self = static_cast<Worker*>(h->data);
   self->clockValid_ = false;  // timers run next
+  // Requests waiting for a max_connections slot, if one was released during this turn.
+  if (self->slotQueue_) self->slotQueue_->runPending();
   if (!self->accessBuf_.empty()) {
     std::string batch;
     batch.swap(self->accessBuf_);
@@ -92,7 +95,7 @@ void Worker::onCheck(uv_check_t* h) {
 void Worker::openListener(const std::string& key, int fd) {
   auto* ls = new ListenSocket;
   ls->worker = this;
-  ls->key = ClientConnection::internListenerKey(key);
+  ls->key = DownstreamConnection::internListenerKey(key);
   uv_tcp_init(&loop_, &ls->tcp);
   ls->tcp.data = ls;
   int rc = uv_tcp_open(&ls->tcp, fd);
@@ -118,7 +121,7 @@ void Worker::closeListener(const std::string& key) {
 void Worker::onConnection(uv_stream_t* server, int status) {
   auto* ls = static_cast<ListenSocket*>(server->data);
   if (status < 0 || ls->worker->draining_) return;
-  ClientConnection::accept(*ls->worker, server, ls->key);
+  DownstreamConnection::accept(*ls->worker, server, ls->key);
 }
 
 void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
@@ -136,14 +139,14 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
   });
 }
 
-void Worker::addConnection(ClientConnection* c) {
+void Worker::addConnection(DownstreamConnection* c) {
   c->prev = nullptr;
   c->next = connHead_;
   if (connHead_) connHead_->prev = c;
   connHead_ = c;
 }
 
-void Worker::removeConnection(ClientConnection* c) {
+void Worker::removeConnection(DownstreamConnection* c) {
   if (c->prev)
     c->prev->next = c->next;
   else if (connHead_ == c)
@@ -163,9 +166,9 @@ void Worker::shutdown(bool graceful) {
       listeners_.clear();
     }
     // Connections remove themselves from the list as they close: walk a copy.
-    std::vector<ClientConnection*> conns;
-    for (ClientConnection* c = connHead_; c; c = c->next) conns.push_back(c);
-    for (ClientConnection* c : conns) {
+    std::vector<DownstreamConnection*> conns;
+    for (DownstreamConnection* c = connHead_; c; c = c->next) conns.push_back(c);
+    for (DownstreamConnection* c : conns) {
       if (graceful)
         c->beginShutdown();
       else
@@ -187,6 +190,7 @@ void Worker::maybeStop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
   timers_->close();
+  slotQueue_->close();
   {
     std::lock_guard<std::mutex> lock(mu_);
     asyncClosed_ = true;

@@ -22,10 +22,11 @@
 #include "proxy/snapshot.h"
 #include "proxy/upstream/balancer.h"
 #include "proxy/upstream/conn_pool.h"
+#include "proxy/upstream/slot_queue.h"
 
 namespace sluice {
 
-class ClientConnection;
+class DownstreamConnection;
 
 class Worker {
  public:
@@ -63,6 +64,8 @@ class Worker {
   // Client connection deadlines (one libuv timer for all of them).
   net::TimerHeap& timers() { return *timers_; }
   upstream::Balancer& balancer(const upstream::Pool* pool) { return balancers_.get(*pool); }
+  // Requests waiting for a max_connections slot.
+  upstream::SlotQueue& slotQueue() { return *slotQueue_; }
   std::string& accessBuffer() { return accessBuf_; }
   middleware::WorkerServices& services() { return services_; }
   bool draining() const { return draining_; }
@@ -78,8 +81,8 @@ class Worker {
     return clockNs_;
   }
 
-  void addConnection(ClientConnection* c);
-  void removeConnection(ClientConnection* c);
+  void addConnection(DownstreamConnection* c);
+  void removeConnection(DownstreamConnection* c);
 
  private:
   struct ListenSocket {
@@ -105,6 +108,7 @@ class Worker {
   uint64_t clockNs_ = 0;
   bool clockValid_ = false;
   std::unique_ptr<net::TimerHeap> timers_;
+  std::unique_ptr<upstream::SlotQueue> slotQueue_;
   std::thread thread_;
   std::mutex mu_;
   std::vector<std::function<void()>> posted_;
@@ -119,7 +123,7 @@ class Worker {
   std::string accessBuf_;
   middleware::WorkerServices services_;
   std::function<void()> exitHook_;
-  ClientConnection* connHead_ = nullptr;  // intrusive list of open client connections
+  DownstreamConnection* connHead_ = nullptr;  // intrusive list of open client connections
   bool draining_ = false;
   bool stopped_ = false;
   bool asyncClosed_ = false;  // guarded by mu_

@@ -74,6 +74,7 @@ class Http1Parser {
   const char* errorReason() const { return llhttp_get_error_reason(&parser_); }
 
   RequestHead& request() { return request_; }
+  const RequestHead& request() const { return request_; }
   ResponseHead& response() { return response_; }
 
  private:

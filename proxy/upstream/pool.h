@@ -65,6 +65,20 @@ struct Backend {
   }
   // "up" | "down" (active checks) | "ejected" (outlier) | "draining" (admin).
   const char* stateName(uint64_t nowMs) const;
+
+  // Takes one of `max` request slots (0 = unlimited) atomically across workers; false when all
+  // are taken. Every successful call is paired with releaseSlot().
+  bool tryAcquireSlot(uint32_t max) {
+    if (max == 0) {
+      active.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    int64_t a = active.load(std::memory_order_relaxed);
+    while (a < int64_t(max))
+      if (active.compare_exchange_weak(a, a + 1, std::memory_order_relaxed)) return true;
+    return false;
+  }
+  void releaseSlot() { active.fetch_sub(1, std::memory_order_relaxed); }
 };
 using BackendPtr = std::shared_ptr<Backend>;
 

@@ -144,18 +144,17 @@ TEST_CASE("identity keys") {
   k.clear();
   CHECK_FALSE(appendIdentityKey(K::Cookie, "Session", ctx, k));  // names are case-sensitive
   k.clear();
-  // jwt: only verified claims count.
-  ctx.claims["sub"] = "user-7";
+  // jwt: only claims the jwt filter published (verified tokens) count.
   CHECK_FALSE(appendIdentityKey(K::JwtClaim, "sub", ctx, k));
   CHECK(k == "ip:10.1.2.3");
-  ctx.claimsVerified = true;
+  ctx.attributes.set("jwt", "sub", "user-7");
   k.clear();
   CHECK(appendIdentityKey(K::JwtClaim, "sub", ctx, k));
   CHECK(k == "jwt:user-7");
   k.clear();
   CHECK_FALSE(appendIdentityKey(K::JwtClaim, "tenant", ctx, k));
   // Long values are hashed.
-  ctx.claims["sub"] = std::string(500, 'x');
+  ctx.attributes.set("jwt", "sub", std::string(500, 'x'));
   k.clear();
   CHECK(appendIdentityKey(K::JwtClaim, "sub", ctx, k));
   CHECK(k.starts_with("jwt:sha256:"));

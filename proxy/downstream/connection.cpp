@@ -1,0 +1,409 @@
+// Downstream connection: socket, TLS, reads, writes, deadline, lingering close.
+#include "proxy/downstream/connection.h"
+
+#include <cstring>
+#include <mutex>
+#include <set>
+
+#include "proxy/worker.h"
+
+namespace sluice {
+
+namespace {
+constexpr uint64_t kLingerMs = 2000;
+constexpr uint64_t kTrimMs = 1000;  // keep-alive quiet this long: give the stream back
+constexpr size_t kMaxFreeStreams = 256;
+
+// Keeps the peer address's text (v4 or v6; v4-mapped v6 shown as v4).
+void formatPeer(uv_tcp_t* tcp, char* out, size_t outLen) {
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    std::snprintf(out, outLen, "-");
+    return;
+  }
+  if (ss.ss_family == AF_INET) {
+    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), out, outLen);
+    return;
+  }
+  auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+    sockaddr_in s4{};
+    s4.sin_family = AF_INET;
+    std::memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+    uv_ip4_name(&s4, out, outLen);
+  } else {
+    uv_ip6_name(s6, out, outLen);
+  }
+}
+}  // namespace
+
+// Everything a request needs and an idle keep-alive connection does not.
+struct DownstreamConnection::Stream {
+  explicit Stream(Worker& w) : ex(w) {}
+  http1::ServerCodec codec;
+  net::OutQueue out;
+  Exchange ex;
+};
+
+namespace {
+// Per worker thread: streams given back by idle connections, reused by busy ones.
+struct FreeStreams {
+  std::vector<void*> items;
+  void (*destroy)(void*) = nullptr;
+  ~FreeStreams() {  // worker thread exit
+    for (void* p : items) destroy(p);
+  }
+};
+thread_local FreeStreams tFree;
+}  // namespace
+
+DownstreamConnection::DownstreamConnection(Worker& w, const std::string* listenerKey)
+    : net::Timer(&DownstreamConnection::onTimer), w_(w) {
+  uv_tcp_init(w_.loop(), &tcp_);
+  tcp_.data = this;
+  info_.listenerKey = listenerKey;
+  info_.peerIp = peerIp_;
+}
+
+DownstreamConnection::~DownstreamConnection() {
+  w_.timers().cancel(this);
+  if (s_) recycle(s_);
+}
+
+const std::string* DownstreamConnection::internListenerKey(const std::string& key) {
+  static std::mutex mu;
+  static std::set<std::string> keys;  // node-based: addresses stay valid
+  std::lock_guard<std::mutex> lock(mu);
+  return &*keys.insert(key).first;
+}
+
+DownstreamConnection::Stream& DownstreamConnection::stream() {
+  if (s_) return *s_;
+  if (!tFree.items.empty()) {
+    s_ = static_cast<Stream*>(tFree.items.back());
+    tFree.items.pop_back();
+  } else {
+    s_ = new Stream(w_);
+    tFree.destroy = [](void* p) { delete static_cast<Stream*>(p); };
+  }
+  s_->out.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
+  s_->out.setTls(tls_.get());
+  s_->ex.bind(&s_->codec, &info_);
+  s_->codec.bind(this, &s_->ex, !served_);
+  served_ = true;
+  return *s_;
+}
+
+void DownstreamConnection::recycle(Stream* st) {
+  st->ex.reset();
+  st->ex.releaseSnapshot();
+  st->codec.recycle();
+  st->out.reset();
+  if (tFree.items.size() < kMaxFreeStreams)
+    tFree.items.push_back(st);
+  else
+    delete st;
+}
+
+void DownstreamConnection::releaseStreamIfIdle() {
+  if (!s_ || state_ != State::Open || !s_->codec.idle() || !s_->out.idle()) return;
+  recycle(s_);
+  s_ = nullptr;
+  if (tls_) tls_->trim();
+}
+
+void DownstreamConnection::accept(Worker& w, uv_stream_t* server, const std::string* listenerKey) {
+  const ListenerSpec* spec = w.snapshot()->listener(*listenerKey);
+  auto* c = new DownstreamConnection(w, listenerKey);
+  if (!spec || uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+    c->state_ = State::Closed;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), onClosed);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp_, 1);
+  if (spec->tls) {
+    c->tls_ = std::make_unique<ServerTls>(spec->tls);
+    c->info_.tls = c->tls_.get();
+  }
+  formatPeer(&c->tcp_, c->peerIp_, sizeof c->peerIp_);
+  c->listenerNameId_ = spec->nameId;
+  w.addConnection(c);
+  w.metrics().connectionsActive[spec->nameId]++;
+  w.metrics().connectionsTotal[spec->nameId]++;
+  // The header timeout also bounds the TLS handshake.
+  c->armTimer(uint64_t(w.snapshot()->config.server.clientHeaderTimeout.count()));
+  c->startReading();
+}
+
+const config::ServerSettings& DownstreamConnection::settings() const {
+  return w_.snapshot()->config.server;
+}
+
+bool DownstreamConnection::closing() const { return shuttingDown_ || w_.draining(); }
+
+net::OutQueue& DownstreamConnection::out() { return stream().out; }
+
+// ---------------------------------------------------------------- reading
+
+void DownstreamConnection::startReading() {
+  if (!reading_ && state_ != State::Closed) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+    reading_ = true;
+  }
+}
+
+void DownstreamConnection::stopReading() {
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+  }
+}
+
+void DownstreamConnection::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<DownstreamConnection*>(h->data);
+  *buf = uv_buf_init(self->w_.readBuffer(), unsigned(Worker::kReadBufferSize));
+}
+
+void DownstreamConnection::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<DownstreamConnection*>(s->data);
+  if (nread == 0 || self->state_ == State::Closed) return;
+  if (nread < 0) {
+    if (self->state_ == State::Lingering)
+      self->close();
+    else
+      self->onEof();
+    return;
+  }
+  if (self->state_ == State::Lingering) return;  // discard
+  self->stream();
+  if (self->tls_)
+    self->onCiphertext(buf->base, size_t(nread));
+  else
+    self->onPlaintext(buf->base, size_t(nread));
+  // End of the read callback: nothing up the stack uses the stream any more.
+  self->releaseStreamIfIdle();
+}
+
+void DownstreamConnection::onEof() {
+  if (s_ && s_->codec.tunnel()) {
+    // Client finished sending: pass the half-close on; the backend's close ends it all.
+    stopReading();
+    s_->ex.decodeTunnelEnd();
+    return;
+  }
+  // EOF or reset before the answer: the client is gone (like nginx without
+  // proxy_ignore_client_abort). An exchange in progress is abandoned.
+  close();
+}
+
+void DownstreamConnection::onCiphertext(const char* data, size_t len) {
+  const bool wasDone = tls_->handshakeDone();
+  auto r = tls_->feed(data, len, w_.plainBuffer(), Worker::kReadBufferSize,
+                      [this](const char* p, size_t n) {
+                        onPlaintext(p, n);
+                        return state_ == State::Open;
+                      });
+  if (tls_->takeHandshakeEvent())
+    w_.metrics().tlsHandshake(listenerNameId_, tls_->version(), tls_->resumed());
+  if (r == tls::TlsSession::Result::Error) {
+    tlsFailed_ = true;
+    if (!wasDone && !tls_->handshakeDone()) {
+      w_.metrics().tlsHandshakeError(listenerNameId_, tls_->errorReason());
+      if (tls_->errorReason() == "http_request") {
+        answerPlainHttpOnTls();
+        return;
+      }
+    }
+    close();
+    return;
+  }
+  if (r == tls::TlsSession::Result::Closed && state_ == State::Open) {
+    onEof();  // close_notify: the client is done sending, like EOF
+    if (state_ == State::Closed) return;
+  }
+  flush();  // handshake records, if nothing else
+}
+
+// Plain HTTP sent to the TLS port: say so in plain HTTP, like nginx does.
+void DownstreamConnection::answerPlainHttpOnTls() {
+  http::ResponseHead head;
+  std::string body;
+  const std::string& id = s_->ex.requestId();
+  http::buildLocalReply({400, "plain_http_to_tls_port"}, id, head, body);
+  http::ClientResponseInfo ci;
+  ci.requestId = id;
+  ci.framing = http::BodyFraming::ContentLength;
+  ci.contentLength = body.size();
+  ci.keepAlive = false;
+  std::string reply;
+  http::serializeClientResponse(head, ci, reply);
+  reply.append(body);
+  s_->out.writeRaw(reply);
+  state_ = State::Lingering;
+  closeAfterFlush_ = true;
+  if (s_->out.queuedBytes() == 0) close();
+}
+
+void DownstreamConnection::onPlaintext(const char* data, size_t len) {
+  if (state_ != State::Open) return;
+  stream().codec.onData(data, len);
+}
+
+// ---------------------------------------------------------------- deadline
+
+// Re-armed lazily: most requests move the deadline later, which only updates a field; the heap
+// entry moves only when it must fire earlier, or when it fires early.
+void DownstreamConnection::armTimer(uint64_t ms) {
+  trimPending_ = false;
+  const uint64_t now = uv_now(w_.loop());
+  deadline_ = now + ms;
+  if (!scheduled() || deadline_ < due) w_.timers().schedule(this, ms);
+}
+
+void DownstreamConnection::waitIdle(uint64_t idleMs) {
+  // After kTrimMs of quiet the stream goes back to the free list, then the idle timeout runs.
+  armTimer(idleMs > kTrimMs ? kTrimMs : idleMs);
+  trimPending_ = idleMs > kTrimMs;
+}
+
+void DownstreamConnection::onTimer(net::Timer* t) {
+  auto* self = static_cast<DownstreamConnection*>(t);
+  if (self->deadline_ == 0) return;
+  const uint64_t now = uv_now(self->w_.loop());
+  if (now < self->deadline_) {
+    self->w_.timers().schedule(self, self->deadline_ - now);
+    return;
+  }
+  self->deadline_ = 0;
+  self->onTimeout();
+}
+
+void DownstreamConnection::onTimeout() {
+  if (state_ == State::Lingering) {
+    close();
+    return;
+  }
+  if (state_ != State::Open) return;
+  if (trimPending_) {
+    // Quiet keep-alive connection: give the stream back, then wait out the idle timeout.
+    trimPending_ = false;
+    releaseStreamIfIdle();
+    const uint64_t idleMs = uint64_t(settings().clientIdleTimeout.count());
+    armTimer(idleMs > kTrimMs ? idleMs - kTrimMs : 1);
+    return;
+  }
+  if (tls_ && !tls_->handshakeDone())
+    w_.metrics().tlsHandshakeError(listenerNameId_, "handshake_timeout");
+  if (!s_) {
+    close();  // idle keep-alive, or a connection that never sent a byte
+    return;
+  }
+  s_->codec.onTimeout();
+  flush();
+}
+
+// ---------------------------------------------------------------- writing and closing
+
+void DownstreamConnection::flush() {
+  if (state_ == State::Closed || !s_) return;
+  if (s_->out.flush() < 0) close();
+}
+
+void DownstreamConnection::onWriteDone(void* p, int status) {
+  auto* self = static_cast<DownstreamConnection*>(p);
+  if (self->state_ == State::Closed || !self->s_) return;
+  if (status < 0) {
+    self->close();
+    return;
+  }
+  if (self->s_->out.queuedBytes() == 0 && self->closeAfterFlush_) {
+    self->closeAfterFlush_ = false;
+    if (self->state_ == State::Lingering)
+      self->lingerClose();
+    else
+      self->close();
+    return;
+  }
+  self->s_->codec.onWritten();
+  self->releaseStreamIfIdle();  // a slow client just took the rest of a finished response
+}
+
+void DownstreamConnection::closeAfterFlush() {
+  flush();
+  if (tls_ && !tlsFailed_ && state_ != State::Closed) {
+    tls_->shutdown();  // close_notify after the last response
+    flush();
+  }
+  if (state_ == State::Closed) return;
+  if (!s_ || s_->out.queuedBytes() == 0) {
+    close();
+  } else {
+    closeAfterFlush_ = true;
+    stopReading();
+  }
+}
+
+void DownstreamConnection::lingerClose() {
+  // Send what is queued, shut our side, then read and discard until the client closes (or
+  // kLingerMs): closing with unread input would make the kernel send RST and could destroy the
+  // error response before the client read it.
+  flush();
+  if (tls_ && !tlsFailed_ && state_ != State::Closed) {
+    tls_->shutdown();
+    flush();
+  }
+  if (state_ == State::Closed) return;
+  if (s_) s_->ex.abandon();
+  state_ = State::Lingering;
+  if (s_ && s_->out.queuedBytes() > 0) {
+    closeAfterFlush_ = true;
+    return;
+  }
+  // The request is allocated only here: idle connections do not carry one.
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_), onShutdown) != 0) {
+    delete req;
+    close();
+    return;
+  }
+  armTimer(kLingerMs);
+  startReading();
+}
+
+void DownstreamConnection::onShutdown(uv_shutdown_t* req, int status) {
+  // Always called, before the close callback (UV_ECANCELED when the handle closed first).
+  auto* self = static_cast<DownstreamConnection*>(req->data);
+  delete req;
+  if (status < 0 && self->state_ != State::Closed) self->close();
+}
+
+void DownstreamConnection::beginShutdown() {
+  shuttingDown_ = true;
+  info_.closing = true;
+  if (state_ == State::Open && (!s_ || s_->codec.canCloseNow())) close();
+}
+
+void DownstreamConnection::close() {
+  if (state_ == State::Closed) return;
+  if (s_) s_->ex.abandon();
+  if (tls_ && !tlsFailed_ && tls_->handshakeDone()) {
+    // Best effort: a clean TLS close keeps the session resumable from the server cache.
+    tls_->shutdown();
+    stream().out.flush();
+  }
+  state_ = State::Closed;
+  reading_ = false;
+  deadline_ = 0;
+  w_.timers().cancel(this);
+  w_.removeConnection(this);
+  if (listenerNameId_) w_.metrics().connectionsActive[listenerNameId_]--;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
+}
+
+void DownstreamConnection::onClosed(uv_handle_t* h) {
+  delete static_cast<DownstreamConnection*>(h->data);
+}
+
+}  // namespace sluice

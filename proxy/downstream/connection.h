@@ -1,0 +1,113 @@
+// DownstreamConnection: one accepted client connection as a transport — the socket, the TLS
+// session, reading into the worker's buffer, the write queue, its one deadline (header, idle,
+// body, linger, trim) in the worker's timer heap, lingering close and close. The HTTP/1 codec
+// above it turns bytes into exchanges (proxy/http1/server_codec.*); the exchange
+// (proxy/exchange/exchange.*) does the proxying.
+//
+// Everything a request needs and an idle keep-alive connection does not (codec buffers, out
+// queue, exchange) lives in a Stream taken from a per-worker free list when bytes arrive and
+// given back when the connection goes quiet, so 10k idle connections cost only this object.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proxy/exchange/exchange.h"
+#include "proxy/http1/server_codec.h"
+#include "proxy/net/out_queue.h"
+#include "proxy/net/timer_heap.h"
+#include "tls/tls_session.h"
+
+namespace sluice {
+
+class Worker;
+struct ListenerSpec;
+
+class DownstreamConnection final : private net::Timer,  // its one deadline, in the worker's heap
+                                   private http1::Transport {
+ public:
+  // Accepts one connection from `server`; the connection owns itself from then on.
+  // `listenerKey` must be interned (internListenerKey()).
+  static void accept(Worker& w, uv_stream_t* server, const std::string* listenerKey);
+  // A process-lifetime copy of a listener key (few distinct keys ever exist): connections
+  // keep a pointer instead of a string.
+  static const std::string* internListenerKey(const std::string& key);
+
+  // Graceful shutdown: close now when idle, else after the current response.
+  void beginShutdown();
+  void forceClose() { close(); }
+
+  DownstreamConnection* next = nullptr;  // worker's list
+  DownstreamConnection* prev = nullptr;
+
+ private:
+  enum class State : uint8_t { Open, Lingering, Closed };
+  struct Stream;
+
+  DownstreamConnection(Worker& w, const std::string* listenerKey);
+  ~DownstreamConnection() override;
+
+  // --- http1::Transport ---
+  net::OutQueue& out() override;
+  void startReading() override;
+  void stopReading() override;
+  void flush() override;
+  void closeAfterFlush() override;
+  void lingerClose() override;
+  void close() override;
+  bool closed() const override { return state_ != State::Open; }
+  void armTimer(uint64_t ms) override;
+  void disarmTimer() override { deadline_ = 0; }
+  void waitIdle(uint64_t idleMs) override;
+  bool closing() const override;
+  const config::ServerSettings& settings() const override;
+
+  void onCiphertext(const char* data, size_t len);
+  void onPlaintext(const char* data, size_t len);
+  void onEof();
+  void answerPlainHttpOnTls();
+  void onTimeout();
+
+  static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onTimer(net::Timer* t);
+  static void onWriteDone(void* self, int status);
+  static void onShutdown(uv_shutdown_t* req, int status);
+  static void onClosed(uv_handle_t* h);
+
+  // Attaches a stream (codec ready for a request, out queue bound to the socket).
+  Stream& stream();
+  // Gives the stream back when nothing in it is still needed.
+  void releaseStreamIfIdle();
+  static void recycle(Stream* st);
+
+  Worker& w_;
+  uv_tcp_t tcp_{};
+  // TLS listeners: the session plus the context its SNI/ALPN callbacks use (kept alive by it;
+  // one pointer per connection, nothing on plain listeners).
+  struct ServerTls : tls::TlsSession {
+    explicit ServerTls(tls::ServerTlsContextPtr c)
+        : tls::TlsSession(c->defaultCtx(), true), ctx(std::move(c)) {}
+    tls::ServerTlsContextPtr ctx;
+  };
+  std::unique_ptr<ServerTls> tls_;
+  Stream* s_ = nullptr;
+  // What exchanges read about this connection (the peer address as text: trusted_proxies
+  // parses it back only when configured).
+  DownstreamInfo info_;
+  char peerIp_[INET6_ADDRSTRLEN] = {0};
+  State state_ = State::Open;
+  bool reading_ = false;
+  bool closeAfterFlush_ = false;
+  bool shuttingDown_ = false;
+  bool trimPending_ = false;  // the timer will first release the stream of an idle connection
+  bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
+  bool served_ = false;       // a stream was attached before (the accept header timer is over)
+  uint32_t listenerNameId_ = 0;
+  uint64_t deadline_ = 0;  // loop ms; 0 = nothing to time (the heap entry may fire earlier)
+};
+
+}  // namespace sluice

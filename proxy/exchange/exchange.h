@@ -1,0 +1,169 @@
+// Exchange: one request and its response, protocol-neutral (Envoy's ActiveStream, h2o's
+// h2o_req_t). The codec delivers the request (RequestDecoder) and encodes what the exchange
+// answers (ServerStream). The exchange pins the config snapshot and runs the named phases in
+// order:
+//
+//   begin            snapshot, start time, request id, client IP
+//   normalizeTarget  CONNECT, target form and dot-segments, host, Expect, Content-Length limit
+//   redirectHttps    the listener's redirect policy (a local reply)
+//   matchRoute       route table, /health* fallback, 404; upstream target (strip_prefix)
+//   runFilters       the route's filters: edit the head, stop/resume, answer locally
+//   choosePool       the pool, from the route and the request context after the filters
+//   startUpstream    UpstreamRequest: pick, connect, send head, relay, retry, outcome
+//   response         response filters, then the codec encodes head and body
+//   finish           metrics, filters' onComplete, access log
+//
+// Every answer the proxy makes itself goes through sendLocalReply() (http::LocalReply), so
+// listener headers, response filters, request id, metrics and the access log apply to all.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "middleware/filter.h"
+#include "proxy/exchange/codec.h"
+#include "proxy/exchange/filter_chain.h"
+#include "proxy/exchange/upstream_request.h"
+#include "proxy/snapshot.h"
+
+namespace sluice {
+
+namespace tls {
+class TlsSession;
+}
+class Worker;
+
+// What the exchange knows of the connection it runs on (owned by the connection).
+struct DownstreamInfo {
+  const char* peerIp = "";                // text form of the TCP peer
+  const tls::TlsSession* tls = nullptr;   // TLS listeners
+  const std::string* listenerKey = nullptr;  // interned "ip:port"
+  bool closing = false;                   // graceful shutdown began: no more keep-alive
+};
+
+class Exchange final : public RequestDecoder,
+                       private UpstreamCallbacks,
+                       private middleware::FilterCallbacks {
+ public:
+  explicit Exchange(Worker& w) : w_(w), upstream_(w, *this) {}
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  void bind(ServerStream* stream, const DownstreamInfo* down) {
+    stream_ = stream;
+    down_ = down;
+  }
+
+  // --- RequestDecoder ---
+  void decodeHeaders(http::RequestHead& head, bool endOfRequest) override;
+  bool decodeData(const char* data, size_t len) override;
+  void decodeEnd() override;
+  void flushRequest() override;
+  void decodeTunnelData(const char* data, size_t len) override;
+  void decodeTunnelEnd() override;
+  void onTimeout() override;
+  void onClientDrained() override;
+
+  // The proxy's own answer; `close` ends the connection afterwards (it also ends when the
+  // request is not fully read).
+  void sendLocalReply(const http::LocalReply& reply, bool close);
+  void decodeError(int status, std::string_view code) override {
+    sendLocalReply({status, code}, true);
+  }
+  void abandon() override;
+  void reset() override;
+  // Drops the pinned snapshot (the stream goes back to the worker's free list).
+  void releaseSnapshot() {
+    snap_.reset();
+    listener_ = nullptr;
+  }
+  // A request id for a reply made before the head was parsed.
+  const std::string& requestId();
+
+  bool started() const { return s_.started; }
+  bool responseStarted() const override { return s_.responseStarted; }
+  bool holdsResources() const override { return !filters_.empty() || upstream_.started(); }
+  const ListenerSpec* listener() const { return listener_; }
+  const SnapshotPtr& snapshot() const { return snap_; }
+
+  // For tests: the upstream side without a Worker's real backends.
+  UpstreamRequest& upstreamRequest() { return upstream_; }
+
+ private:
+  // Phases.
+  bool begin(http::RequestHead& head);
+  bool normalizeTarget(std::string_view& path, std::string_view& query,
+                       std::string_view& hostFromTarget);
+  bool redirectHttps(std::string_view path, std::string_view query);
+  bool matchRoute(std::string_view path, std::string_view query, std::string_view hostFromTarget);
+  void runFilters();
+  const upstream::Pool* choosePool();
+  void startUpstream();
+  void finish();
+
+  // Response helpers.
+  size_t encodeHeaders(http::ResponseHead& head, ResponseInfo& info);
+  void endExchange();
+  bool alive(uint32_t generation) const { return generation == generation_ && !s_.ended; }
+
+  // --- UpstreamCallbacks ---
+  void onUpstreamReady() override;
+  int onUpstreamHeaders(http::ResponseHead& head) override;
+  bool onUpstreamData(const char* data, size_t len) override;
+  void onUpstreamEnd() override;
+  void onUpstreamFailed(int status, std::string_view code) override;
+  void onUpstreamAborted() override;
+  void onUpstreamTunnelData(const char* data, size_t len) override;
+  void onUpstreamTunnelEnd() override;
+  void afterUpstreamRead(bool current) override;
+  void onUpstreamDrained() override;
+  void setUpstreamDeadline(uint64_t ms) override;
+
+  // --- middleware::FilterCallbacks ---
+  void resume() override;
+  void sendLocalReply(const http::LocalReply& reply) override;
+  middleware::RequestContext& context() override { return ctx_; }
+  middleware::WorkerServices& services() override;
+
+  Worker& w_;
+  ServerStream* stream_ = nullptr;
+  const DownstreamInfo* down_ = nullptr;
+  SnapshotPtr snap_;  // pinned at begin(); kept across requests while unchanged
+  const ListenerSpec* listener_ = nullptr;
+  http::RequestHead* req_ = nullptr;
+
+  // The trivially copyable part is reset with one assignment; the rest keeps its capacity.
+  struct Scalars {
+    const router::Route* route = nullptr;
+    const upstream::Pool* pool = nullptr;
+    uint64_t startNs = 0;
+    uint64_t bytesSent = 0;
+    uint64_t bodyBytesSent = 0;
+    uint64_t requestBodyBytes = 0;
+    int status = 0;
+    bool started = false;  // decodeHeaders ran
+    bool headRequest = false;
+    bool requestComplete = false;
+    bool responseStarted = false;
+    bool websocket = false;
+    bool tunnel = false;  // raw bytes both ways since the 101
+    bool logged = false;
+    bool ended = false;  // the response is complete (or the exchange was abandoned)
+    bool upstreamPaused = false;
+    std::string_view clientIp;  // peer or clientIpBuf_
+  } s_;
+  uint32_t generation_ = 0;  // bumped by reset(): stale filter callbacks see a new one
+  std::string requestId_;
+  std::string traceparent_;
+  std::string host_;  // normalized
+  std::string target_;
+  std::string authority_;  // from an absolute-form target
+  std::string clientIpBuf_;
+  http::ResponseHead localHead_;  // a local reply's head, capacity reused
+  std::string localBody_;
+  FilterChain filters_;
+  middleware::RequestContext ctx_;
+  UpstreamRequest upstream_;
+};
+
+}  // namespace sluice

@@ -1,0 +1,132 @@
+// UpstreamRequest: the exchange's side toward the backends (Envoy's router upstream request).
+// For one client request it picks a backend of the chosen pool (reserving one of its
+// max_connections slots atomically, or waiting in the worker's SlotQueue), takes a pooled
+// connection or dials one, sends the head, relays the body (re-chunked when the client sent it
+// chunked), hands the response to the exchange, retries failed attempts as the pure retry
+// policy says, and emits one AttemptOutcome per attempt.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "proxy/http/rewrite.h"
+#include "proxy/upstream/conn_pool.h"
+#include "proxy/upstream/outcome.h"
+#include "proxy/upstream/slot_queue.h"
+
+namespace sluice {
+
+class Worker;
+
+// What the upstream request tells its exchange.
+class UpstreamCallbacks {
+ public:
+  virtual ~UpstreamCallbacks() = default;
+  // Connected and the head is queued: the request body may flow now.
+  virtual void onUpstreamReady() = 0;
+  // Response head; returns the parser action (Http1Parser::Handler codes).
+  virtual int onUpstreamHeaders(http::ResponseHead& head) = 0;
+  virtual bool onUpstreamData(const char* data, size_t len) = 0;
+  virtual void onUpstreamEnd() = 0;
+  // No (more) attempt: the exchange answers `status` (502/503/504) unless a response started.
+  virtual void onUpstreamFailed(int status, std::string_view code) = 0;
+  // The response broke after it started (the client must see an abort).
+  virtual void onUpstreamAborted() = 0;
+  virtual void onUpstreamTunnelData(const char* data, size_t len) = 0;
+  virtual void onUpstreamTunnelEnd() = 0;
+  // End of one upstream read callback: flush toward the client, apply backpressure (only when
+  // `current`: the connection still serves this exchange, which may have moved on).
+  virtual void afterUpstreamRead(bool current) = 0;
+  // The queue toward the backend drained below the high-water mark.
+  virtual void onUpstreamDrained() = 0;
+  // Arm (ms > 0) or clear (0) the exchange's deadline: waiting for a free slot.
+  virtual void setUpstreamDeadline(uint64_t ms) = 0;
+};
+
+class UpstreamRequest final : private upstream::UpstreamHandler, private upstream::SlotWaiter {
+ public:
+  UpstreamRequest(Worker& w, UpstreamCallbacks& cb) : w_(w), cb_(cb) {}
+  ~UpstreamRequest() override;
+
+  // Starts attempt #1 toward `pool`. `head` and `info` stay valid for the exchange's life;
+  // `info.hostOverride` is filled per backend when the client sent no Host.
+  void start(const upstream::Pool* pool, const http::RequestHead* head,
+             const http::UpstreamRequestInfo& info, uint64_t hash, bool requestComplete);
+  bool started() const { return pool_ != nullptr; }
+  bool connected() const { return up_ != nullptr && ready_; }
+  bool waiting() const { return waitingSlot_; }
+  // The waiting deadline passed: give up with a 503.
+  void onDeadline();
+
+  // Request body toward the backend (views valid until the next flush).
+  void sendData(const char* data, size_t len);
+  void sendEnd();
+  // The whole request is in: the response timeout starts now.
+  void requestComplete();
+  // Tunnel bytes from the client, and its end.
+  void sendTunnelData(const char* data, size_t len);
+  void shutdownTunnel();
+  // Flush toward the backend; false when the write failed (handled as a reset).
+  bool flush();
+  size_t queuedBytes() const;
+  void pauseReading();
+  void resumeReading();
+  void enterTunnel();
+
+  // The response completed: the connection goes back to the pool when `reusable`.
+  void release(bool reusable);
+  // Drop the attempt (client gone, answered locally, broken response).
+  void abort();
+  void reset();  // back to a fresh request (after release/abort)
+
+  const upstream::Backend* backend() const { return backend_.get(); }
+  uint64_t startNs() const { return startNs_; }
+  uint64_t headNs() const { return headNs_; }
+
+ private:
+  // upstream::UpstreamHandler
+  void onUpstreamConnected(upstream::UpstreamConn* up) override;
+  int onUpstreamHead(upstream::UpstreamConn* up, http::ResponseHead& head) override;
+  bool onUpstreamBody(upstream::UpstreamConn* up, const char* data, size_t len) override;
+  void onUpstreamComplete(upstream::UpstreamConn* up) override;
+  void onUpstreamError(upstream::UpstreamConn* up, observe::UpstreamErrorKind kind,
+                       bool responseBytes) override;
+  void onUpstreamTunnelData(upstream::UpstreamConn* up, const char* data, size_t len) override;
+  void onUpstreamTunnelEof(upstream::UpstreamConn* up) override;
+  void afterUpstreamRead(upstream::UpstreamConn* up) override;
+  void onUpstreamDrained(upstream::UpstreamConn* up) override;
+  // upstream::SlotWaiter
+  bool onSlotFreed() override;
+
+  // One attempt: pick, reserve a slot, connect. False: waiting for a slot.
+  bool attempt();
+  void connect();
+  void sendHead();
+  void giveBackSlot();
+  void emit(const upstream::AttemptOutcome& o);
+  void stopWaiting();
+
+  Worker& w_;
+  UpstreamCallbacks& cb_;
+  const upstream::Pool* pool_ = nullptr;
+  const http::RequestHead* head_ = nullptr;
+  http::UpstreamRequestInfo info_;
+  upstream::BackendPtr backend_;
+  upstream::UpstreamConn* up_ = nullptr;
+  const upstream::Backend* tried_[12] = {};  // retries <= 10; the first triedCount_ are valid
+  size_t triedCount_ = 0;
+  uint64_t hash_ = 0;
+  uint64_t startNs_ = 0;    // first attempt
+  uint64_t attemptNs_ = 0;  // current attempt
+  uint64_t headNs_ = 0;     // response head arrived
+  uint64_t waitDeadlineMs_ = 0;
+  uint32_t attempts_ = 0;
+  bool requestComplete_ = false;
+  bool bodySent_ = false;
+  bool staleRetried_ = false;
+  bool ready_ = false;
+  bool waitingSlot_ = false;
+  bool headSeen_ = false;
+};
+
+}  // namespace sluice

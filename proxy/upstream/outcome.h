@@ -1,0 +1,30 @@
+// One outcome per upstream attempt: what became of it (a response with its status, or a
+// failure of some kind), how long it took, and whether it counts against the backend. The
+// upstream request emits it once per attempt (proxy/exchange/upstream_request.cpp) and
+// recordOutcome() feeds passive outlier detection; the release controller (splits, rollback)
+// will subscribe to the same event.
+#pragma once
+
+#include <cstdint>
+
+#include "proxy/observe/metrics.h"
+#include "proxy/upstream/pool.h"
+
+namespace sluice::upstream {
+
+struct AttemptOutcome {
+  enum class Kind : uint8_t { Response, Failure };
+  Kind kind = Kind::Response;
+  int status = 0;  // Response: the status code
+  observe::UpstreamErrorKind error = observe::UpstreamErrorKind::Reset;  // Failure
+  bool blame = true;  // Failure: counts against the backend (a stale pooled connection does not)
+  uint64_t latencyNs = 0;  // from the attempt's start to the head or the failure
+
+  bool failed() const { return kind == Kind::Failure || status >= 500; }
+};
+
+// Passive health for one attempt's outcome (a 5xx or a blamed failure is a failure); a refused
+// connect also asks for host names to be re-resolved.
+void recordOutcome(const Pool& pool, Backend& backend, const AttemptOutcome& o, uint64_t nowMs);
+
+}  // namespace sluice::upstream
