@@ -51,6 +51,9 @@ class Worker {
   // Called on the worker thread when its loop has ended.
   void setExitHook(std::function<void()> fn) { exitHook_ = std::move(fn); }
 
+  // Tests drive a Worker's objects without its thread: the snapshot they see.
+  void setSnapshotForTest(SnapshotPtr snap) { snapshot_ = std::move(snap); }
+
   // --- worker-thread side ---
   unsigned id() const { return id_; }
   uv_loop_t* loop() { return &loop_; }

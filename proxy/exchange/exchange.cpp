@@ -178,7 +178,7 @@ void Exchange::startUpstream() {
   uint64_t hash = 0;
   if (s_.pool->settings.balance == config::Balance::Hash)
     hash = upstream::requestHash(s_.pool->settings.hashKey, req_->headers, s_.clientIp);
-  upstream_.start(s_.pool, req_, info, hash, s_.requestComplete);
+  upstream_->start(s_.pool, req_, info, hash, s_.requestComplete);
 }
 
 void Exchange::finish() {
@@ -207,9 +207,9 @@ void Exchange::finish() {
   rec.bytesSent = s_.bytesSent;
   rec.bodyBytesSent = s_.bodyBytesSent;
   rec.durationMs = seconds * 1000.0;
-  if (const upstream::Backend* b = upstream_.backend()) rec.upstream = b->address;
-  rec.upstreamMs = upstream_.startNs() && upstream_.headNs()
-                       ? double(upstream_.headNs() - upstream_.startNs()) / 1e6
+  if (const upstream::Backend* b = upstream_->backend()) rec.upstream = b->address;
+  rec.upstreamMs = upstream_->startNs() && upstream_->headNs()
+                       ? double(upstream_->headNs() - upstream_->startNs()) / 1e6
                        : -1;
   rec.route = s_.route ? std::string_view(s_.route->name) : std::string_view();
   rec.pool = s_.pool ? std::string_view(s_.pool->name) : std::string_view();
@@ -224,47 +224,47 @@ bool Exchange::decodeData(const char* data, size_t len) {
   s_.requestBodyBytes += len;
   const uint64_t max = snap_->config.server.maxBodySize;
   if (max && s_.requestBodyBytes > max) {
-    upstream_.abort();
+    upstream_->abort();
     if (!s_.responseStarted)
       sendLocalReply({413, "payload_too_large"}, true);
     else
       stream_->reset();
     return false;
   }
-  if (!upstream_.connected()) return false;
-  upstream_.sendData(data, len);
+  if (!upstream_->connected()) return false;
+  upstream_->sendData(data, len);
   return true;
 }
 
 void Exchange::decodeEnd() {
   s_.requestComplete = true;
-  upstream_.sendEnd();
+  upstream_->sendEnd();
   // The body is in: the backend's response_timeout starts now (a slow upload is not the
   // backend's delay).
-  upstream_.requestComplete();
-  upstream_.flush();
+  upstream_->requestComplete();
+  upstream_->flush();
 }
 
 void Exchange::flushRequest() {
-  if (upstream_.flush() && upstream_.queuedBytes() > kHighWater) stream_->pauseReading(true);
+  if (upstream_->flush() && upstream_->queuedBytes() > kHighWater) stream_->pauseReading(true);
 }
 
 void Exchange::decodeTunnelData(const char* data, size_t len) {
-  upstream_.sendTunnelData(data, len);
-  if (upstream_.flush() && upstream_.queuedBytes() > kHighWater) stream_->pauseReading(true);
+  upstream_->sendTunnelData(data, len);
+  if (upstream_->flush() && upstream_->queuedBytes() > kHighWater) stream_->pauseReading(true);
 }
 
-void Exchange::decodeTunnelEnd() { upstream_.shutdownTunnel(); }
+void Exchange::decodeTunnelEnd() { upstream_->shutdownTunnel(); }
 
 void Exchange::onTimeout() {
-  if (upstream_.waiting()) {
-    upstream_.onDeadline();
+  if (upstream_->waiting()) {
+    upstream_->onDeadline();
     stream_->flush();
     return;
   }
   if (s_.requestComplete) return;
   // The client stopped sending its body.
-  upstream_.abort();
+  upstream_->abort();
   if (!s_.responseStarted)
     sendLocalReply({408, "request_timeout"}, true);
   else
@@ -275,13 +275,13 @@ void Exchange::onTimeout() {
 
 void Exchange::onUpstreamReady() {
   if (s_.websocket) {
-    upstream_.flush();  // the client's bytes wait until the 101
+    upstream_->flush();  // the client's bytes wait until the 101
     return;
   }
   const uint32_t gen = generation_;
   if (!s_.requestComplete) stream_->readBody();  // may complete (or end) the request
   if (!alive(gen)) return;
-  if (upstream_.flush() && !s_.requestComplete && upstream_.queuedBytes() > kHighWater)
+  if (upstream_->flush() && !s_.requestComplete && upstream_->queuedBytes() > kHighWater)
     stream_->pauseReading(true);
 }
 
@@ -309,7 +309,7 @@ bool Exchange::onUpstreamData(const char* data, size_t len) {
 }
 
 void Exchange::onUpstreamEnd() {
-  upstream_.release(s_.requestComplete && !s_.websocket);
+  upstream_->release(s_.requestComplete && !s_.websocket);
   finish();
   endExchange();
 }
@@ -339,7 +339,7 @@ void Exchange::afterUpstreamRead(bool current) {
   const uint32_t gen = generation_;
   if (current && s_.status == 101 && s_.websocket && !s_.tunnel) {
     s_.tunnel = true;
-    upstream_.enterTunnel();
+    upstream_->enterTunnel();
     stream_->startTunnel();
     if (!alive(gen)) {
       stream_->safePoint();
@@ -347,8 +347,8 @@ void Exchange::afterUpstreamRead(bool current) {
     }
   }
   stream_->flush();
-  if (current && alive(gen) && upstream_.connected() && stream_->queuedBytes() > kHighWater) {
-    upstream_.pauseReading();
+  if (current && alive(gen) && upstream_->connected() && stream_->queuedBytes() > kHighWater) {
+    upstream_->pauseReading();
     s_.upstreamPaused = true;
   }
   stream_->safePoint();  // the last thing done with this exchange in the read callback
@@ -357,7 +357,7 @@ void Exchange::afterUpstreamRead(bool current) {
 void Exchange::onClientDrained() {
   if (s_.upstreamPaused && stream_->queuedBytes() < kHighWater / 4) {
     s_.upstreamPaused = false;
-    upstream_.resumeReading();
+    upstream_->resumeReading();
   }
 }
 
@@ -372,7 +372,7 @@ void Exchange::setUpstreamDeadline(uint64_t ms) { stream_->setTimeout(ms); }
 void Exchange::resume() {
   if (!filters_.takeWaiting() || s_.ended || s_.responseStarted) return;
   runFilters();
-  upstream_.flush();
+  upstream_->flush();
   stream_->flush();
 }
 
@@ -404,7 +404,7 @@ size_t Exchange::encodeHeaders(http::ResponseHead& head, ResponseInfo& info) {
 void Exchange::sendLocalReply(const http::LocalReply& reply, bool close) {
   requestId();
   s_.status = reply.status;
-  upstream_.abort();
+  upstream_->abort();
   http::buildLocalReply(reply, requestId_, localHead_, localBody_);
   ResponseInfo info;
   info.local = true;
@@ -429,15 +429,15 @@ void Exchange::abandon() {
     if (s_.status == 0) s_.status = 499;  // client went away first (nginx's convention)
     finish();
   }
-  upstream_.abort();
-  upstream_.reset();
+  upstream_->abort();
+  upstream_->reset();
   filters_.destroy();
   s_.ended = true;
 }
 
 void Exchange::reset() {
   filters_.destroy();
-  upstream_.reset();
+  upstream_->reset();
   s_ = Scalars{};
   ++generation_;
   req_ = nullptr;

@@ -45,7 +45,7 @@ class Exchange final : public RequestDecoder,
                        private UpstreamCallbacks,
                        private middleware::FilterCallbacks {
  public:
-  explicit Exchange(Worker& w) : w_(w), upstream_(w, *this) {}
+  explicit Exchange(Worker& w) : w_(w), request_(w, *this), upstream_(&request_) {}
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
 
@@ -82,12 +82,13 @@ class Exchange final : public RequestDecoder,
 
   bool started() const { return s_.started; }
   bool responseStarted() const override { return s_.responseStarted; }
-  bool holdsResources() const override { return !filters_.empty() || upstream_.started(); }
+  bool holdsResources() const override { return !filters_.empty() || upstream_->started(); }
   const ListenerSpec* listener() const { return listener_; }
   const SnapshotPtr& snapshot() const { return snap_; }
 
-  // For tests: the upstream side without a Worker's real backends.
-  UpstreamRequest& upstreamRequest() { return upstream_; }
+  // Tests: a fake upstream side (nullptr: the real UpstreamRequest again).
+  void setUpstreamForTest(Upstream* u) { upstream_ = u ? u : &request_; }
+  UpstreamCallbacks& upstreamCallbacks() { return *this; }
 
  private:
   // Phases.
@@ -163,7 +164,8 @@ class Exchange final : public RequestDecoder,
   std::string localBody_;
   FilterChain filters_;
   middleware::RequestContext ctx_;
-  UpstreamRequest upstream_;
+  UpstreamRequest request_;
+  Upstream* upstream_;  // &request_ (tests substitute a fake)
 };
 
 }  // namespace sluice

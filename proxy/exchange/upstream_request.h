@@ -43,45 +43,74 @@ class UpstreamCallbacks {
   virtual void setUpstreamDeadline(uint64_t ms) = 0;
 };
 
-class UpstreamRequest final : private upstream::UpstreamHandler, private upstream::SlotWaiter {
+// The exchange's handle on its upstream side (UpstreamRequest; a fake in the exchange's tests).
+class Upstream {
+ public:
+  virtual ~Upstream() = default;
+  // Starts attempt #1 toward `pool`. `head` and `info` stay valid for the exchange's life;
+  // `info.hostOverride` is filled per backend when the client sent no Host.
+  virtual void start(const upstream::Pool* pool, const http::RequestHead* head,
+                     const http::UpstreamRequestInfo& info, uint64_t hash,
+                     bool requestComplete) = 0;
+  virtual bool started() const = 0;
+  virtual bool connected() const = 0;  // the head went out: body and tunnel bytes may follow
+  virtual bool waiting() const = 0;    // for a max_connections slot
+  // The waiting deadline passed: give up with a 503.
+  virtual void onDeadline() = 0;
+  // Request body toward the backend (views valid until the next flush).
+  virtual void sendData(const char* data, size_t len) = 0;
+  virtual void sendEnd() = 0;
+  // The whole request is in: the response timeout starts now.
+  virtual void requestComplete() = 0;
+  // Tunnel bytes from the client, and its end.
+  virtual void sendTunnelData(const char* data, size_t len) = 0;
+  virtual void shutdownTunnel() = 0;
+  // Flush toward the backend; false when the write failed (handled as a reset).
+  virtual bool flush() = 0;
+  virtual size_t queuedBytes() const = 0;
+  virtual void pauseReading() = 0;
+  virtual void resumeReading() = 0;
+  virtual void enterTunnel() = 0;
+  // The response completed: the connection goes back to the pool when `reusable`.
+  virtual void release(bool reusable) = 0;
+  // Drop the attempt (client gone, answered locally, broken response).
+  virtual void abort() = 0;
+  virtual void reset() = 0;  // back to a fresh request (after release/abort)
+  virtual const upstream::Backend* backend() const = 0;
+  virtual uint64_t startNs() const = 0;  // first connect
+  virtual uint64_t headNs() const = 0;   // response head arrived
+};
+
+class UpstreamRequest final : public Upstream,
+                              private upstream::UpstreamHandler,
+                              private upstream::SlotWaiter {
  public:
   UpstreamRequest(Worker& w, UpstreamCallbacks& cb) : w_(w), cb_(cb) {}
   ~UpstreamRequest() override;
 
-  // Starts attempt #1 toward `pool`. `head` and `info` stay valid for the exchange's life;
-  // `info.hostOverride` is filled per backend when the client sent no Host.
   void start(const upstream::Pool* pool, const http::RequestHead* head,
-             const http::UpstreamRequestInfo& info, uint64_t hash, bool requestComplete);
-  bool started() const { return pool_ != nullptr; }
-  bool connected() const { return up_ != nullptr && ready_; }
-  bool waiting() const { return waitingSlot_; }
-  // The waiting deadline passed: give up with a 503.
-  void onDeadline();
-
-  // Request body toward the backend (views valid until the next flush).
-  void sendData(const char* data, size_t len);
-  void sendEnd();
-  // The whole request is in: the response timeout starts now.
-  void requestComplete();
-  // Tunnel bytes from the client, and its end.
-  void sendTunnelData(const char* data, size_t len);
-  void shutdownTunnel();
-  // Flush toward the backend; false when the write failed (handled as a reset).
-  bool flush();
-  size_t queuedBytes() const;
-  void pauseReading();
-  void resumeReading();
-  void enterTunnel();
-
-  // The response completed: the connection goes back to the pool when `reusable`.
-  void release(bool reusable);
-  // Drop the attempt (client gone, answered locally, broken response).
-  void abort();
-  void reset();  // back to a fresh request (after release/abort)
-
-  const upstream::Backend* backend() const { return backend_.get(); }
-  uint64_t startNs() const { return startNs_; }
-  uint64_t headNs() const { return headNs_; }
+             const http::UpstreamRequestInfo& info, uint64_t hash,
+             bool requestComplete) override;
+  bool started() const override { return pool_ != nullptr; }
+  bool connected() const override { return up_ != nullptr && ready_; }
+  bool waiting() const override { return waitingSlot_; }
+  void onDeadline() override;
+  void sendData(const char* data, size_t len) override;
+  void sendEnd() override;
+  void requestComplete() override;
+  void sendTunnelData(const char* data, size_t len) override;
+  void shutdownTunnel() override;
+  bool flush() override;
+  size_t queuedBytes() const override;
+  void pauseReading() override;
+  void resumeReading() override;
+  void enterTunnel() override;
+  void release(bool reusable) override;
+  void abort() override;
+  void reset() override;
+  const upstream::Backend* backend() const override { return backend_.get(); }
+  uint64_t startNs() const override { return startNs_; }
+  uint64_t headNs() const override { return headNs_; }
 
  private:
   // upstream::UpstreamHandler
