@@ -422,6 +422,36 @@ def test_drain_finishes_in_flight_and_takes_no_new_requests(make_backend, proxy)
 
 # ---- max_connections ---------------------------------------------------------------------------
 
+def test_max_connections_is_exact_across_workers_and_waiters_wake_on_release(make_backend, proxy):
+    # Two workers share a limit of 2: a slot is reserved atomically (never a third request in
+    # flight), and a request waiting on one worker is woken when the other worker releases a
+    # slot (without that wakeup it would sit until connect_timeout and get a 503).
+    a = make_backend("a")
+    a.on("/slow", Response(200, body=b"ok", delay=0.15))
+    s = proxy(pools={"p": dict(backends=[a.address], max_connections=2, connect_timeout="20s")},
+              server={"workers": 2})
+    port = s.port()
+    statuses = []
+    lock = threading.Lock()
+
+    def go():
+        r = http_request(port, "GET", "/slow", timeout=30)
+        with lock:
+            statuses.append(r.status)
+
+    ts = [threading.Thread(target=go) for _ in range(16)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert statuses == [200] * 16
+    assert a.peak_in_flight == 2
+    # 16 requests of 0.15 s through 2 slots: about 1.2 s when every release wakes a waiter.
+    assert elapsed < 8, elapsed
+
+
 def test_max_connections_queues_then_503(make_backend, proxy):
     a = make_backend("a")
     a.on("/slow", Response(200, body=b"slow", delay=0.4))

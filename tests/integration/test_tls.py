@@ -419,6 +419,24 @@ def test_hsts_on_proxied_and_error_responses(backend, start_tls):
     assert plain.status == 200 and not plain.has_header("strict-transport-security")
 
 
+def test_hsts_on_redirect_answers(backend, make_sluice, pki):
+    # Every local answer goes through one builder: a TLS listener that redirects elsewhere
+    # carries the listener's HSTS header too (it used to be skipped on redirects).
+    s = make_sluice()
+    install(s, pki, "a")
+    port = free_port()
+    listeners = [{"name": "web", "listen": f"127.0.0.1:{port}",
+                  "redirect_https": "https://{host}:9443{uri}",
+                  "tls": {"certificates": [entry("a")], "hsts": HSTS}}]
+    s.start(s.config(routes=[], pools={"p": {"backends": [backend.address]}},
+                     listeners=listeners))
+    with TlsRawClient(port, "a.test") as c:
+        r = c.request("GET", "/x?y=1")
+        assert r.status == 308 and r.header("location") == "https://test.local:9443/x?y=1", r.headers
+        assert r.header_all("strict-transport-security") == [HSTS], r.headers
+        assert r.header("x-request-id"), r.headers
+
+
 # ---- clean close ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])

@@ -156,6 +156,8 @@ class Backend:
         self.errors = []
         self.upgrade_events = []
         self.recv_delay = 0.0  # seconds slept before each recv: a slow reader
+        self.in_flight = 0  # requests being answered right now
+        self.peak_in_flight = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._conns = set()
@@ -302,13 +304,20 @@ class Backend:
                                           struct.pack("ii", 1, 0))
                     break
                 self._record(req)
-                if resp.delay:
-                    time.sleep(resp.delay)
-                if resp.action == "hang":
-                    while not self._stopping:
-                        time.sleep(0.05)
-                    break
-                keep = self._respond(c, req, resp)
+                with self._lock:
+                    self.in_flight += 1
+                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    if resp.delay:
+                        time.sleep(resp.delay)
+                    if resp.action == "hang":
+                        while not self._stopping:
+                            time.sleep(0.05)
+                        break
+                    keep = self._respond(c, req, resp)
+                finally:
+                    with self._lock:
+                        self.in_flight -= 1
                 if not keep:
                     break
         except (EOFError, ConnectionError, OSError, ValueError) as e:
