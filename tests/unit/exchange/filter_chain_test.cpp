@@ -4,8 +4,10 @@
 
 #include <doctest/doctest.h>
 
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 using namespace sluice;
@@ -79,8 +81,15 @@ struct Fixture {
   FilterChain chain;
   std::vector<middleware::FilterFactoryPtr> factories;
 
-  void add(const std::string& name, Status st = Status::Continue) {
-    factories.push_back(std::make_shared<RecordingFactory>(j, name, st));
+  // One filter per name, in order; a trailing '!' makes that filter Stop. The chain is built.
+  Fixture(std::initializer_list<std::string_view> names) {
+    for (std::string_view n : names) {
+      const bool stop = n.ends_with('!');
+      factories.push_back(std::make_shared<RecordingFactory>(
+          j, std::string(stop ? n.substr(0, n.size() - 1) : n),
+          stop ? Status::Stop : Status::Continue));
+    }
+    chain.create(factories, cb);
   }
   FilterChain::Result run() {
     return chain.runRequest(ctx, [] { return true; });
@@ -93,12 +102,8 @@ using Events = std::vector<std::string>;
 
 TEST_SUITE("filter_chain") {
   TEST_CASE("filters are created and run in route order") {
-    Fixture f;
-    f.add("a");
-    f.add("b");
-    f.add("c");
-    CHECK(f.chain.empty());
-    f.chain.create(f.factories, f.cb);
+    CHECK(FilterChain().empty());
+    Fixture f{"a", "b", "c"};
     CHECK_FALSE(f.chain.empty());
     CHECK(f.run() == FilterChain::Result::Done);
     CHECK_FALSE(f.chain.waiting());
@@ -107,11 +112,7 @@ TEST_SUITE("filter_chain") {
   }
 
   TEST_CASE("a Stop waits; takeWaiting clears the mark once; running again resumes after it") {
-    Fixture f;
-    f.add("a");
-    f.add("b", Status::Stop);
-    f.add("c");
-    f.chain.create(f.factories, f.cb);
+    Fixture f{"a", "b!", "c"};
     CHECK(f.run() == FilterChain::Result::Waiting);
     CHECK(f.chain.waiting());
     CHECK(f.j.events.back() == "b.req");
@@ -127,10 +128,7 @@ TEST_SUITE("filter_chain") {
   }
 
   TEST_CASE("a filter that ended the exchange stops the chain (Answered)") {
-    Fixture f;
-    f.add("a");
-    f.add("b");
-    f.chain.create(f.factories, f.cb);
+    Fixture f{"a", "b"};
     int calls = 0;
     CHECK(f.chain.runRequest(f.ctx, [&] { return ++calls < 1; }) == FilterChain::Result::Answered);
     CHECK(calls == 1);
@@ -138,10 +136,7 @@ TEST_SUITE("filter_chain") {
   }
 
   TEST_CASE("every filter sees the response head once; onComplete for each") {
-    Fixture f;
-    f.add("a");
-    f.add("b");
-    f.chain.create(f.factories, f.cb);
+    Fixture f{"a", "b"};
     REQUIRE(f.run() == FilterChain::Result::Done);
     http::ResponseHead head;
     head.status = 200;
@@ -156,10 +151,7 @@ TEST_SUITE("filter_chain") {
   }
 
   TEST_CASE("destroy: every onDestroy, then every destructor, exactly once; the chain is reusable") {
-    Fixture f;
-    f.add("a");
-    f.add("b", Status::Stop);
-    f.chain.create(f.factories, f.cb);
+    Fixture f{"a", "b!"};
     REQUIRE(f.run() == FilterChain::Result::Waiting);
     http::ResponseHead head;
     f.chain.runResponse(f.ctx, head);

@@ -230,20 +230,31 @@ TEST_SUITE("http1_server_codec") {
     }
   }
 
-  TEST_CASE("a Content-Length body waits for readBody, then arrives in order and ends") {
-    for (size_t step : kSteps) {
-      CAPTURE(step);
-      Harness h;
-      h.feed(kPost, step);
-      REQUIRE(h.d.requests.size() == 1);
-      CHECK_FALSE(h.d.requests[0].endWithHeaders);
-      CHECK(h.d.requests[0].body.empty());  // paused after the head
-      CHECK(join(h.d.events) == join({"headers"}));
-      h.codec.readBody();
-      CHECK(h.d.requests[0].body == "hello world");
-      CHECK(h.d.requests[0].ended);
-      CHECK(join(h.d.events) == join({"headers", "end"}));
-      CHECK(h.t.written.empty());  // no 100 Continue unasked
+  TEST_CASE("a body (Content-Length or chunked) waits for readBody, then arrives whole") {
+    // readBody later (the upstream connects), or from inside decodeHeaders (a pooled upstream
+    // connection is ready at once): the body bytes read with the head are stashed meanwhile.
+    for (const std::string& request : {kPost, kChunked}) {
+      for (bool atOnce : {false, true}) {
+        for (size_t step : kSteps) {
+          CAPTURE(request);
+          CAPTURE(atOnce);
+          CAPTURE(step);
+          Harness h;
+          h.d.readBodyAtOnce = atOnce;
+          h.feed(request, step);
+          REQUIRE(h.d.requests.size() == 1);
+          CHECK_FALSE(h.d.requests[0].endWithHeaders);
+          if (!atOnce) {
+            CHECK(h.d.requests[0].body.empty());  // paused after the head
+            CHECK(join(h.d.events) == "headers");
+            h.codec.readBody();
+          }
+          CHECK(h.d.requests[0].body == "hello world");  // de-chunked
+          CHECK(h.d.requests[0].ended);
+          CHECK(join(h.d.events) == "headers, end");
+          CHECK(h.t.written.empty());  // no 100 Continue unasked
+        }
+      }
     }
   }
 
@@ -260,31 +271,6 @@ TEST_SUITE("http1_server_codec") {
     CHECK(h.d.requests[0].dataCalls == 11);
     CHECK(h.d.requests[0].ended);
     CHECK(h.t.timerMs == 0);
-  }
-
-  TEST_CASE("readBody from inside decodeHeaders (pooled upstream) delivers the stashed body") {
-    for (size_t step : kSteps) {
-      CAPTURE(step);
-      Harness h;
-      h.d.readBodyAtOnce = true;
-      h.feed(kPost, step);
-      REQUIRE(h.d.requests.size() == 1);
-      CHECK(h.d.requests[0].body == "hello world");
-      CHECK(h.d.requests[0].ended);
-    }
-  }
-
-  TEST_CASE("a chunked body is delivered de-chunked") {
-    for (size_t step : kSteps) {
-      CAPTURE(step);
-      Harness h;
-      h.feed(kChunked, step);
-      REQUIRE(h.d.requests.size() == 1);
-      CHECK_FALSE(h.d.requests[0].endWithHeaders);
-      h.codec.readBody();
-      CHECK(h.d.requests[0].body == "hello world");
-      CHECK(h.d.requests[0].ended);
-    }
   }
 
   TEST_CASE("pipelined requests: the second is delivered only after the first's encodeEnd") {
@@ -482,25 +468,27 @@ TEST_SUITE("http1_server_codec") {
     }
   }
 
-  TEST_CASE("an answer before the body was read closes the connection") {
-    Harness h;
-    h.feed("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
-    ResponseInfo info;
-    info.requestId = "r";
-    h.d.respond(response(200, 0), info, {});
-    CHECK(h.t.take().find("Connection: close\r\n") != std::string::npos);
-    CHECK(join(h.t.events) == join({"closeAfterFlush"}));
-  }
-
-  TEST_CASE("graceful shutdown: no keep-alive") {
-    Harness h;
-    h.t.isClosing = true;
-    h.feed("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    ResponseInfo info;
-    info.requestId = "r";
-    h.d.respond(response(200, 0), info, {});
-    CHECK(h.t.take().find("Connection: close\r\n") != std::string::npos);
-    CHECK(join(h.t.events) == join({"closeAfterFlush"}));
+  TEST_CASE("no keep-alive when the body was not read, or during graceful shutdown") {
+    struct Case {
+      const char* what;
+      std::string request;
+      bool shuttingDown;
+    } cases[] = {
+        {"answered before the body was read",
+         "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", false},
+        {"graceful shutdown", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
+    };
+    for (const Case& c : cases) {
+      CAPTURE(std::string(c.what));
+      Harness h;
+      h.t.isClosing = c.shuttingDown;
+      h.feed(c.request);
+      ResponseInfo info;
+      info.requestId = "r";
+      h.d.respond(response(200, 0), info, {});
+      CHECK(h.t.take().find("Connection: close\r\n") != std::string::npos);
+      CHECK(join(h.t.events) == "closeAfterFlush");
+    }
   }
 
   TEST_CASE("an empty body piece writes nothing (a chunked body is not ended early)") {

@@ -40,26 +40,16 @@ AttemptFailure failure(UpstreamErrorKind kind, bool idempotent, uint32_t attempt
   f.maxRetries = maxRetries;
   return f;
 }
-AttemptFailure pooled(AttemptFailure f) {
-  f.reusedConnection = true;
+// The same failure with one more fact set (reusedConnection, bodySent, ...).
+AttemptFailure with(AttemptFailure f, bool AttemptFailure::*fact) {
+  f.*fact = true;
   return f;
 }
-AttemptFailure staleRetried(AttemptFailure f) {
-  f.staleRetried = true;
-  return f;
-}
-AttemptFailure bodySent(AttemptFailure f) {
-  f.bodySent = true;
-  return f;
-}
-AttemptFailure responseBytes(AttemptFailure f) {
-  f.responseBytes = true;
-  return f;
-}
-AttemptFailure websocket(AttemptFailure f) {
-  f.websocket = true;
-  return f;
-}
+AttemptFailure pooled(AttemptFailure f) { return with(f, &AttemptFailure::reusedConnection); }
+AttemptFailure staleRetried(AttemptFailure f) { return with(f, &AttemptFailure::staleRetried); }
+AttemptFailure bodySent(AttemptFailure f) { return with(f, &AttemptFailure::bodySent); }
+AttemptFailure responseBytes(AttemptFailure f) { return with(f, &AttemptFailure::responseBytes); }
+AttemptFailure websocket(AttemptFailure f) { return with(f, &AttemptFailure::websocket); }
 
 constexpr bool kGet = true, kPost = false;
 using K = UpstreamErrorKind;
