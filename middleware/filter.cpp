@@ -1,6 +1,7 @@
 #include "middleware/filter.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace sluice::middleware {
 
@@ -44,11 +45,20 @@ bool Attributes::has(std::string_view ns) const {
   return false;
 }
 
+namespace {
+// The first offset at or after `from` whose address in `mem` is aligned to `align`: a chunk
+// itself is only aligned for max_align_t, so over-aligned types are aligned by address.
+size_t alignedOffset(const std::byte* mem, size_t from, size_t align) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(mem) + from;
+  return from + (((p + align - 1) & ~uintptr_t(align - 1)) - p);
+}
+}  // namespace
+
 void* FilterArena::allocate(size_t size, size_t align) {
   total_ += size + align;
   if (!chunks_.empty()) {
     Chunk& c = chunks_.back();
-    size_t off = (used_ + align - 1) & ~(align - 1);
+    size_t off = alignedOffset(c.mem.get(), used_, align);
     if (off + size <= c.size) {
       used_ = off + size;
       return c.mem.get() + off;
@@ -57,10 +67,10 @@ void* FilterArena::allocate(size_t size, size_t align) {
   Chunk c;
   c.size = std::max<size_t>(256, size + align);
   c.mem.reset(new std::byte[c.size]);
-  // new[] of std::byte is aligned for any fundamental type (max_align_t).
-  used_ = size;
+  const size_t off = alignedOffset(c.mem.get(), 0, align);
+  used_ = off + size;
   chunks_.push_back(std::move(c));
-  return chunks_.back().mem.get();
+  return chunks_.back().mem.get() + off;
 }
 
 void FilterArena::reset() {

@@ -409,7 +409,8 @@ void Exchange::sendLocalReply(const http::LocalReply& reply, bool close) {
   ResponseInfo info;
   info.local = true;
   info.close = close || !s_.requestComplete;
-  info.noBody = s_.headRequest;
+  // A 204 / 304 is the head only, like an upstream's (no Content-Length: 0 on a 204).
+  info.noBody = s_.headRequest || reply.status == 204 || reply.status == 304;
   encodeHeaders(localHead_, info);
   if (!info.noBody && !localBody_.empty()) {
     s_.bytesSent += stream_->encodeData(localBody_.data(), localBody_.size());

@@ -246,6 +246,7 @@ size_t ServerCodec::encodeHeaders(const http::ResponseHead& head, const Response
 }
 
 size_t ServerCodec::encodeData(const char* data, size_t len) {
+  if (len == 0) return 0;  // a zero-size chunk would end a chunked body
   net::OutQueue& out = t_->out();
   if (framing_ == http::BodyFraming::Chunked) {
     http::appendChunkHeader(len, out.beginScratch());
