@@ -370,7 +370,7 @@ void Exchange::setUpstreamDeadline(uint64_t ms) { stream_->setTimeout(ms); }
 // ---------------------------------------------------------------- filters
 
 void Exchange::resume() {
-  if (!filters_.takeWaiting() || s_.ended || s_.responseStarted) return;
+  if (!filters_.resume() || s_.ended || s_.responseStarted) return;
   runFilters();
   upstream_->flush();
   stream_->flush();

@@ -25,8 +25,7 @@ void FilterChain::destroy() {
     arena_.reset();
   }
   next_ = 0;
-  waiting_ = false;
-  responded_ = false;
+  waiting_ = running_ = resumedEarly_ = responded_ = false;
 }
 
 }  // namespace sluice

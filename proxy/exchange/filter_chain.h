@@ -30,16 +30,29 @@ class FilterChain {
   Result runRequest(middleware::RequestContext& ctx, Alive alive) {
     waiting_ = false;
     while (next_ < filters_.size()) {
+      running_ = true;
+      resumedEarly_ = false;
       const middleware::Status st = filters_[next_++]->onRequestHeaders(ctx);
+      running_ = false;
       if (!alive()) return Result::Answered;
-      if (st == middleware::Status::Stop) {
+      // A filter that called resume() before returning Stop has already finished waiting.
+      if (st == middleware::Status::Stop && !resumedEarly_) {
         waiting_ = true;
         return Result::Waiting;
       }
     }
     return Result::Done;
   }
-  // Clears the waiting mark (resume or an answer arrived); false when nothing was waiting.
+  // A filter asks to continue: true when the chain was waiting and should run on now (a
+  // resume() from inside the filter's own onRequestHeaders is remembered instead).
+  bool resume() {
+    if (running_) {
+      resumedEarly_ = true;
+      return false;
+    }
+    return takeWaiting();
+  }
+  // Clears the waiting mark (an answer arrived); false when nothing was waiting.
   bool takeWaiting() {
     const bool w = waiting_;
     waiting_ = false;
@@ -56,6 +69,8 @@ class FilterChain {
   middleware::FilterArena arena_;
   size_t next_ = 0;
   bool waiting_ = false;
+  bool running_ = false;       // inside a filter's onRequestHeaders
+  bool resumedEarly_ = false;  // ... which called resume()
   bool responded_ = false;
 };
 

@@ -304,6 +304,9 @@ class Backend:
                                           struct.pack("ii", 1, 0))
                     break
                 self._record(req)
+                # In flight from the request's arrival until just before the answer goes out:
+                # the proxy can only see the end of the answer after that, so a limit it keeps
+                # is never seen exceeded here.
                 with self._lock:
                     self.in_flight += 1
                     self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -314,10 +317,10 @@ class Backend:
                         while not self._stopping:
                             time.sleep(0.05)
                         break
-                    keep = self._respond(c, req, resp)
                 finally:
                     with self._lock:
                         self.in_flight -= 1
+                keep = self._respond(c, req, resp)
                 if not keep:
                     break
         except (EOFError, ConnectionError, OSError, ValueError) as e:

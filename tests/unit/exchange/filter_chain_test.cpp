@@ -127,6 +127,39 @@ TEST_SUITE("filter_chain") {
     CHECK(f.j.count("c.req") == 1);
   }
 
+  TEST_CASE("a resume() from inside onRequestHeaders before returning Stop is not lost") {
+    // A filter whose answer came synchronously (a cached decision) resumes, then says Stop.
+    struct EarlyResume final : middleware::Filter {
+      explicit EarlyResume(FilterChain& c) : chain(c) {}
+      Status onRequestHeaders(middleware::RequestContext&) override {
+        resumedNow = chain.resume();
+        return Status::Stop;
+      }
+      FilterChain& chain;
+      bool resumedNow = true;
+    };
+    struct Factory final : middleware::FilterFactory {
+      explicit Factory(FilterChain& c) : chain(c) {}
+      middleware::Filter* create(middleware::FilterArena& arena,
+                                 middleware::FilterCallbacks&) const override {
+        return made = arena.make<EarlyResume>(chain);
+      }
+      std::string_view name() const override { return "early"; }
+      FilterChain& chain;
+      mutable EarlyResume* made = nullptr;
+    };
+    Fixture f{"a"};
+    f.chain.destroy();
+    auto early = std::make_shared<Factory>(f.chain);
+    f.factories.insert(f.factories.begin(), early);
+    f.chain.create(f.factories, f.cb);
+    CHECK(f.run() == FilterChain::Result::Done);  // went on to "a" instead of waiting
+    CHECK_FALSE(early->made->resumedNow);          // the exchange must not run the chain itself
+    CHECK_FALSE(f.chain.waiting());
+    CHECK(f.j.count("a.req") == 1);
+    CHECK_FALSE(f.chain.resume());  // nothing is waiting afterwards
+  }
+
   TEST_CASE("a filter that ended the exchange stops the chain (Answered)") {
     Fixture f{"a", "b"};
     int calls = 0;
