@@ -159,9 +159,4 @@ TEST_CASE("identity keys") {
   CHECK(appendIdentityKey(K::JwtClaim, "sub", ctx, k));
   CHECK(k.starts_with("jwt:sha256:"));
   CHECK(k.size() == 4 + 7 + 64);
-  bool found = false;
-  CHECK(cookieValue("a=1;b=2", "b", found) == "2");
-  CHECK(found);
-  cookieValue("a=1", "c", found);
-  CHECK_FALSE(found);
 }
