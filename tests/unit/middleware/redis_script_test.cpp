@@ -15,7 +15,7 @@ TEST_CASE("redis scripts carry the SHA1 of their body") {
       {"return 1", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"},
   };
   for (const Case& c : cases) {
-    CAPTURE(c.body);
+    INFO("body: " << std::string(c.body));
     RedisScript s(c.body);
     CHECK(s.body == c.body);
     CHECK(s.sha == c.sha);
