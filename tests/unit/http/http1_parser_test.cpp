@@ -575,12 +575,13 @@ TEST_SUITE("http1_parser") {
   }
 
   TEST_CASE("refused: limits and the request-smuggling defences") {
-    const std::string chunkedHead =
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const std::string post = "POST / HTTP/1.1\r\nHost: a\r\n";  // then the rest of the head
+    const std::string get = "GET / HTTP/1.1\r\nHost: a\r\n";
+    const std::string chunkedHead = post + "Transfer-Encoding: chunked\r\n\r\n";
     std::string trailers = chunkedHead + "3\r\nabc\r\n0\r\n";
     for (int i = 0; i < 20; ++i) trailers += "X-Trailer-" + std::to_string(i) + ": value\r\n";
     trailers += "\r\n";
-    std::string shortHeaders = "GET / HTTP/1.1\r\nHost: a\r\n";
+    std::string shortHeaders = get;
     for (int i = 0; i < 10; ++i) shortHeaders += "X" + std::to_string(i) + ": y\r\n";
     shortHeaders += "\r\n";
     const Options head64{.maxHead = 64};
@@ -588,8 +589,7 @@ TEST_SUITE("http1_parser") {
     const auto Req = Kind::Request;
     const Refusal cases[] = {
         // Limits.
-        {"a long header value", Req,
-         "GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n",
+        {"a long header value", Req, get + "X-Long: " + std::string(100, 'v') + "\r\n\r\n",
          ParseError::HeadTooLarge, 0, head64},
         {"a long target", Req, "GET /" + std::string(100, 'p') + " HTTP/1.1\r\nHost: a\r\n\r\n",
          ParseError::HeadTooLarge, 0, head64},
@@ -598,13 +598,11 @@ TEST_SUITE("http1_parser") {
          "HTTP/1.1 200 OK\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n",
          ParseError::HeadTooLarge, 0, head64},
         // llhttp skips OWS before a value without a callback; the head is still incomplete.
-        {"head padded with whitespace, still open", Req,
-         "GET / HTTP/1.1\r\nHost: a\r\nX-Pad:" + std::string(200, ' '), ParseError::HeadTooLarge, 0,
-         head64},
+        {"head padded with whitespace, still open", Req, get + "X-Pad:" + std::string(200, ' '),
+         ParseError::HeadTooLarge, 0, head64},
         // The same padding, but the head ends in the same buffer: the head is still 200+ bytes.
         {"head padded with whitespace, completed in the same buffer", Req,
-         "GET / HTTP/1.1\r\nHost: a\r\nX-Pad:" + std::string(200, ' ') + "\r\n\r\n",
-         ParseError::HeadTooLarge, 0, head64},
+         get + "X-Pad:" + std::string(200, ' ') + "\r\n\r\n", ParseError::HeadTooLarge, 0, head64},
         {"trailers are bounded by the head limit",
          Req,
          trailers,
@@ -613,58 +611,54 @@ TEST_SUITE("http1_parser") {
          {.maxHead = 128}},
         {"too many headers",
          Req,
-         "GET / HTTP/1.1\r\nHost: a\r\nB: 1\r\nC: 2\r\nD: 3\r\n\r\n",
+         get + "B: 1\r\nC: 2\r\nD: 3\r\n\r\n",
          ParseError::TooManyHeaders,
          0,
          {.maxHeaders = 3}},
         // Content-Length together with Transfer-Encoding.
         {"CL then TE", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-         "0\r\n\r\n",
+         post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "0\r\n\r\n",
          M},
         {"TE then CL", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
-         "0\r\n\r\n",
+         post + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+                "0\r\n\r\n",
          M},
         // Two different Content-Lengths.
-        {"two CL lines", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", M},
-        {"a CL list", Req, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!", M},
+        {"two CL lines", Req, post + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", M},
+        {"a CL list", Req, post + "Content-Length: 5, 6\r\n\r\nhello!", M},
         // Transfer-Encoding gzip alone.
-        {"TE gzip", Req, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nxxxx", M},
-        {"TE chunked, gzip", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\nxxxx", M},
+        {"TE gzip", Req, post + "Transfer-Encoding: gzip\r\n\r\nxxxx", M},
+        {"TE chunked, gzip", Req, post + "Transfer-Encoding: chunked, gzip\r\n\r\nxxxx", M},
         // An empty Transfer-Encoding has no final coding "chunked", yet llhttp leaves
         // F_TRANSFER_ENCODING unset for it, so the request would be taken as bodyless and the
         // bytes after the head ("0\r\n\r\n") would become the next request. The spec refuses a
         // Transfer-Encoding whose final coding is not chunked with a 400 (found by these cases,
         // fixed in the parser).
-        {"empty TE", Req, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n0\r\n\r\n", M},
-        {"blank TE", Req, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:   \r\n\r\n0\r\n\r\n",
-         M},
+        {"empty TE", Req, post + "Transfer-Encoding:\r\n\r\n0\r\n\r\n", M},
+        {"blank TE", Req, post + "Transfer-Encoding:   \r\n\r\n0\r\n\r\n", M},
         // Transfer-Encoding gzip, chunked is unsupported.
-        {"TE gzip, chunked", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        {"TE gzip, chunked", Req, post + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
          ParseError::Unsupported},
         {"TE gzip then TE chunked", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
-         "\r\n0\r\n\r\n",
+         post + "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+                "\r\n0\r\n\r\n",
          ParseError::Unsupported},
         // Transfer-Encoding chunked, chunked.
-        {"TE chunked, chunked", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", M},
+        {"TE chunked, chunked", Req, post + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+         M},
         {"TE chunked twice", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
-         "chunked\r\n\r\n0\r\n\r\n",
+         post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: "
+                "chunked\r\n\r\n0\r\n\r\n",
          M},
         {"TE on HTTP/1.0", Req,
          "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", M},
         // Whitespace before the colon.
         {"Host :", Req, "GET / HTTP/1.1\r\nHost : a\r\n\r\n", M},
-        {"Content-Length\\t:", Req, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 0\r\n\r\n", M},
+        {"Content-Length\\t:", Req, get + "Content-Length\t: 0\r\n\r\n", M},
         {"Transfer-Encoding :", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: 3\r\n\r\n"
-         "abc",
+         post + "Transfer-Encoding : chunked\r\nContent-Length: 3\r\n\r\n"
+                "abc",
          M},
         // Invalid chunk sizes (the head was seen).
         {"chunk size zz", Req, chunkedHead + "zz\r\nhello\r\n0\r\n\r\n", M, 1},
@@ -676,18 +670,17 @@ TEST_SUITE("http1_parser") {
         // Bare LF line endings.
         {"LF only", Req, "GET / HTTP/1.1\nHost: a\n\n", M},
         {"LF after a header", Req, "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", M},
-        {"LF ending the head", Req, "GET / HTTP/1.1\r\nHost: a\r\n\n", M},
+        {"LF ending the head", Req, get + "\n", M},
         {"LF after a chunk size", Req, chunkedHead + "3\nabc\r\n0\r\n\r\n", M, 1},
         // obs-fold.
-        {"folded with SP", Req, "GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n", M},
-        {"folded with HTAB", Req, "GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n\ttwo\r\n\r\n", M},
-        {"folded TE", Req,
-         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n", M},
+        {"folded with SP", Req, get + "X-Folded: one\r\n two\r\n\r\n", M},
+        {"folded with HTAB", Req, get + "X-Folded: one\r\n\ttwo\r\n\r\n", M},
+        {"folded TE", Req, post + "Transfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n", M},
         // Missing Host on HTTP/1.1, two Host headers.
         {"no headers", Req, "GET / HTTP/1.1\r\n\r\n", M},
         {"no Host", Req, "GET / HTTP/1.1\r\nX: y\r\n\r\n", M},
-        {"two Hosts", Req, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", M},
-        {"the same Host twice", Req, "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", M},
+        {"two Hosts", Req, get + "Host: b\r\n\r\n", M},
+        {"the same Host twice", Req, get + "host: a\r\n\r\n", M},
         // Responses.
         {"response with a transfer coding other than chunked", Kind::Response,
          "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxxxx", M},
