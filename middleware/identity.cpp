@@ -2,26 +2,10 @@
 
 #include <openssl/evp.h>
 
+#include "proxy/http/cookie.h"
 #include "proxy/http/message.h"
 
 namespace sluice::middleware {
-
-std::string_view cookieValue(std::string_view header, std::string_view name, bool& found) {
-  found = false;
-  while (!header.empty()) {
-    size_t semi = header.find(';');
-    std::string_view pair = http::trimOws(header.substr(0, semi));
-    header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
-    size_t eq = pair.find('=');
-    if (eq == std::string_view::npos) continue;
-    if (http::trimOws(pair.substr(0, eq)) != name) continue;  // cookie names are case-sensitive
-    std::string_view v = http::trimOws(pair.substr(eq + 1));
-    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-    found = true;
-    return v;
-  }
-  return {};
-}
 
 namespace {
 
@@ -58,12 +42,7 @@ bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
       break;
     case config::RateLimitKeyKind::Cookie:
       if (ctx.request != nullptr) {
-        const http::HeaderMap& h = ctx.request->headers;
-        for (size_t i = 0; i < h.size() && value.empty(); ++i) {
-          if (h.removedAt(i) || !http::iequals(h.nameAt(i), "cookie")) continue;
-          bool found = false;
-          value = cookieValue(h.valueAt(i), name, found);
-        }
+        value = http::findCookie(ctx.request->headers, name).value_or(std::string_view());
         source = "cookie:";
       }
       break;

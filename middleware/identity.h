@@ -11,13 +11,11 @@
 
 namespace sluice::middleware {
 
-// The value of cookie `name` in a Cookie header value ("a=1; b=2"), or found=false.
-std::string_view cookieValue(std::string_view cookieHeader, std::string_view name, bool& found);
-
-// Appends "<source>:<value>" for the request to `out`: source is "header", "cookie" or "jwt"
-// when that value is present and non-empty, else "ip" with ctx.clientIp. Values longer than
-// 128 bytes are replaced by "sha256:<hex>" so keys stay small. Returns true when the
-// configured source was used (false = fell back to the IP).
+// Appends "<source>:<value>" for the request to `out`: source is "header", "cookie" (the
+// first pair of that name in any Cookie header, parsed by http/cookie.h) or "jwt" when that
+// value is present and non-empty, else "ip" with ctx.clientIp. Values longer than 128 bytes
+// are replaced by "sha256:<hex>" so keys stay small. Returns true when the configured source
+// was used (false = fell back to the IP).
 bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
                        const RequestContext& ctx, std::string& out);
 

@@ -21,6 +21,9 @@
 //    EVALSHA); a NOSCRIPT answer (SCRIPT FLUSH, failover) re-loads it and retries once.
 // Callbacks are plain function pointers + user pointer (no allocation per command) and can be
 // cancelled: a request that goes away calls cancel(handle) and never hears back.
+// Where: redis_client.cpp (commands, the end-of-turn flush, replies), redis_connection.cpp
+// (connect, handshake, timeouts, reconnect), redis_script.cpp (scripts and batches),
+// redis_events.cpp (the event adapter).
 #pragma once
 
 #include <uv.h>
@@ -34,6 +37,8 @@
 #include <vector>
 
 #include "config/schema.h"
+#include "middleware/redis_events.h"
+#include "middleware/redis_script.h"
 #include "proxy/observe/metrics.h"
 
 struct redisAsyncContext;
@@ -49,24 +54,7 @@ enum class RedisStatus {
                  // wrong shape); command() / evalsha() get Ok and the error reply instead
 };
 
-// A Lua script with its SHA1, computed locally so EVALSHA needs no round trip first.
-struct RedisScript {
-  explicit RedisScript(std::string body);
-  std::string body;
-  std::string sha;
-};
-
-// A script that decides many independent calls in one EVALSHA (see RedisClient::batchEval):
-// KEYS = key1..keyN, ARGV = the `argsPerCall` args of call 1, then of call 2, ...; it must
-// return a flat array of `repliesPerCall` elements per call, in call order.
-struct RedisBatchScript {
-  RedisBatchScript(std::string body, unsigned argsPerCall, unsigned repliesPerCall);
-  RedisScript script;
-  unsigned argsPerCall;
-  unsigned repliesPerCall;
-};
-
-class RedisClient {
+class RedisClient final : private RedisEvents::Owner {
  public:
   // `reply` is valid only during the call (nullptr unless status == Ok).
   using Callback = void (*)(void* user, RedisStatus status, const redisReply* reply);
@@ -155,39 +143,64 @@ class RedisClient {
     char numkeys[12] = {0};
   };
   struct Resolve;
-  struct Events;  // the hiredis event adapter of one connection (uv_poll on its socket)
 
   ~RedisClient();
+  static void closeThunk(uv_handle_t* h);
+
+  // Commands (redis_client.cpp).
+  Pending* acquire();
+  void release(Pending* p);
+  bool send(Pending* p);
+  // send(), or release(p) and false.
+  bool sendOrRelease(Pending* p);
+  Handle submit(Pending* p);  // sendOrRelease() for the public calls
+  void armFlush();
+  void onFlush();
+  void unqueue(Pending* p);
+  void onReply(Pending* p, redisReply* r);
+  void onLost(Pending* p);
+  void onUserReply(Pending* p, redisReply* r);
+  static void replyThunk(redisAsyncContext* c, void* r, void* privdata);
+
+  // The connection (redis_connection.cpp).
   void connect();
+  void resolve();
+  static void onResolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
+  void cancelResolve();
   void startTcp(const std::string& ip);
   // Takes a new hiredis context (or reports why there is none) and starts the handshake.
   void adopt(redisAsyncContext* c);
+  bool attach(redisAsyncContext* c);
   void onConnected(int status);
+  bool sendInternal(std::initializer_list<std::string_view> argv);
+  void onHandshakeReply(Pending* p, const redisReply* r);
   void onDisconnected(int status);
   void fail(observe::RedisErrorKind kind, RedisStatus status, const char* what);
   void dropConnection(RedisStatus status);
   void scheduleReconnect();
+  void onRetryTimer();
   void armTimer();
   void onTimer();
-  void onRetryTimer();
   void setUp(bool up);
-  Pending* acquire();
-  void release(Pending* p);
-  bool send(Pending* p);
-  bool attach(redisAsyncContext* c);
-  void armFlush();
-  void onFlush();
+  std::string where() const;  // for the log
+  static void connectThunk(const redisAsyncContext* c, int status);
+  static void disconnectThunk(const redisAsyncContext* c, int status);
+  void onWritePending() override;
+  void onEventsDetached(RedisEvents* e) override;
+  void onEventsClosed() override;
+
+  // Scripts and batches (redis_script.cpp).
+  bool ensureScript(const RedisScript& s);
+  void onScriptLoaded(Pending* p, const redisReply* r);
+  // Reloads the script after a NOSCRIPT answer and sends `p` again, once; false when `r` is
+  // not that or the retry could not be sent.
+  bool retryAfterNoscript(Pending* p, const RedisScript& s, const redisReply* r);
+  // The argv of a batch EVALSHA (calls not cancelled by now); false when none is left.
+  bool pushBatchArgv(Pending* p);
+  void pushArg(const char* d, size_t n);
   void dispatchBatch(Pending* p);
   void onBatchReply(Pending* p, redisReply* r);
   void finishBatch(Pending* p, RedisStatus status, const redisReply* r);
-  bool sendInternal(std::initializer_list<std::string_view> argv);
-  bool ensureScript(const RedisScript& s);
-  void onReply(Pending* p, redisReply* r);
-  void finishHandshake();
-  static void replyThunk(redisAsyncContext* c, void* r, void* privdata);
-  static void connectThunk(const redisAsyncContext* c, int status);
-  static void disconnectThunk(const redisAsyncContext* c, int status);
-  static void closeThunk(uv_handle_t* h);
 
   uv_loop_t* loop_;
   observe::WorkerMetrics* metrics_;
@@ -200,8 +213,8 @@ class RedisClient {
   uv_check_t check_;       // end-of-turn flush: batches, then the write
   uv_prepare_t prepare_;   // the same before the loop blocks (work queued after the check)
   bool flushArmed_ = false;
-  Events* ev_ = nullptr;  // adapter of ctx_
-  int openHandles_ = 4;   // + 1 per Events whose uv_poll is not closed yet
+  RedisEvents* ev_ = nullptr;  // adapter of ctx_
+  int openHandles_ = 4;        // + 1 per RedisEvents whose uv_poll is not closed yet
   uint64_t connectDeadline_ = 0;
   uint64_t backoffMs_ = 0;
   uint64_t reconnects_ = 0;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "proxy/http/cookie.h"
+
 namespace sluice::upstream {
 
 PickResult Balancer::pick(const Pool& pool, const PickRequest& r) {
@@ -164,21 +166,6 @@ Balancer& BalancerSet::get(const Pool& pool) {
   return *e.b;
 }
 
-static std::string_view cookieValue(std::string_view header, std::string_view name) {
-  size_t pos = 0;
-  while (pos < header.size()) {
-    size_t end = header.find(';', pos);
-    if (end == std::string_view::npos) end = header.size();
-    std::string_view part = header.substr(pos, end - pos);
-    while (!part.empty() && (part.front() == ' ' || part.front() == '\t')) part.remove_prefix(1);
-    if (part.size() > name.size() && part.substr(0, name.size()) == name &&
-        part[name.size()] == '=')
-      return part.substr(name.size() + 1);
-    pos = end + 1;
-  }
-  return {};
-}
-
 uint64_t requestHash(const config::HashKey& key, const http::HeaderMap& headers,
                      std::string_view clientIp) {
   std::string_view v;
@@ -187,7 +174,7 @@ uint64_t requestHash(const config::HashKey& key, const http::HeaderMap& headers,
       v = headers.get(key.name);
       break;
     case config::HashKey::Kind::Cookie:
-      v = cookieValue(headers.get(http::Hdr::Cookie), key.name);
+      v = http::findCookie(headers, key.name).value_or(std::string_view());
       break;
     case config::HashKey::Kind::Ip:
       break;

@@ -59,8 +59,9 @@ class BalancerSet {
   std::unordered_map<const Pool*, Entry> map_;
 };
 
-// The hash of a request's key for balance = "hash": the client IP, a header or a cookie. A
-// request without the header/cookie falls back to its client IP.
+// The hash of a request's key for balance = "hash": the client IP, a header or a cookie (the
+// first pair of that name in any Cookie header, parsed by http/cookie.h). A request without
+// the header/cookie (or with an empty value) falls back to its client IP.
 uint64_t requestHash(const config::HashKey& key, const http::HeaderMap& headers,
                      std::string_view clientIp);
 

@@ -62,17 +62,66 @@ Headers snapshot(const HeaderMap& h) {
 
 // What the handler saw of one message.
 struct Msg {
-  std::string method, target;
+  std::string method{}, target{};
   int status = 0;
-  std::string reason;
+  std::string reason{};
   int major = 0, minor = 0;
-  Headers headers;
+  Headers headers{};
   bool keepAlive = false, chunked = false, hasContentLength = false, upgrade = false;
   uint64_t contentLength = 0;
-  std::string body;
+  std::string body{};
   bool complete = false;
   bool operator==(const Msg&) const = default;
+
+  // For the expected messages of table rows: each changes one thing.
+  Msg& withHeaders(Headers h) {
+    headers = std::move(h);
+    return *this;
+  }
+  Msg& withLength(uint64_t n) {
+    hasContentLength = true;
+    contentLength = n;
+    return *this;
+  }
+  Msg& withChunked() {
+    chunked = true;
+    return *this;
+  }
+  Msg& withBody(std::string b) {
+    body = std::move(b);
+    return *this;
+  }
+  Msg& http10() {
+    minor = 0;
+    return *this;
+  }
+  Msg& closing() {
+    keepAlive = false;
+    return *this;
+  }
+  Msg& unfinished() {
+    complete = false;
+    return *this;
+  }
 };
+
+// Expected messages: HTTP/1.1, keep-alive, complete, no body.
+Msg request(std::string method, std::string target) {
+  return {.method = std::move(method),
+          .target = std::move(target),
+          .major = 1,
+          .minor = 1,
+          .keepAlive = true,
+          .complete = true};
+}
+Msg response(int status, std::string reason) {
+  return {.status = status,
+          .reason = std::move(reason),
+          .major = 1,
+          .minor = 1,
+          .keepAlive = true,
+          .complete = true};
+}
 
 struct Options {
   size_t maxHead = 8192;
@@ -108,6 +157,19 @@ std::string describe(const Outcome& o) {
   return s.str();
 }
 
+// The fields a request and a response head share.
+template <class Head>
+void copyHead(const Head& r, Msg& m) {
+  m.major = r.versionMajor;
+  m.minor = r.versionMinor;
+  m.headers = snapshot(r.headers);
+  m.keepAlive = r.keepAlive;
+  m.chunked = r.chunked;
+  m.hasContentLength = r.hasContentLength;
+  m.contentLength = r.contentLength;
+  m.upgrade = r.upgrade;
+}
+
 class Recorder : public Http1Parser::Handler {
  public:
   Recorder(Http1Parser& p, Kind kind, const Options& opts, Outcome& out)
@@ -116,29 +178,13 @@ class Recorder : public Http1Parser::Handler {
   int onHeadersComplete() override {
     Msg m;
     if (kind_ == Kind::Request) {
-      const RequestHead& r = p_.request();
-      m.method = r.method;
-      m.target = r.target;
-      m.major = r.versionMajor;
-      m.minor = r.versionMinor;
-      m.headers = snapshot(r.headers);
-      m.keepAlive = r.keepAlive;
-      m.chunked = r.chunked;
-      m.hasContentLength = r.hasContentLength;
-      m.contentLength = r.contentLength;
-      m.upgrade = r.upgrade;
+      m.method = p_.request().method;
+      m.target = p_.request().target;
+      copyHead(p_.request(), m);
     } else {
-      const ResponseHead& r = p_.response();
-      m.status = r.status;
-      m.reason = r.reason;
-      m.major = r.versionMajor;
-      m.minor = r.versionMinor;
-      m.headers = snapshot(r.headers);
-      m.keepAlive = r.keepAlive;
-      m.chunked = r.chunked;
-      m.hasContentLength = r.hasContentLength;
-      m.contentLength = r.contentLength;
-      m.upgrade = r.upgrade;
+      m.status = p_.response().status;
+      m.reason = p_.response().reason;
+      copyHead(p_.response(), m);
     }
     out_.msgs.push_back(std::move(m));
     // Like UpstreamConn: an interim response has no body.
@@ -242,15 +288,82 @@ Outcome parseResponse(std::string_view in, const Options& opts = {}) {
   return parseAllWays(Kind::Response, in, opts);
 }
 
-// A request that must be refused: Error with `want`, and the handler never saw a head.
-void expectRefused(std::string_view in, ParseError want, bool headSeen = false) {
-  Outcome o = parseRequest(in);
+// An input that must be refused: its only event is an Error with `want`, no message
+// completes, and the handler saw `heads` heads.
+struct Refusal {
+  const char* what;
+  Kind kind;
+  std::string in;
+  ParseError want;
+  size_t heads = 0;
+  Options opts = {};
+};
+
+void expectRefused(const Refusal& c) {
+  INFO("row: " << std::string(c.what));
+  CAPTURE(c.in);
+  Outcome o = parseAllWays(c.kind, c.in, c.opts);
   INFO(describe(o));
-  REQUIRE(!o.events.empty());
-  CHECK(o.events.back() == Status::Error);
-  CHECK(o.error == want);
+  CHECK(o.events == std::vector<Status>{Status::Error});
+  CHECK(o.error == c.want);
   for (const Msg& m : o.msgs) CHECK_FALSE(m.complete);
-  if (!headSeen) CHECK(o.msgs.empty());
+  CHECK(o.msgs.size() == c.heads);
+}
+
+// An input and everything the handler must see of it: the events, finish() (with
+// opts.callFinish), the error and each message, field by field (a message's headers only
+// when the row lists some).
+struct Accepted {
+  const char* what;
+  Kind kind;
+  std::string in;
+  std::vector<Status> events;
+  std::vector<Msg> msgs;
+  Options opts = {};
+  Status finish = Status::NeedMore;
+  ParseError error = ParseError::None;
+};
+
+void expectAccepted(const Accepted& c) {
+  INFO("row: " << std::string(c.what));
+  CAPTURE(c.in);
+  Outcome o = parseAllWays(c.kind, c.in, c.opts);
+  INFO(describe(o));
+  CHECK(o.events == c.events);
+  CHECK(o.finishStatus == c.finish);
+  CHECK(o.error == c.error);
+  REQUIRE(o.msgs.size() == c.msgs.size());
+  for (size_t i = 0; i < c.msgs.size(); ++i) {
+    Msg want = c.msgs[i];
+    if (want.headers.empty()) want.headers = o.msgs[i].headers;
+    CHECK(o.msgs[i] == want);
+  }
+}
+
+// One parser and a Sink, for direct single-buffer tests of the consumed offsets.
+struct Direct {
+  explicit Direct(Kind kind, int headRc = Http1Parser::Handler::kBody);
+  Http1Parser::Result feed(std::string_view in) { return p.execute(in.data(), in.size()); }
+  struct Sink : Http1Parser::Handler {
+    int headRc = kBody;
+    int heads = 0, completes = 0;
+    std::string body;
+    int onHeadersComplete() override {
+      ++heads;
+      return headRc;
+    }
+    bool onBody(const char* d, size_t n) override {
+      body.append(d, n);
+      return true;
+    }
+    void onMessageComplete() override { ++completes; }
+  } sink;
+  Http1Parser p;
+};
+
+Direct::Direct(Kind kind, int headRc) {
+  sink.headRc = headRc;
+  p.init(kind, &sink, 8192);
 }
 
 std::string headerValue(const Msg& m, std::string_view name) {
@@ -258,22 +371,6 @@ std::string headerValue(const Msg& m, std::string_view name) {
     if (iequals(n, name)) return v;
   return "<absent>";
 }
-
-// A handler for direct single-buffer tests.
-struct Sink : Http1Parser::Handler {
-  int headRc = kBody;
-  int heads = 0, completes = 0;
-  std::string body;
-  int onHeadersComplete() override {
-    ++heads;
-    return headRc;
-  }
-  bool onBody(const char* d, size_t n) override {
-    body.append(d, n);
-    return true;
-  }
-  void onMessageComplete() override { ++completes; }
-};
 
 }  // namespace
 
@@ -287,34 +384,23 @@ TEST_SUITE("http1_parser") {
         "X-Tab:\tv\t\r\n"
         "Accept: */*\r\n"
         "\r\n";
-    Outcome o = parseRequest(in);
-    INFO(describe(o));
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.events == std::vector<Status>{Status::Complete});
-    CHECK(o.error == ParseError::None);
-    const Msg& m = o.msgs[0];
-    CHECK(m.method == "GET");
-    CHECK(m.target == "/a/b?x=1");
-    CHECK(m.major == 1);
-    CHECK(m.minor == 1);
-    CHECK(m.complete);
-    CHECK(m.body.empty());
-    CHECK_FALSE(m.chunked);
-    CHECK_FALSE(m.hasContentLength);
-    CHECK(m.headers == Headers{{"Host", "example.com"},
-                               {"User-Agent", "curl/8.0"},
-                               {"X-Empty", ""},
-                               {"X-Tab", "v"},
-                               {"Accept", "*/*"}});
+    expectAccepted({"GET with headers",
+                    Kind::Request,
+                    in,
+                    {Status::Complete},
+                    {request("GET", "/a/b?x=1")
+                         .withHeaders({{"Host", "example.com"},
+                                       {"User-Agent", "curl/8.0"},
+                                       {"X-Empty", ""},
+                                       {"X-Tab", "v"},
+                                       {"Accept", "*/*"}})}});
 
     // Case-insensitive lookups on the parser's head.
-    Sink sink;
-    Http1Parser p;
-    p.init(Kind::Request, &sink, 8192);
-    auto r = p.execute(in.data(), in.size());
+    Direct d(Kind::Request);
+    auto r = d.feed(in);
     CHECK(r.status == Status::Complete);
     CHECK(r.consumed == in.size());
-    const HeaderMap& h = p.request().headers;
+    const HeaderMap& h = d.p.request().headers;
     CHECK(h.get("host") == "example.com");
     CHECK(h.get("HOST") == "example.com");
     CHECK(h.get("user-agent") == "curl/8.0");
@@ -325,7 +411,7 @@ TEST_SUITE("http1_parser") {
     CHECK_FALSE(found);
     CHECK(h.has("ACCEPT"));
     CHECK(h.count("host") == 1);
-    CHECK(p.headComplete());
+    CHECK(d.p.headComplete());
   }
 
   TEST_CASE("keep-alive rules for HTTP/1.0 and 1.1") {
@@ -343,7 +429,7 @@ TEST_SUITE("http1_parser") {
         {"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true},
     };
     for (const Case& c : cases) {
-      CAPTURE(c.in);
+      INFO("in: " << std::string(c.in));
       Outcome o = parseRequest(c.in);
       INFO(describe(o));
       REQUIRE(o.msgs.size() == 1);
@@ -352,36 +438,254 @@ TEST_SUITE("http1_parser") {
     }
   }
 
-  TEST_CASE("Content-Length body") {
-    Outcome o =
-        parseRequest("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world");
-    INFO(describe(o));
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.events == std::vector<Status>{Status::Complete});
-    const Msg& m = o.msgs[0];
-    CHECK(m.method == "POST");
-    CHECK(m.hasContentLength);
-    CHECK(m.contentLength == 11);
-    CHECK_FALSE(m.chunked);
-    CHECK(m.body == "hello world");
-    CHECK(m.complete);
+  TEST_CASE("accepted messages: bodies, lengths, limits, close-delimited and truncated") {
+    const std::string big(300, 'x');  // a chunked body larger than the head limit
+    const std::string one = "GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789\r\n\r\n";  // < 64
+    const auto Req = Kind::Request;
+    const auto Resp = Kind::Response;
+    const std::vector<Status> done{Status::Complete};
+    const Options finish{.callFinish = true};
+    const Accepted cases[] = {
+        {"Content-Length body",
+         Req,
+         "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world",
+         done,
+         {request("POST", "/upload").withLength(11).withBody("hello world")}},
+        {"Content-Length: 0 completes at the head",
+         Req,
+         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+         done,
+         {request("POST", "/").withLength(0)}},
+        {"Content-Length body not yet complete",
+         Req,
+         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello",
+         {},
+         {request("POST", "/").withLength(10).withBody("hello").unfinished()}},
+        {"chunked without trailers, upper-case hex",
+         Req,
+         "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+         "1F\r\n0123456789abcdefghijklmnopqrstu\r\n0\r\n\r\n",
+         done,
+         {request("POST", "/c").withChunked().withBody("0123456789abcdefghijklmnopqrstu")}},
+        // Regression: the head limit used to count trailer bytes from the start of the message,
+        // so a chunked body longer than max_header_size followed by a trailer was refused as
+        // HeadTooLarge.
+        {"request trailers after a chunked body larger than the head limit",
+         Req,
+         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n12C\r\n" + big +
+             "\r\n0\r\nX-T: 1\r\n\r\n",
+         done,
+         {request("POST", "/").withChunked().withBody(big)},
+         {.maxHead = 128}},
+        {"response trailers after a chunked body larger than the head limit",
+         Resp,
+         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n12C\r\n" + big +
+             "\r\n0\r\nX-T: 1\r\n\r\n",
+         done,
+         {response(200, "OK").withChunked().withBody(big)},
+         {.maxHead = 128}},
+        {"a head under the limit passes",
+         Req,
+         "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n",
+         done,
+         {request("GET", "/")},
+         {.maxHead = 64}},
+        {"the head limit is per message, not per connection",
+         Req,
+         one + one + one + one + one,
+         std::vector<Status>(5, Status::Complete),
+         std::vector<Msg>(5, request("GET", "/")),
+         {.maxHead = 64}},
+        {"as many headers as allowed",
+         Req,
+         "GET / HTTP/1.1\r\nHost: a\r\nB: 1\r\nC: 2\r\n\r\n",
+         done,
+         {request("GET", "/").withHeaders({{"Host", "a"}, {"B", "1"}, {"C", "2"}})},
+         {.maxHeaders = 3}},
+        {"HTTP/1.0 may omit Host",
+         Req,
+         "GET / HTTP/1.0\r\n\r\n",
+         done,
+         {request("GET", "/").http10().closing()}},
+        {"response with Content-Length and keep-alive",
+         Resp,
+         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+         done,
+         {response(200, "OK")
+              .withHeaders({{"Content-Type", "text/plain"}, {"Content-Length", "5"}})
+              .withLength(5)
+              .withBody("hello")}},
+        {"response with Connection: close",
+         Resp,
+         "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+         done,
+         {response(404, "Not Found").withLength(0).closing()}},
+        {"response with a chunked body",
+         Resp,
+         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n"
+         "Trailer-A: 1\r\n\r\n",
+         done,
+         {response(200, "OK").withChunked().withBody("abcde")}},
+        {"close-delimited response body is completed by finish()",
+         Resp,
+         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello world",
+         {},
+         {response(200, "OK").withBody("hello world").closing()},
+         finish,
+         Status::Complete},
+        {"an HTTP/1.0 response without a length is close-delimited too",
+         Resp,
+         "HTTP/1.0 200 OK\r\n\r\nabc",
+         {},
+         {response(200, "OK").http10().withBody("abc").closing()},
+         finish,
+         Status::Complete},
+        {"truncated Content-Length body: finish() is an Error",
+         Resp,
+         "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+         {},
+         {response(200, "OK").withLength(10).withBody("hello").unfinished()},
+         finish,
+         Status::Error,
+         ParseError::Malformed},
+        {"truncated chunked body: finish() is an Error",
+         Resp,
+         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+         {},
+         {response(200, "OK").withChunked().withBody("hello").unfinished()},
+         finish,
+         Status::Error,
+         ParseError::Malformed},
+        {"truncated inside the head: finish() is an Error",
+         Resp,
+         "HTTP/1.1 200 OK\r\nContent-Le",
+         {},
+         {},
+         finish,
+         Status::Error,
+         ParseError::Malformed},
+        {"finish() with nothing in progress",
+         Resp,
+         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+         done,
+         {response(200, "OK").withLength(2).withBody("ok")},
+         finish},
+    };
+    for (const Accepted& c : cases) expectAccepted(c);
   }
 
-  TEST_CASE("Content-Length: 0 completes at the head") {
-    Outcome o = parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.msgs[0].complete);
-    CHECK(o.msgs[0].hasContentLength);
-    CHECK(o.msgs[0].contentLength == 0);
-    CHECK(o.msgs[0].body.empty());
-  }
-
-  TEST_CASE("Content-Length body not yet complete") {
-    Outcome o = parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello");
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.events.empty());
-    CHECK(o.msgs[0].body == "hello");
-    CHECK_FALSE(o.msgs[0].complete);
+  TEST_CASE("refused: limits and the request-smuggling defences") {
+    const std::string post = "POST / HTTP/1.1\r\nHost: a\r\n";  // then the rest of the head
+    const std::string get = "GET / HTTP/1.1\r\nHost: a\r\n";
+    const std::string chunkedHead = post + "Transfer-Encoding: chunked\r\n\r\n";
+    std::string trailers = chunkedHead + "3\r\nabc\r\n0\r\n";
+    for (int i = 0; i < 20; ++i) trailers += "X-Trailer-" + std::to_string(i) + ": value\r\n";
+    trailers += "\r\n";
+    std::string shortHeaders = get;
+    for (int i = 0; i < 10; ++i) shortHeaders += "X" + std::to_string(i) + ": y\r\n";
+    shortHeaders += "\r\n";
+    const Options head64{.maxHead = 64};
+    const auto M = ParseError::Malformed;
+    const auto Req = Kind::Request;
+    const Refusal cases[] = {
+        // Limits.
+        {"a long header value", Req, get + "X-Long: " + std::string(100, 'v') + "\r\n\r\n",
+         ParseError::HeadTooLarge, 0, head64},
+        {"a long target", Req, "GET /" + std::string(100, 'p') + " HTTP/1.1\r\nHost: a\r\n\r\n",
+         ParseError::HeadTooLarge, 0, head64},
+        {"many short headers", Req, shortHeaders, ParseError::HeadTooLarge, 0, head64},
+        {"a long response head", Kind::Response,
+         "HTTP/1.1 200 OK\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n",
+         ParseError::HeadTooLarge, 0, head64},
+        // llhttp skips OWS before a value without a callback; the head is still incomplete.
+        {"head padded with whitespace, still open", Req, get + "X-Pad:" + std::string(200, ' '),
+         ParseError::HeadTooLarge, 0, head64},
+        // The same padding, but the head ends in the same buffer: the head is still 200+ bytes.
+        {"head padded with whitespace, completed in the same buffer", Req,
+         get + "X-Pad:" + std::string(200, ' ') + "\r\n\r\n", ParseError::HeadTooLarge, 0, head64},
+        {"trailers are bounded by the head limit",
+         Req,
+         trailers,
+         ParseError::HeadTooLarge,
+         1,
+         {.maxHead = 128}},
+        {"too many headers",
+         Req,
+         get + "B: 1\r\nC: 2\r\nD: 3\r\n\r\n",
+         ParseError::TooManyHeaders,
+         0,
+         {.maxHeaders = 3}},
+        // Content-Length together with Transfer-Encoding.
+        {"CL then TE", Req,
+         post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "0\r\n\r\n",
+         M},
+        {"TE then CL", Req,
+         post + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+                "0\r\n\r\n",
+         M},
+        // Two different Content-Lengths.
+        {"two CL lines", Req, post + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", M},
+        {"a CL list", Req, post + "Content-Length: 5, 6\r\n\r\nhello!", M},
+        // Transfer-Encoding gzip alone.
+        {"TE gzip", Req, post + "Transfer-Encoding: gzip\r\n\r\nxxxx", M},
+        {"TE chunked, gzip", Req, post + "Transfer-Encoding: chunked, gzip\r\n\r\nxxxx", M},
+        // An empty Transfer-Encoding has no final coding "chunked", yet llhttp leaves
+        // F_TRANSFER_ENCODING unset for it, so the request would be taken as bodyless and the
+        // bytes after the head ("0\r\n\r\n") would become the next request. The spec refuses a
+        // Transfer-Encoding whose final coding is not chunked with a 400 (found by these cases,
+        // fixed in the parser).
+        {"empty TE", Req, post + "Transfer-Encoding:\r\n\r\n0\r\n\r\n", M},
+        {"blank TE", Req, post + "Transfer-Encoding:   \r\n\r\n0\r\n\r\n", M},
+        // Transfer-Encoding gzip, chunked is unsupported.
+        {"TE gzip, chunked", Req, post + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+         ParseError::Unsupported},
+        {"TE gzip then TE chunked", Req,
+         post + "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+                "\r\n0\r\n\r\n",
+         ParseError::Unsupported},
+        // Transfer-Encoding chunked, chunked.
+        {"TE chunked, chunked", Req, post + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+         M},
+        {"TE chunked twice", Req,
+         post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: "
+                "chunked\r\n\r\n0\r\n\r\n",
+         M},
+        {"TE on HTTP/1.0", Req,
+         "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", M},
+        // Whitespace before the colon.
+        {"Host :", Req, "GET / HTTP/1.1\r\nHost : a\r\n\r\n", M},
+        {"Content-Length\\t:", Req, get + "Content-Length\t: 0\r\n\r\n", M},
+        {"Transfer-Encoding :", Req,
+         post + "Transfer-Encoding : chunked\r\nContent-Length: 3\r\n\r\n"
+                "abc",
+         M},
+        // Invalid chunk sizes (the head was seen).
+        {"chunk size zz", Req, chunkedHead + "zz\r\nhello\r\n0\r\n\r\n", M, 1},
+        {"chunk size 0x5", Req, chunkedHead + "0x5\r\nhello\r\n0\r\n\r\n", M, 1},
+        {"chunk size -5", Req, chunkedHead + "-5\r\nhello\r\n0\r\n\r\n", M, 1},
+        {"chunk size overflow", Req, chunkedHead + "fffffffffffffffff1\r\nhello\r\n0\r\n\r\n", M,
+         1},
+        {"chunk without CRLF", Req, chunkedHead + "5\r\nhelloXX0\r\n\r\n", M, 1},
+        // Bare LF line endings.
+        {"LF only", Req, "GET / HTTP/1.1\nHost: a\n\n", M},
+        {"LF after a header", Req, "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", M},
+        {"LF ending the head", Req, get + "\n", M},
+        {"LF after a chunk size", Req, chunkedHead + "3\nabc\r\n0\r\n\r\n", M, 1},
+        // obs-fold.
+        {"folded with SP", Req, get + "X-Folded: one\r\n two\r\n\r\n", M},
+        {"folded with HTAB", Req, get + "X-Folded: one\r\n\ttwo\r\n\r\n", M},
+        {"folded TE", Req, post + "Transfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n", M},
+        // Missing Host on HTTP/1.1, two Host headers.
+        {"no headers", Req, "GET / HTTP/1.1\r\n\r\n", M},
+        {"no Host", Req, "GET / HTTP/1.1\r\nX: y\r\n\r\n", M},
+        {"two Hosts", Req, get + "Host: b\r\n\r\n", M},
+        {"the same Host twice", Req, get + "host: a\r\n\r\n", M},
+        // Responses.
+        {"response with a transfer coding other than chunked", Kind::Response,
+         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxxxx", M},
+    };
+    for (const Refusal& c : cases) expectRefused(c);
   }
 
   TEST_CASE("chunked body with chunk extensions and trailers") {
@@ -407,53 +711,6 @@ TEST_SUITE("http1_parser") {
     CHECK(m.complete);
     CHECK(headerValue(m, "transfer-encoding") == "chunked");
     CHECK(headerValue(m, "x-checksum") == "<absent>");  // the head was seen before the trailer
-
-    // Without trailers, and with upper-case hex.
-    Outcome o2 = parseRequest(
-        "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
-        "1F\r\n0123456789abcdefghijklmnopqrstu\r\n0\r\n\r\n");
-    REQUIRE(o2.msgs.size() == 1);
-    CHECK(o2.msgs[0].body == "0123456789abcdefghijklmnopqrstu");
-    CHECK(o2.msgs[0].complete);
-  }
-
-  // Regression: the head limit used to count trailer bytes from the start of the message, so a
-  // chunked body longer than max_header_size followed by a trailer was refused as HeadTooLarge.
-  TEST_CASE("trailers after a chunked body larger than the head limit are not a too-large head") {
-    Options opts;
-    opts.maxHead = 128;
-    std::string body(300, 'x');
-    std::string in = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n12C\r\n" +
-                     body + "\r\n0\r\nX-T: 1\r\n\r\n";
-    Outcome o = parseRequest(in, opts);
-    INFO(describe(o));
-    CHECK(o.error == ParseError::None);
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.msgs[0].complete);
-    CHECK(o.msgs[0].body == body);
-
-    Outcome r = parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n12C\r\n" +
-                                  body + "\r\n0\r\nX-T: 1\r\n\r\n",
-                              opts);
-    INFO(describe(r));
-    CHECK(r.error == ParseError::None);
-    REQUIRE(r.msgs.size() == 1);
-    CHECK(r.msgs[0].complete);
-  }
-
-  TEST_CASE("trailers are bounded by the head limit") {
-    Options opts;
-    opts.maxHead = 128;
-    std::string in =
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n";
-    for (int i = 0; i < 20; ++i) in += "X-Trailer-" + std::to_string(i) + ": value\r\n";
-    in += "\r\n";
-    Outcome o = parseRequest(in, opts);
-    INFO(describe(o));
-    CHECK(o.events == std::vector<Status>{Status::Error});
-    CHECK(o.error == ParseError::HeadTooLarge);
-    REQUIRE(o.msgs.size() == 1);
-    CHECK_FALSE(o.msgs[0].complete);
   }
 
   TEST_CASE("pipelined requests in one buffer") {
@@ -474,29 +731,27 @@ TEST_SUITE("http1_parser") {
     for (const Msg& m : o.msgs) CHECK(m.complete);
 
     // Consumed offsets, driven by hand.
-    Sink sink;
-    Http1Parser p;
-    p.init(Kind::Request, &sink, 8192);
-    auto r = p.execute(in.data(), in.size());
+    Direct d(Kind::Request);
+    auto r = d.feed(in);
     CHECK(r.status == Status::Complete);
     CHECK(r.consumed == a.size());
-    CHECK(p.request().target == "/one");
-    CHECK(sink.completes == 1);
+    CHECK(d.p.request().target == "/one");
+    CHECK(d.sink.completes == 1);
     // Until next() the parser stays paused and the rest is not parsed.
-    p.next();
-    CHECK_FALSE(p.messageStarted());
-    r = p.execute(in.data() + a.size(), in.size() - a.size());
+    d.p.next();
+    CHECK_FALSE(d.p.messageStarted());
+    r = d.p.execute(in.data() + a.size(), in.size() - a.size());
     CHECK(r.status == Status::Complete);
     CHECK(r.consumed == b.size());
-    CHECK(p.request().target == "/two");
-    CHECK(sink.body == "abc");
-    p.next();
-    r = p.execute(in.data() + a.size() + b.size(), c.size());
+    CHECK(d.p.request().target == "/two");
+    CHECK(d.sink.body == "abc");
+    d.p.next();
+    r = d.p.execute(in.data() + a.size() + b.size(), c.size());
     CHECK(r.status == Status::Complete);
     CHECK(r.consumed == c.size());
-    CHECK(p.request().target == "/three");
-    CHECK(sink.completes == 3);
-    CHECK(sink.heads == 3);
+    CHECK(d.p.request().target == "/three");
+    CHECK(d.sink.completes == 3);
+    CHECK(d.sink.heads == 3);
   }
 
   TEST_CASE("pause at head, then resume") {
@@ -511,22 +766,19 @@ TEST_SUITE("http1_parser") {
     CHECK(o.msgs[0].body == "body");
     CHECK(o.msgs[0].complete);
 
-    Sink sink;
-    sink.headRc = Http1Parser::Handler::kPause;
-    Http1Parser p;
-    p.init(Kind::Request, &sink, 8192);
-    auto r = p.execute(in.data(), in.size());
+    Direct d(Kind::Request, Http1Parser::Handler::kPause);
+    auto r = d.feed(in);
     CHECK(r.status == Status::HeadComplete);
     CHECK(r.consumed == head.size());
-    CHECK(p.headComplete());
-    CHECK(sink.body.empty());
-    CHECK(sink.completes == 0);
-    p.resume();
-    r = p.execute(in.data() + r.consumed, in.size() - r.consumed);
+    CHECK(d.p.headComplete());
+    CHECK(d.sink.body.empty());
+    CHECK(d.sink.completes == 0);
+    d.p.resume();
+    r = d.p.execute(in.data() + r.consumed, in.size() - r.consumed);
     CHECK(r.status == Status::Complete);
     CHECK(r.consumed == 4);
-    CHECK(sink.body == "body");
-    CHECK(sink.completes == 1);
+    CHECK(d.sink.body == "body");
+    CHECK(d.sink.completes == 1);
 
     // A request without a body pauses at the head too; it completes on the next execute() after
     // resume(), even a zero-byte one.
@@ -538,275 +790,31 @@ TEST_SUITE("http1_parser") {
     CHECK(g.msgs.size() == 2);
   }
 
-  TEST_CASE("head-size limit") {
-    Options opts;
-    opts.maxHead = 64;
-    SUBCASE("a long header value") {
-      std::string in = "GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n";
-      Outcome o = parseRequest(in, opts);
-      INFO(describe(o));
-      CHECK(o.events == std::vector<Status>{Status::Error});
-      CHECK(o.error == ParseError::HeadTooLarge);
-      CHECK(o.msgs.empty());
-    }
-    SUBCASE("a long target") {
-      std::string in = "GET /" + std::string(100, 'p') + " HTTP/1.1\r\nHost: a\r\n\r\n";
-      Outcome o = parseRequest(in, opts);
-      CHECK(o.error == ParseError::HeadTooLarge);
-      CHECK(o.msgs.empty());
-    }
-    SUBCASE("many short headers") {
-      std::string in = "GET / HTTP/1.1\r\nHost: a\r\n";
-      for (int i = 0; i < 10; ++i) in += "X" + std::to_string(i) + ": y\r\n";
-      in += "\r\n";
-      Outcome o = parseRequest(in, opts);
-      CHECK(o.error == ParseError::HeadTooLarge);
-      CHECK(o.msgs.empty());
-    }
-    SUBCASE("a head under the limit passes") {
-      Outcome o = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n", opts);
-      CHECK(o.error == ParseError::None);
-      REQUIRE(o.msgs.size() == 1);
-      CHECK(o.msgs[0].complete);
-    }
-    SUBCASE("the limit is per message, not per connection") {
-      std::string one = "GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789\r\n\r\n";  // < 64
-      std::string in;
-      for (int i = 0; i < 5; ++i) in += one;
-      Outcome o = parseRequest(in, opts);
-      INFO(describe(o));
-      CHECK(o.error == ParseError::None);
-      CHECK(o.msgs.size() == 5);
-    }
-    SUBCASE("response head") {
-      std::string in = "HTTP/1.1 200 OK\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n";
-      Outcome o = parseResponse(in, opts);
-      CHECK(o.error == ParseError::HeadTooLarge);
-      CHECK(o.msgs.empty());
-    }
-  }
-
-  TEST_CASE("head padded with whitespace that produces no callback") {
-    Options opts;
-    opts.maxHead = 64;
-    SUBCASE("still open (value whitespace before the value)") {
-      // llhttp skips OWS before a value without a callback; the head is still incomplete.
-      std::string in = "GET / HTTP/1.1\r\nHost: a\r\nX-Pad:" + std::string(200, ' ');
-      Outcome o = parseRequest(in, opts);
-      INFO(describe(o));
-      CHECK(o.events == std::vector<Status>{Status::Error});
-      CHECK(o.error == ParseError::HeadTooLarge);
-      CHECK(o.msgs.empty());
-    }
-  }
-
-  TEST_CASE("head padded with whitespace, completed in the same buffer") {
-    // The same padding, but the head ends in the same buffer: the head is still 200+ bytes.
-    Options opts;
-    opts.maxHead = 64;
-    std::string in = "GET / HTTP/1.1\r\nHost: a\r\nX-Pad:" + std::string(200, ' ') + "\r\n\r\n";
-    Outcome o = parseRequest(in, opts);
-    INFO(describe(o));
-    CHECK(o.events == std::vector<Status>{Status::Error});
-    CHECK(o.error == ParseError::HeadTooLarge);
-    CHECK(o.msgs.empty());
-  }
-
-  TEST_CASE("too many headers") {
-    Options opts;
-    opts.maxHeaders = 3;
-    Outcome ok = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nB: 1\r\nC: 2\r\n\r\n", opts);
-    CHECK(ok.error == ParseError::None);
-    REQUIRE(ok.msgs.size() == 1);
-    CHECK(ok.msgs[0].headers.size() == 3);
-
-    Outcome o = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nB: 1\r\nC: 2\r\nD: 3\r\n\r\n", opts);
-    INFO(describe(o));
-    CHECK(o.events == std::vector<Status>{Status::Error});
-    CHECK(o.error == ParseError::TooManyHeaders);
-    CHECK(o.msgs.empty());
-  }
-
-  TEST_CASE("smuggling: Content-Length together with Transfer-Encoding") {
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-        "0\r\n\r\n",
-        ParseError::Malformed);
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
-        "0\r\n\r\n",
-        ParseError::Malformed);
-  }
-
-  TEST_CASE("smuggling: two different Content-Lengths") {
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        ParseError::Malformed);
-    expectRefused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!",
-                  ParseError::Malformed);
-  }
-
-  TEST_CASE("smuggling: Transfer-Encoding gzip alone") {
-    expectRefused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nxxxx",
-                  ParseError::Malformed);
-    expectRefused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\nxxxx",
-                  ParseError::Malformed);
-  }
-
-  // FINDING: fails. An empty Transfer-Encoding has no final coding "chunked", yet llhttp leaves
-  // F_TRANSFER_ENCODING unset for it, so the request is taken as bodyless and the bytes after
-  // the head ("0\r\n\r\n") become the next request. The spec refuses a Transfer-Encoding
-  // whose final coding is not chunked with a 400.
-  TEST_CASE("smuggling: empty Transfer-Encoding") {
-    expectRefused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n0\r\n\r\n",
-                  ParseError::Malformed);
-    expectRefused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:   \r\n\r\n0\r\n\r\n",
-                  ParseError::Malformed);
-  }
-
-  TEST_CASE("smuggling: Transfer-Encoding gzip, chunked is unsupported") {
-    expectRefused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-                  ParseError::Unsupported);
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
-        "\r\n0\r\n\r\n",
-        ParseError::Unsupported);
-  }
-
-  TEST_CASE("smuggling: Transfer-Encoding chunked, chunked") {
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
-        ParseError::Malformed);
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
-        "chunked\r\n\r\n0\r\n\r\n",
-        ParseError::Malformed);
-  }
-
-  TEST_CASE("smuggling: Transfer-Encoding on HTTP/1.0") {
-    expectRefused("POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                  ParseError::Malformed);
-  }
-
-  TEST_CASE("smuggling: whitespace before the colon") {
-    expectRefused("GET / HTTP/1.1\r\nHost : a\r\n\r\n", ParseError::Malformed);
-    expectRefused("GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 0\r\n\r\n",
-                  ParseError::Malformed);
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: 3\r\n\r\n"
-        "abc",
-        ParseError::Malformed);
-  }
-
-  TEST_CASE("smuggling: invalid chunk size") {
-    const std::string head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-    expectRefused(head + "zz\r\nhello\r\n0\r\n\r\n", ParseError::Malformed, true);
-    expectRefused(head + "0x5\r\nhello\r\n0\r\n\r\n", ParseError::Malformed, true);
-    expectRefused(head + "-5\r\nhello\r\n0\r\n\r\n", ParseError::Malformed, true);
-    expectRefused(head + "fffffffffffffffff1\r\nhello\r\n0\r\n\r\n", ParseError::Malformed, true);
-    expectRefused(head + "5\r\nhelloXX0\r\n\r\n", ParseError::Malformed, true);  // no CRLF
-  }
-
-  TEST_CASE("smuggling: bare LF line endings") {
-    expectRefused("GET / HTTP/1.1\nHost: a\n\n", ParseError::Malformed);
-    expectRefused("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", ParseError::Malformed);
-    expectRefused("GET / HTTP/1.1\r\nHost: a\r\n\n", ParseError::Malformed);
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
-        ParseError::Malformed, true);
-  }
-
-  TEST_CASE("smuggling: obs-fold") {
-    expectRefused("GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
-                  ParseError::Malformed);
-    expectRefused("GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n\ttwo\r\n\r\n",
-                  ParseError::Malformed);
-    expectRefused(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n",
-        ParseError::Malformed);
-  }
-
-  TEST_CASE("smuggling: missing Host on HTTP/1.1, two Host headers") {
-    expectRefused("GET / HTTP/1.1\r\n\r\n", ParseError::Malformed);
-    expectRefused("GET / HTTP/1.1\r\nX: y\r\n\r\n", ParseError::Malformed);
-    expectRefused("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ParseError::Malformed);
-    expectRefused("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", ParseError::Malformed);
-    // HTTP/1.0 may omit Host.
-    Outcome o = parseRequest("GET / HTTP/1.0\r\n\r\n");
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.msgs[0].complete);
-  }
-
   TEST_CASE("after an error nothing more is parsed") {
-    Sink sink;
-    Http1Parser p;
-    p.init(Kind::Request, &sink, 8192);
+    Direct d(Kind::Request);
     const std::string bad =
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-    auto r = p.execute(bad.data(), bad.size());
+    auto r = d.feed(bad);
     CHECK(r.status == Status::Error);
-    CHECK(p.error() == ParseError::Malformed);
+    CHECK(d.p.error() == ParseError::Malformed);
     const std::string good = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-    r = p.execute(good.data(), good.size());
+    r = d.feed(good);
     CHECK(r.status == Status::Error);
     CHECK(r.consumed == 0);
-    p.next();
-    r = p.execute(good.data(), good.size());
+    d.p.next();
+    r = d.feed(good);
     CHECK(r.status == Status::Error);
-    CHECK(p.finish() == Status::Error);
-    CHECK(sink.heads == 0);
-    CHECK(sink.completes == 0);
+    CHECK(d.p.finish() == Status::Error);
+    CHECK(d.sink.heads == 0);
+    CHECK(d.sink.completes == 0);
   }
 
   TEST_CASE("a handler abort is an Aborted error") {
-    Sink sink;
-    sink.headRc = Http1Parser::Handler::kAbort;
-    Http1Parser p;
-    p.init(Kind::Request, &sink, 8192);
+    Direct d(Kind::Request, Http1Parser::Handler::kAbort);
     const std::string in = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-    auto r = p.execute(in.data(), in.size());
+    auto r = d.feed(in);
     CHECK(r.status == Status::Error);
-    CHECK(p.error() == ParseError::Aborted);
-  }
-
-  TEST_CASE("response with Content-Length and keep-alive") {
-    Outcome o = parseResponse(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello");
-    INFO(describe(o));
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.events == std::vector<Status>{Status::Complete});
-    const Msg& m = o.msgs[0];
-    CHECK(m.status == 200);
-    CHECK(m.reason == "OK");
-    CHECK(m.keepAlive);
-    CHECK(m.body == "hello");
-    CHECK(m.complete);
-    CHECK(m.headers == Headers{{"Content-Type", "text/plain"}, {"Content-Length", "5"}});
-
-    Outcome c =
-        parseResponse("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    REQUIRE(c.msgs.size() == 1);
-    CHECK(c.msgs[0].status == 404);
-    CHECK(c.msgs[0].reason == "Not Found");
-    CHECK_FALSE(c.msgs[0].keepAlive);
-    CHECK(c.msgs[0].complete);
-  }
-
-  TEST_CASE("response with a chunked body") {
-    Outcome o = parseResponse(
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n"
-        "Trailer-A: 1\r\n\r\n");
-    INFO(describe(o));
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.msgs[0].chunked);
-    CHECK(o.msgs[0].body == "abcde");
-    CHECK(o.msgs[0].complete);
-  }
-
-  TEST_CASE("response with a transfer coding other than chunked is refused") {
-    Outcome o = parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxxxx");
-    CHECK(o.events == std::vector<Status>{Status::Error});
-    CHECK(o.error == ParseError::Malformed);
+    CHECK(d.p.error() == ParseError::Aborted);
   }
 
   TEST_CASE("204 and 304 have no body") {
@@ -846,74 +854,18 @@ TEST_SUITE("http1_parser") {
     CHECK(o.msgs[1].complete);
 
     // next() clears the flag: the following response has a body again.
-    Sink sink;
-    Http1Parser p;
-    p.init(Kind::Response, &sink, 8192);
-    p.setExpectNoBody(true);
+    Direct d(Kind::Response);
+    d.p.setExpectNoBody(true);
     const std::string first = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
-    auto r = p.execute(first.data(), first.size());
+    auto r = d.feed(first);
     CHECK(r.status == Status::Complete);
     CHECK(r.consumed == first.size());
-    p.next();
+    d.p.next();
     const std::string second = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-    r = p.execute(second.data(), second.size());
+    r = d.feed(second);
     CHECK(r.status == Status::Complete);
     CHECK(r.consumed == second.size());
-    CHECK(sink.body == "hello");
-  }
-
-  TEST_CASE("close-delimited response body is completed by finish()") {
-    Options opts;
-    opts.callFinish = true;
-    Outcome o =
-        parseResponse("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello world", opts);
-    INFO(describe(o));
-    CHECK(o.events.empty());
-    CHECK(o.finishStatus == Status::Complete);
-    CHECK(o.error == ParseError::None);
-    REQUIRE(o.msgs.size() == 1);
-    CHECK(o.msgs[0].body == "hello world");
-    CHECK(o.msgs[0].complete);
-    CHECK_FALSE(o.msgs[0].keepAlive);
-    CHECK_FALSE(o.msgs[0].hasContentLength);
-    CHECK_FALSE(o.msgs[0].chunked);
-
-    // An HTTP/1.0 response without a length is close-delimited too.
-    Outcome o10 = parseResponse("HTTP/1.0 200 OK\r\n\r\nabc", opts);
-    CHECK(o10.finishStatus == Status::Complete);
-    REQUIRE(o10.msgs.size() == 1);
-    CHECK(o10.msgs[0].body == "abc");
-  }
-
-  TEST_CASE("truncated response body: finish() is an Error") {
-    Options opts;
-    opts.callFinish = true;
-    SUBCASE("Content-Length") {
-      Outcome o = parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", opts);
-      INFO(describe(o));
-      CHECK(o.finishStatus == Status::Error);
-      CHECK(o.error != ParseError::None);
-      REQUIRE(o.msgs.size() == 1);
-      CHECK_FALSE(o.msgs[0].complete);
-    }
-    SUBCASE("chunked") {
-      Outcome o = parseResponse(
-          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", opts);
-      CHECK(o.finishStatus == Status::Error);
-      REQUIRE(o.msgs.size() == 1);
-      CHECK_FALSE(o.msgs[0].complete);
-    }
-    SUBCASE("inside the head") {
-      Outcome o = parseResponse("HTTP/1.1 200 OK\r\nContent-Le", opts);
-      CHECK(o.finishStatus == Status::Error);
-      CHECK(o.msgs.empty());
-    }
-    SUBCASE("nothing in progress") {
-      Outcome o = parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", opts);
-      CHECK(o.events == std::vector<Status>{Status::Complete});
-      CHECK(o.finishStatus == Status::NeedMore);
-      CHECK(o.error == ParseError::None);
-    }
+    CHECK(d.sink.body == "hello");
   }
 
   TEST_CASE("1xx followed by the final response") {

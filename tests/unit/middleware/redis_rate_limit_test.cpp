@@ -109,12 +109,26 @@ struct FakeConn : FilterCallbacks {
     filter->onResponseHeaders(const_cast<RequestContext&>(ctx), head);
     std::string out;
     for (size_t i = 0; i < head.headers.size(); ++i)
-      out.append(head.headers.nameAt(i)).append(": ").append(head.headers.valueAt(i)).append("\r\n");
+      out.append(head.headers.nameAt(i))
+          .append(": ")
+          .append(head.headers.valueAt(i))
+          .append("\r\n");
     return out;
   }
   std::string ratelimit() const {
     const std::string* v = ctx.attributes.get("log", "ratelimit");
     return v ? *v : "-";
+  }
+
+  // A connection with a filter from `f`, for a request from `ip` (not started yet).
+  static std::unique_ptr<FakeConn> make(WorkerServices& svc, const RateLimitFactory& f,
+                                        std::string ip) {
+    auto c = std::make_unique<FakeConn>();
+    c->svc = &svc;
+    c->ip = std::move(ip);
+    c->ctx.clientIp = c->ip;
+    c->filter = f.create(c->arena, *c);
+    return c;
   }
 };
 
@@ -177,11 +191,7 @@ struct RedisEnv {
 
   // A request through `f` from `ip`, started now (its onRequestHeaders ran).
   std::unique_ptr<FakeConn> request(const RateLimitFactory& f, std::string ip) {
-    auto c = std::make_unique<FakeConn>();
-    c->svc = &svc;
-    c->ip = std::move(ip);
-    c->ctx.clientIp = c->ip;
-    c->filter = f.create(c->arena, *c);
+    auto c = FakeConn::make(svc, f, std::move(ip));
     CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
     return c;
   }
@@ -286,10 +296,7 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
   // 80 requests in flight at once against a bucket of 50: exactly 50 pass.
   std::vector<std::unique_ptr<FakeConn>> conns;
   for (int i = 0; i < 80; ++i) {
-    auto c = std::make_unique<FakeConn>();
-    c->svc = &svc;
-    c->ctx.clientIp = "10.0.0.1";
-    c->filter = open.create(c->arena, *c);
+    auto c = FakeConn::make(svc, open, "10.0.0.1");
     CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
     conns.push_back(std::move(c));
   }
@@ -317,10 +324,7 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
   // A request that goes away while its call is pending never hears back.
   {
     RateLimitFactory other(rlConfig(name + "x", 5), rs, stores.get(name + "x"));
-    auto c = std::make_unique<FakeConn>();
-    c->svc = &svc;
-    c->ctx.clientIp = "10.0.0.2";
-    c->filter = other.create(c->arena, *c);
+    auto c = FakeConn::make(svc, other, "10.0.0.2");
     CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
     c->filter->onDestroy();
     c->filter->~Filter();
@@ -344,14 +348,11 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
   REQUIRE(runUntil(&loop, [&] { return flushed; }));
   {
     RateLimitFactory f3(rlConfig(name + "y", 5), rs, stores.get(name + "y"));
-    FakeConn c;
-    c.svc = &svc;
-    c.ctx.clientIp = "10.0.0.3";
-    c.filter = f3.create(c.arena, c);
-    CHECK(c.filter->onRequestHeaders(c.ctx) == Status::Stop);
-    REQUIRE(runUntil(&loop, [&] { return c.resumed + c.replied > 0; }));
-    CHECK(c.resumed == 1);
-    CHECK(c.responseHeaders().find("RateLimit-Remaining: 4\r\n") != std::string::npos);
+    auto c = FakeConn::make(svc, f3, "10.0.0.3");
+    CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
+    REQUIRE(runUntil(&loop, [&] { return c->resumed + c->replied > 0; }));
+    CHECK(c->resumed == 1);
+    CHECK(c->responseHeaders().find("RateLimit-Remaining: 4\r\n") != std::string::npos);
   }
 
   // Redis dies: the client notices, and while down requests never wait for it.
@@ -360,17 +361,14 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
   runUntil(
       &loop, [&] { return !client->isUp(); }, 3000);
   {
-    FakeConn c;
-    c.svc = &svc;
-    c.ctx.clientIp = "10.0.0.9";
-    c.filter = open.create(c.arena, c);
-    Status s = c.filter->onRequestHeaders(c.ctx);
-    if (s == Status::Stop && c.resumed + c.replied == 0) {
+    auto c = FakeConn::make(svc, open, "10.0.0.9");
+    Status s = c->filter->onRequestHeaders(c->ctx);
+    if (s == Status::Stop && c->resumed + c->replied == 0) {
       REQUIRE(runUntil(
-          &loop, [&] { return c.resumed + c.replied > 0; }, 2000));
+          &loop, [&] { return c->resumed + c->replied > 0; }, 2000));
     }
-    CHECK(c.resumed + (s == Status::Continue ? 1 : 0) == 1);  // fail-open: local store
-    CHECK(c.ratelimit() == "allowed");
+    CHECK(c->resumed + (s == Status::Continue ? 1 : 0) == 1);  // fail-open: local store
+    CHECK(c->ratelimit() == "allowed");
   }
   REQUIRE(runUntil(
       &loop, [&] { return !client->isUp(); }, 3000));
@@ -378,15 +376,12 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
     config::RedisSettings closedRs = rs;
     closedRs.failureMode = config::RedisFailureMode::Closed;
     RateLimitFactory closed(rlConfig(name + "c", 5), closedRs, stores.get(name + "c"));
-    FakeConn c;
-    c.svc = &svc;
-    c.ctx.clientIp = "10.0.0.9";
-    c.filter = closed.create(c.arena, c);
-    CHECK(c.filter->onRequestHeaders(c.ctx) == Status::Stop);
-    CHECK(c.replied == 1);  // synchronously: no waiting on a known-down Redis
-    CHECK(c.status == 503);
-    CHECK(c.code == "ratelimit_unavailable");
-    CHECK(c.ratelimit() == "store_error");
+    auto c = FakeConn::make(svc, closed, "10.0.0.9");
+    CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
+    CHECK(c->replied == 1);  // synchronously: no waiting on a known-down Redis
+    CHECK(c->status == 503);
+    CHECK(c->code == "ratelimit_unavailable");
+    CHECK(c->ratelimit() == "store_error");
   }
 
   // Redis comes back on the same port: the client reconnects by itself.

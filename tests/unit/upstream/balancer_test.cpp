@@ -205,6 +205,14 @@ TEST_SUITE("upstream_balancer") {
     CHECK(requestHash(cookie, h, "1.2.3.4") == hash64("1.2.3.4"));
     config::HashKey header{config::HashKey::Kind::Header, "x-user"};
     CHECK(requestHash(header, h, "9.9.9.9") == hash64("9.9.9.9"));
+    // The cookie comes from http/cookie.h: any Cookie line, OWS and DQUOTEs removed; an
+    // empty value falls back to the IP.
+    h.add("Cookie", "theme=dark");
+    h.add("Cookie", "sid = \"u-42\" ; x=1");
+    CHECK(requestHash(cookie, h, "1.2.3.4") == hash64("u-42"));
+    http::HeaderMap empty;
+    empty.add("Cookie", "sid=");
+    CHECK(requestHash(cookie, empty, "1.2.3.4") == hash64("1.2.3.4"));
   }
 
   TEST_CASE("BalancerSet keeps state per pool and resets it for a new Pool object") {
