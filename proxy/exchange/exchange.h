@@ -21,7 +21,7 @@
 #include <string>
 
 #include "middleware/filter.h"
-#include "proxy/exchange/codec.h"
+#include "proxy/http/server_stream.h"
 #include "proxy/exchange/filter_chain.h"
 #include "proxy/exchange/upstream_request.h"
 #include "proxy/snapshot.h"

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "config/schema.h"
-#include "proxy/exchange/codec.h"
+#include "proxy/http/server_stream.h"
 #include "proxy/http/http1_parser.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/out_queue.h"

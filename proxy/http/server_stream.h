@@ -1,5 +1,6 @@
 // The codec seam between a downstream connection's wire protocol and the protocol-neutral
-// exchange (Envoy's RequestDecoder / ResponseEncoder pair). The HTTP/1 codec
+// exchange (Envoy's RequestDecoder / ResponseEncoder pair); protocol-neutral itself, so it sits
+// in the http layer, below both. The HTTP/1 codec
 // (proxy/http1/server_codec.*) implements ServerStream once per connection; a multiplexing
 // codec (HTTP/2) would implement it per stream. The exchange never writes protocol bytes: it
 // hands heads and body pieces to its ServerStream.
