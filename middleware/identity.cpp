@@ -43,20 +43,20 @@ void appendValue(std::string& out, std::string_view v) {
 
 }  // namespace
 
-bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
-                       const RequestContext& ctx, std::string& out) {
+bool appendIdentityKey(RateLimitKeyKind kind, std::string_view name, const RequestContext& ctx,
+                       std::string& out) {
   std::string_view value;
   const char* source = nullptr;
   switch (kind) {
-    case config::RateLimitKeyKind::Ip:
+    case RateLimitKeyKind::Ip:
       break;
-    case config::RateLimitKeyKind::Header:
+    case RateLimitKeyKind::Header:
       if (ctx.request != nullptr) {
         value = http::trimOws(ctx.request->headers.get(name));
         source = "header:";
       }
       break;
-    case config::RateLimitKeyKind::Cookie:
+    case RateLimitKeyKind::Cookie:
       if (ctx.request != nullptr) {
         const http::HeaderMap& h = ctx.request->headers;
         for (size_t i = 0; i < h.size() && value.empty(); ++i) {
@@ -67,7 +67,7 @@ bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
         source = "cookie:";
       }
       break;
-    case config::RateLimitKeyKind::JwtClaim:
+    case RateLimitKeyKind::JwtClaim:
       if (ctx.claimsVerified) {
         if (auto it = ctx.claims.find(name); it != ctx.claims.end()) value = it->second;
         source = "jwt:";

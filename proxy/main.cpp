@@ -9,6 +9,7 @@
 #include <string>
 
 #include "config/loader.h"
+#include "middleware/registry.h"
 #include "proxy/server.h"
 
 namespace {
@@ -32,7 +33,7 @@ std::string defaultConfig() {
 }
 
 int testConfig(const std::string& path) {
-  auto res = sluice::config::loadConfigFile(path);
+  auto res = sluice::config::loadConfigFile(path, sluice::middleware::parsers());
   for (const auto& w : res.warnings) std::fprintf(stderr, "%s (warning)\n", w.str().c_str());
   if (!res.config) {
     for (const auto& e : res.errors) std::fprintf(stderr, "%s\n", e.str().c_str());
@@ -57,7 +58,7 @@ int signalRunning(const std::string& path, const std::string& what) {
     std::fprintf(stderr, "sluice: invalid signal \"%s\" (reload|stop|quit|reopen)\n", what.c_str());
     return 1;
   }
-  auto res = sluice::config::loadConfigFile(path);
+  auto res = sluice::config::loadConfigFile(path, sluice::middleware::parsers());
   if (!res.config) {
     for (const auto& e : res.errors) std::fprintf(stderr, "%s\n", e.str().c_str());
     return 1;

@@ -125,7 +125,7 @@ TEST_CASE("identity keys") {
   RequestContext ctx;
   ctx.request = &req;
   ctx.clientIp = "10.1.2.3";
-  using K = sluice::config::RateLimitKeyKind;
+  using K = sluice::middleware::RateLimitKeyKind;
   std::string k;
   CHECK_FALSE(appendIdentityKey(K::Ip, "", ctx, k));
   CHECK(k == "ip:10.1.2.3");
