@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -67,7 +68,7 @@ struct TlsCertificateConfig {
 };
 
 struct ListenerTls {
-  bool enabled = false;  // true when [listener.tls] is present
+  bool enabled = false;                            // true when [listener.tls] is present
   std::vector<TlsCertificateConfig> certificates;  // the first is the default
   std::string minVersion = "1.2";                  // "1.2" | "1.3"
   std::vector<std::string> alpn{"http/1.1"};
@@ -134,18 +135,18 @@ struct PoolConfig {
   Duration resolveInterval{5000};  // DNS re-resolution of hostname backends
   HealthCheckConfig health;
   OutlierConfig outlier;
-  bool tls = false;            // HTTPS to the backends
-  bool tlsVerify = true;       // verify the backend certificate and host name
-  std::string tlsCa;           // CA bundle file; empty = the system store
-  std::string tlsServerName;   // SNI / verified name; empty = the backend's host
+  bool tls = false;           // HTTPS to the backends
+  bool tlsVerify = true;      // verify the backend certificate and host name
+  std::string tlsCa;          // CA bundle file; empty = the system store
+  std::string tlsServerName;  // SNI / verified name; empty = the backend's host
   SourcePos pos;
 };
 
 struct RouteConfig {
   std::string name;
-  std::string host;       // empty = any; "*.example.com" = wildcard
-  std::string path;       // prefix match; empty when pathExact is used
-  std::string pathExact;  // exact match
+  std::string host;                  // empty = any; "*.example.com" = wildcard
+  std::string path;                  // prefix match; empty when pathExact is used
+  std::string pathExact;             // exact match
   std::vector<std::string> methods;  // empty = any; upper-case
   bool stripPrefix = false;
   std::string pool;
@@ -157,7 +158,7 @@ struct RouteConfig {
 enum class RedisFailureMode { Open, Closed };
 
 struct RedisSettings {
-  bool enabled = false;  // true when a [redis] table is present
+  bool enabled = false;                          // true when a [redis] table is present
   std::string url = "redis://127.0.0.1:6379/0";  // as written (after ${ENV})
   bool unixSocket = false;
   std::string host = "127.0.0.1";  // tcp: IP literal or host name, without brackets
@@ -170,35 +171,24 @@ struct RedisSettings {
   SourcePos pos;
 };
 
-enum class MiddlewareType { RateLimit, Jwt };
-
-enum class RateLimitKeyKind { Ip, Header, Cookie, JwtClaim };
-enum class RateLimitStore { Redis, Local };
-
-struct RateLimitConfig {
-  std::string key = "ip";  // as written
-  RateLimitKeyKind keyKind = RateLimitKeyKind::Ip;
-  std::string keyName;     // header / cookie / claim name
-  uint64_t rate = 0;       // N requests ...
-  Duration period{1000};   // ... per period (1s, 1m or 1h)
-  uint64_t burst = 0;      // extra requests on top of N
-  RateLimitStore store = RateLimitStore::Local;
+// The settings of one [middleware.NAME] table. Each middleware type defines its own subclass
+// (in middleware/, next to its filter) and parses it through config/middleware_types.h; the
+// config layer only carries it, immutable, from the loader to that type's factory builder.
+class MiddlewareSettings {
+ public:
+  virtual ~MiddlewareSettings() = default;
+  // True when the middleware verifies claims that later ones may read (RequestContext::claims).
+  virtual bool providesClaims() const { return false; }
+  // Non-empty when the middleware reads verified claims: its key as written (e.g. "jwt:sub"),
+  // for the warning about a route that lists no claim provider before it.
+  virtual std::string claimsKey() const { return {}; }
 };
-
-struct JwtConfig {
-  std::vector<std::string> algorithms;  // subset of HS256, RS256, ES256
-  std::string secret;                   // HS256
-  std::string publicKey;                // PEM file (path resolved against the config's dir)
-  std::string issuer;                   // empty = not checked
-  std::string audience;                 // empty = not checked
-  bool required = true;
-};
+using MiddlewareSettingsPtr = std::shared_ptr<const MiddlewareSettings>;
 
 struct MiddlewareConfig {
   std::string name;
-  MiddlewareType type = MiddlewareType::RateLimit;
-  RateLimitConfig rateLimit;  // type = "rate_limit"
-  JwtConfig jwt;              // type = "jwt"
+  std::string type;                // as written: "rate_limit", "jwt", ...
+  MiddlewareSettingsPtr settings;  // never null in a loaded Config
   SourcePos pos;
 };
 

@@ -27,26 +27,26 @@ void appendValue(std::string& out, std::string_view v) {
 
 }  // namespace
 
-bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
-                       const RequestContext& ctx, std::string& out) {
+bool appendIdentityKey(RateLimitKeyKind kind, std::string_view name, const RequestContext& ctx,
+                       std::string& out) {
   std::string_view value;
   const char* source = nullptr;
   switch (kind) {
-    case config::RateLimitKeyKind::Ip:
+    case RateLimitKeyKind::Ip:
       break;
-    case config::RateLimitKeyKind::Header:
+    case RateLimitKeyKind::Header:
       if (ctx.request != nullptr) {
         value = http::trimOws(ctx.request->headers.get(name));
         source = "header:";
       }
       break;
-    case config::RateLimitKeyKind::Cookie:
+    case RateLimitKeyKind::Cookie:
       if (ctx.request != nullptr) {
         value = http::findCookie(ctx.request->headers, name).value_or(std::string_view());
         source = "cookie:";
       }
       break;
-    case config::RateLimitKeyKind::JwtClaim:
+    case RateLimitKeyKind::JwtClaim:
       if (ctx.attributes.has("jwt")) {  // claims of a verified token only
         if (const std::string* v = ctx.attributes.get("jwt", name)) value = *v;
         source = "jwt:";

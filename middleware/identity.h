@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
-#include "config/schema.h"
 #include "middleware/filter.h"
+#include "middleware/rate_limit_config.h"
 
 namespace sluice::middleware {
 
@@ -16,7 +16,7 @@ namespace sluice::middleware {
 // value is present and non-empty, else "ip" with ctx.clientIp. Values longer than 128 bytes
 // are replaced by "sha256:<hex>" so keys stay small. Returns true when the configured source
 // was used (false = fell back to the IP).
-bool appendIdentityKey(config::RateLimitKeyKind kind, std::string_view name,
-                       const RequestContext& ctx, std::string& out);
+bool appendIdentityKey(RateLimitKeyKind kind, std::string_view name, const RequestContext& ctx,
+                       std::string& out);
 
 }  // namespace sluice::middleware

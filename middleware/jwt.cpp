@@ -15,6 +15,7 @@
 #include <ctime>
 #include <vector>
 
+#include "middleware/jwt_config.h"
 #include "proxy/http/message.h"
 
 namespace sluice::middleware {
@@ -436,7 +437,7 @@ const char* jwtResultName(JwtResult r) {
   return "unknown";
 }
 
-std::unique_ptr<JwtVerifier> JwtVerifier::create(const config::JwtConfig& cfg, std::string& err) {
+std::unique_ptr<JwtVerifier> JwtVerifier::create(const JwtSettings& cfg, std::string& err) {
   std::unique_ptr<JwtVerifier> v(new JwtVerifier());
   v->secret_ = cfg.secret;
   v->issuer_ = cfg.issuer;
@@ -573,12 +574,12 @@ class JwtFilter final : public Filter {
 
 }  // namespace
 
-std::shared_ptr<const JwtFactory> JwtFactory::create(const config::MiddlewareConfig& cfg,
-                                                     std::string& err) {
+std::shared_ptr<const JwtFactory> JwtFactory::create(const std::string& name,
+                                                     const JwtSettings& cfg, std::string& err) {
   std::shared_ptr<JwtFactory> f(new JwtFactory());
-  f->name_ = cfg.name;
-  f->required_ = cfg.jwt.required;
-  f->verifier_ = JwtVerifier::create(cfg.jwt, err);
+  f->name_ = name;
+  f->required_ = cfg.required;
+  f->verifier_ = JwtVerifier::create(cfg, err);
   if (!f->verifier_) return nullptr;
   return f;
 }

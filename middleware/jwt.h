@@ -18,15 +18,16 @@
 #include <string>
 #include <string_view>
 
-#include "config/schema.h"
 #include "middleware/filter.h"
 
 namespace sluice::middleware {
 
+struct JwtSettings;  // middleware/jwt_config.h
+
 enum class PublicKeyKind { None, Rsa, EcP256, Other };
 
 // Reads a PEM public key ("BEGIN PUBLIC KEY", or a certificate) and tells its kind. False with
-// a message in `err` when the file cannot be read or parsed. Used by the config loader.
+// a message in `err` when the file cannot be read or parsed. Used by parseJwt.
 bool inspectPublicKeyFile(const std::string& path, PublicKeyKind& kind, std::string& err);
 
 // RFC 4648 §5 without padding (padding is tolerated when decoding).
@@ -52,7 +53,7 @@ class JwtVerifier {
   static constexpr int64_t kLeewaySeconds = 30;
 
   // Loads the public key (if any); nullptr with `err` when it cannot.
-  static std::unique_ptr<JwtVerifier> create(const config::JwtConfig& cfg, std::string& err);
+  static std::unique_ptr<JwtVerifier> create(const JwtSettings& cfg, std::string& err);
   ~JwtVerifier();
   JwtVerifier(const JwtVerifier&) = delete;
   JwtVerifier& operator=(const JwtVerifier&) = delete;
@@ -75,7 +76,7 @@ class JwtVerifier {
 class JwtFactory final : public FilterFactory {
  public:
   // nullptr with `err` when the key cannot be loaded.
-  static std::shared_ptr<const JwtFactory> create(const config::MiddlewareConfig& cfg,
+  static std::shared_ptr<const JwtFactory> create(const std::string& name, const JwtSettings& cfg,
                                                   std::string& err);
   Filter* create(FilterArena& arena, FilterCallbacks& callbacks) const override;
   std::string_view name() const override { return name_; }

@@ -62,23 +62,22 @@ return out
   return kScript;
 }
 
-RateLimitFactory::RateLimitFactory(const config::MiddlewareConfig& mc,
+RateLimitFactory::RateLimitFactory(const std::string& name, const RateLimitSettings& rl,
                                    const config::RedisSettings& redis,
                                    std::shared_ptr<LocalStore> local)
-    : name_(mc.name),
-      nameId_(observe::internName(mc.name)),
-      keyKind_(mc.rateLimit.keyKind),
-      keyName_(mc.rateLimit.keyName),
-      params_(GcraParams::make(mc.rateLimit.rate, mc.rateLimit.period.count(), mc.rateLimit.burst)),
-      useRedis_(mc.rateLimit.store == config::RateLimitStore::Redis && redis.enabled),
+    : name_(name),
+      nameId_(observe::internName(name)),
+      keyKind_(rl.keyKind),
+      keyName_(rl.keyName),
+      params_(GcraParams::make(rl.rate, rl.period.count(), rl.burst)),
+      useRedis_(rl.store == RateLimitStore::Redis && redis.enabled),
       failOpen_(redis.failureMode == config::RedisFailureMode::Open),
       local_(std::move(local)),
-      keyPrefix_("sluice:rl:" + mc.name + ":"),
+      keyPrefix_("sluice:rl:" + name + ":"),
       emissionArg_(std::to_string(params_.emissionUs)),
       capacityArg_(std::to_string(params_.capacity)) {
-  policy_ = std::to_string(mc.rateLimit.rate) +
-            ";w=" + std::to_string(mc.rateLimit.period.count() / 1000);
-  if (mc.rateLimit.burst > 0) policy_ += ";burst=" + std::to_string(mc.rateLimit.burst);
+  policy_ = std::to_string(rl.rate) + ";w=" + std::to_string(rl.period.count() / 1000);
+  if (rl.burst > 0) policy_ += ";burst=" + std::to_string(rl.burst);
   limitValue_ = std::to_string(params_.capacity);
 }
 

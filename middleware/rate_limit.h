@@ -24,6 +24,7 @@
 #include "middleware/filter.h"
 #include "middleware/gcra.h"
 #include "middleware/local_store.h"
+#include "middleware/rate_limit_config.h"
 #include "middleware/redis_client.h"
 
 namespace sluice::middleware {
@@ -38,8 +39,8 @@ const RedisBatchScript& rateLimitBatchScript();
 
 class RateLimitFactory final : public FilterFactory {
  public:
-  RateLimitFactory(const config::MiddlewareConfig& mc, const config::RedisSettings& redis,
-                   std::shared_ptr<LocalStore> local);
+  RateLimitFactory(const std::string& name, const RateLimitSettings& rl,
+                   const config::RedisSettings& redis, std::shared_ptr<LocalStore> local);
 
   Filter* create(FilterArena& arena, FilterCallbacks& callbacks) const override;
   std::string_view name() const override { return name_; }
@@ -52,7 +53,7 @@ class RateLimitFactory final : public FilterFactory {
   friend class RateLimitFilter;
   std::string name_;
   uint32_t nameId_ = 0;
-  config::RateLimitKeyKind keyKind_;
+  RateLimitKeyKind keyKind_;
   std::string keyName_;
   GcraParams params_;
   bool useRedis_ = false;

@@ -1,33 +1,57 @@
 #include "middleware/registry.h"
 
-#include "middleware/jwt.h"
-#include "middleware/rate_limit.h"
+#include <vector>
+
+#include "middleware/jwt_config.h"
+#include "middleware/rate_limit_config.h"
 
 namespace sluice::middleware {
 
+namespace {
+
+// The middleware types: one line each.
+const MiddlewareType kTypes[] = {
+    {{"rate_limit", &parseRateLimit}, &buildRateLimit},
+    {{"jwt", &parseJwt}, &buildJwt},
+};
+
+const MiddlewareType* findType(std::string_view name) {
+  for (const auto& t : kTypes)
+    if (t.parser.type == name) return &t;
+  return nullptr;
+}
+
+}  // namespace
+
+std::span<const MiddlewareType> types() {
+  return kTypes;
+}
+
+config::MiddlewareParsers parsers() {
+  static const std::vector<config::MiddlewareParser> kParsers = [] {
+    std::vector<config::MiddlewareParser> out;
+    for (const auto& t : kTypes) out.push_back(t.parser);
+    return out;
+  }();
+  return kParsers;
+}
+
 FactoryBuild buildFilterFactories(const config::Config& cfg, LocalStoreRegistry& stores) {
   FactoryBuild out;
+  FactoryContext ctx{cfg, stores};
   for (const auto& mc : cfg.middleware) {
-    switch (mc.type) {
-      case config::MiddlewareType::RateLimit:
-        if (mc.rateLimit.store == config::RateLimitStore::Redis && !cfg.redis.enabled) {
-          out.errors.push_back("middleware." + mc.name + ": store = \"redis\" needs [redis]");
-          continue;
-        }
-        out.factories[mc.name] =
-            std::make_shared<const RateLimitFactory>(mc, cfg.redis, stores.get(mc.name));
-        break;
-      case config::MiddlewareType::Jwt: {
-        std::string err;
-        auto f = JwtFactory::create(mc, err);
-        if (!f) {
-          out.errors.push_back("middleware." + mc.name + ": " + err);
-          continue;
-        }
-        out.factories[mc.name] = std::move(f);
-        break;
-      }
+    const MiddlewareType* type = findType(mc.type);
+    if (type == nullptr) {
+      out.errors.push_back("middleware." + mc.name + ": unknown type '" + mc.type + "'");
+      continue;
     }
+    std::string err;
+    FilterFactoryPtr f = type->build(mc, ctx, err);
+    if (!f) {
+      out.errors.push_back("middleware." + mc.name + ": " + err);
+      continue;
+    }
+    out.factories[mc.name] = std::move(f);
   }
   return out;
 }

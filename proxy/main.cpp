@@ -8,7 +8,9 @@
 #include <fstream>
 #include <string>
 
+#include "config/backend_dns.h"
 #include "config/loader.h"
+#include "middleware/registry.h"
 #include "proxy/server.h"
 
 namespace {
@@ -32,7 +34,9 @@ std::string defaultConfig() {
 }
 
 int testConfig(const std::string& path) {
-  auto res = sluice::config::loadConfigFile(path);
+  auto res = sluice::config::loadConfigFile(path, sluice::middleware::parsers());
+  // Only here: a DNS lookup may take up to a second, never acceptable on the running loop.
+  sluice::config::warnUnresolvedBackends(res);
   for (const auto& w : res.warnings) std::fprintf(stderr, "%s (warning)\n", w.str().c_str());
   if (!res.config) {
     for (const auto& e : res.errors) std::fprintf(stderr, "%s\n", e.str().c_str());
@@ -57,7 +61,7 @@ int signalRunning(const std::string& path, const std::string& what) {
     std::fprintf(stderr, "sluice: invalid signal \"%s\" (reload|stop|quit|reopen)\n", what.c_str());
     return 1;
   }
-  auto res = sluice::config::loadConfigFile(path);
+  auto res = sluice::config::loadConfigFile(path, sluice::middleware::parsers());
   if (!res.config) {
     for (const auto& e : res.errors) std::fprintf(stderr, "%s\n", e.str().c_str());
     return 1;

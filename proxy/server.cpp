@@ -14,6 +14,7 @@
 
 #include "config/loader.h"
 #include "config/units.h"
+#include "middleware/registry.h"
 #include "proxy/observe/log.h"
 
 namespace sluice {
@@ -100,7 +101,7 @@ void Server::writePidFile() {
 }
 
 bool Server::start() {
-  auto res = config::loadConfigFile(configPath_);
+  auto res = config::loadConfigFile(configPath_, middleware::parsers());
   for (const auto& w : res.warnings) logEvent(LogLevel::Warn, w.str());
   if (!res.config) {
     for (const auto& e : res.errors) std::fprintf(stderr, "sluice: %s\n", e.str().c_str());
@@ -185,7 +186,7 @@ bool Server::start() {
 
 void Server::reload() {
   logEvent(LogLevel::Info, "reloading configuration", {{"config", configPath_}});
-  auto res = config::loadConfigFile(configPath_);
+  auto res = config::loadConfigFile(configPath_, middleware::parsers());
   for (const auto& w : res.warnings) logEvent(LogLevel::Warn, w.str());
   auto failed = [&](const std::string& why) {
     ++reloadsError_;

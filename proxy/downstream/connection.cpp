@@ -381,7 +381,6 @@ void DownstreamConnection::onShutdown(uv_shutdown_t* req, int status) {
 
 void DownstreamConnection::beginShutdown() {
   shuttingDown_ = true;
-  info_.closing = true;
   if (state_ == State::Open && (!s_ || s_->codec.canCloseNow())) close();
 }
 

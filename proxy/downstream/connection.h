@@ -63,6 +63,7 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   void disarmTimer() override { deadline_ = 0; }
   void waitIdle(uint64_t idleMs) override;
   bool closing() const override;
+  void safePoint() override { releaseStreamIfIdle(); }
   const config::ServerSettings& settings() const override;
 
   void onCiphertext(const char* data, size_t len);

@@ -38,7 +38,6 @@ struct DownstreamInfo {
   const char* peerIp = "";                // text form of the TCP peer
   const tls::TlsSession* tls = nullptr;   // TLS listeners
   const std::string* listenerKey = nullptr;  // interned "ip:port"
-  bool closing = false;                   // graceful shutdown began: no more keep-alive
 };
 
 class Exchange final : public RequestDecoder,

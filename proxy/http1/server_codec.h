@@ -35,6 +35,8 @@ class Transport {
   // Wait `idleMs` for the next request (the connection may shed its per-request state).
   virtual void waitIdle(uint64_t idleMs) = 0;
   virtual bool closing() const = 0;  // graceful shutdown or worker drain: no more keep-alive
+  // Nothing up the stack uses the stream any more: give it back if the connection is idle.
+  virtual void safePoint() = 0;
   // The newest config's server settings (timeouts, limits).
   virtual const config::ServerSettings& settings() const = 0;
 };
@@ -71,7 +73,7 @@ class ServerCodec final : public ServerStream, private http::Http1Parser::Handle
   void pauseReading(bool pause) override;
   void startTunnel() override;
   void setTimeout(uint64_t ms) override;
-  void safePoint() override {}
+  void safePoint() override { t_->safePoint(); }
   size_t queuedBytes() const override;
   void flush() override;
   void reset() override;  // the stream cannot go on: close the connection

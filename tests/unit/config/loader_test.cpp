@@ -9,38 +9,15 @@
 #include <fstream>
 
 #include "config/units.h"
+#include "tests/unit/config/load_helpers.h"
 
 using namespace sluice::config;
+using namespace sluice::config::testing;
 
 namespace {
 
 LoadResult load(std::string_view text) {
-  return loadConfigString(text, "test.toml");
-}
-
-std::string dump(const std::vector<ConfigError>& errs) {
-  std::string s;
-  for (const auto& e : errs) s += e.str() + "\n";
-  return s;
-}
-
-// The first error whose message contains `needle`, or nullptr.
-const ConfigError* findError(const LoadResult& r, std::string_view needle) {
-  for (const auto& e : r.errors) {
-    if (e.message.find(needle) != std::string::npos) return &e;
-  }
-  return nullptr;
-}
-
-// Asserts there is an error containing `needle` at line:col.
-void expectError(const LoadResult& r, std::string_view needle, int line, int col) {
-  INFO("looking for '", needle, "' in:\n", dump(r.errors));
-  CHECK_FALSE(r.config.has_value());
-  const ConfigError* e = findError(r, needle);
-  REQUIRE(e != nullptr);
-  CHECK(e->line == line);
-  CHECK(e->col == col);
-  CHECK(e->file == "test.toml");
+  return loadConfigString(text, "test.toml", {});  // no middleware types needed here
 }
 
 // A minimal valid file to append broken pieces to (lines 1-6).
@@ -611,7 +588,7 @@ TEST_CASE("loadConfigFile reads a file and reports unreadable ones") {
     std::ofstream out(path);
     out << "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n  oops = 1\n";
   }
-  LoadResult r = loadConfigFile(path);
+  LoadResult r = loadConfigFile(path, {});
   REQUIRE(r.errors.size() == 1);
   CHECK(r.errors[0].str() == std::string(path) + ":4:3: unknown key 'oops' in [[listener]]");
 
@@ -619,18 +596,18 @@ TEST_CASE("loadConfigFile reads a file and reports unreadable ones") {
     std::ofstream out(path);
     out << "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n";
   }
-  r = loadConfigFile(path);
+  r = loadConfigFile(path, {});
   REQUIRE(r.config.has_value());
   CHECK(r.config->file == path);
   ::unlink(path);
 
-  r = loadConfigFile("/nonexistent/sluice.toml");
+  r = loadConfigFile("/nonexistent/sluice.toml", {});
   REQUIRE(r.errors.size() == 1);
   CHECK_FALSE(r.config.has_value());
   CHECK(r.errors[0].str() ==
         "/nonexistent/sluice.toml: cannot read config file: No such file or directory");
 
-  r = loadConfigFile("/tmp");
+  r = loadConfigFile("/tmp", {});
   REQUIRE(r.errors.size() == 1);
   CHECK(r.errors[0].message == "cannot read config file: Is a directory");
 }

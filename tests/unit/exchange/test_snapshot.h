@@ -10,13 +10,14 @@
 #include <vector>
 
 #include "config/loader.h"
+#include "middleware/registry.h"
 #include "proxy/snapshot.h"
 
 namespace sluice::test {
 
 // Mutable, so a test can add its own filters to a route (see Snapshot::routes).
 inline std::shared_ptr<Snapshot> snapshotFromToml(std::string_view toml) {
-  config::LoadResult r = config::loadConfigString(toml, "test.toml");
+  config::LoadResult r = config::loadConfigString(toml, "test.toml", middleware::parsers());
   std::string errors;
   for (const config::ConfigError& e : r.errors) errors += e.str() + "\n";
   INFO(errors);

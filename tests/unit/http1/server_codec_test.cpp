@@ -66,6 +66,7 @@ class FakeTransport final : public http1::Transport {
     timerMs = ms;
   }
   bool closing() const override { return isClosing; }
+  void safePoint() override {}  // the fake has no stream to give back
   const config::ServerSettings& settings() const override { return cfg; }
 
   // Everything written since the last call.

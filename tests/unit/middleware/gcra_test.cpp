@@ -125,7 +125,7 @@ TEST_CASE("identity keys") {
   RequestContext ctx;
   ctx.request = &req;
   ctx.clientIp = "10.1.2.3";
-  using K = sluice::config::RateLimitKeyKind;
+  using K = sluice::middleware::RateLimitKeyKind;
   struct Case {
     bool published;  // the jwt filter has published the "sub" claim (a verified token)
     K kind;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "middleware/jwt.h"
+#include "middleware/jwt_config.h"
 
 using namespace sluice::middleware;
 
@@ -92,8 +93,8 @@ std::string writeTemp(const std::string& content) {
   return path;
 }
 
-sluice::config::JwtConfig cfgWith(std::vector<std::string> algs) {
-  sluice::config::JwtConfig c;
+sluice::middleware::JwtSettings cfgWith(std::vector<std::string> algs) {
+  sluice::middleware::JwtSettings c;
   c.algorithms = std::move(algs);
   return c;
 }

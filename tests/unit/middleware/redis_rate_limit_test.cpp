@@ -143,15 +143,13 @@ bool runUntil(uv_loop_t* loop, Pred pred, int ms = 5000) {
   return true;
 }
 
-config::MiddlewareConfig rlConfig(const std::string& name, uint64_t rate, uint64_t burst = 0) {
-  config::MiddlewareConfig mc;
-  mc.name = name;
-  mc.type = config::MiddlewareType::RateLimit;
-  mc.rateLimit.rate = rate;
-  mc.rateLimit.burst = burst;
-  mc.rateLimit.period = config::Duration(3600000);
-  mc.rateLimit.store = config::RateLimitStore::Redis;
-  return mc;
+RateLimitSettings rlSettings(uint64_t rate, uint64_t burst = 0) {
+  RateLimitSettings rl;
+  rl.rate = rate;
+  rl.burst = burst;
+  rl.period = config::Duration(3600000);
+  rl.store = RateLimitStore::Redis;
+  return rl;
 }
 
 // A redis-server, a loop and a connected RedisClient; torn down in order.
@@ -291,7 +289,7 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
 
   LocalStoreRegistry stores;
   std::string name = "t" + std::to_string(port);
-  RateLimitFactory open(rlConfig(name, 50), rs, stores.get(name));
+  RateLimitFactory open(name, rlSettings(50), rs, stores.get(name));
 
   // 80 requests in flight at once against a bucket of 50: exactly 50 pass.
   std::vector<std::unique_ptr<FakeConn>> conns;
@@ -323,7 +321,7 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
 
   // A request that goes away while its call is pending never hears back.
   {
-    RateLimitFactory other(rlConfig(name + "x", 5), rs, stores.get(name + "x"));
+    RateLimitFactory other(name + "x", rlSettings(5), rs, stores.get(name + "x"));
     auto c = FakeConn::make(svc, other, "10.0.0.2");
     CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
     c->filter->onDestroy();
@@ -347,7 +345,7 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
       [](void* u, RedisStatus, const redisReply*) { *static_cast<bool*>(u) = true; }, &flushed);
   REQUIRE(runUntil(&loop, [&] { return flushed; }));
   {
-    RateLimitFactory f3(rlConfig(name + "y", 5), rs, stores.get(name + "y"));
+    RateLimitFactory f3(name + "y", rlSettings(5), rs, stores.get(name + "y"));
     auto c = FakeConn::make(svc, f3, "10.0.0.3");
     CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
     REQUIRE(runUntil(&loop, [&] { return c->resumed + c->replied > 0; }));
@@ -375,7 +373,7 @@ TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers
   {
     config::RedisSettings closedRs = rs;
     closedRs.failureMode = config::RedisFailureMode::Closed;
-    RateLimitFactory closed(rlConfig(name + "c", 5), closedRs, stores.get(name + "c"));
+    RateLimitFactory closed(name + "c", rlSettings(5), closedRs, stores.get(name + "c"));
     auto c = FakeConn::make(svc, closed, "10.0.0.9");
     CHECK(c->filter->onRequestHeaders(c->ctx) == Status::Stop);
     CHECK(c->replied == 1);  // synchronously: no waiting on a known-down Redis
@@ -405,11 +403,11 @@ TEST_CASE("redis batch: one EVALSHA per turn, several limits, the one-by-one dec
   // some keys many times (the script reads such a key once and writes it once).
   std::string tag = std::to_string(env.rs.port);
   std::vector<std::unique_ptr<RateLimitFactory>> fs;
-  fs.push_back(std::make_unique<RateLimitFactory>(rlConfig("a" + tag, 5), env.rs,
+  fs.push_back(std::make_unique<RateLimitFactory>("a" + tag, rlSettings(5), env.rs,
                                                   env.stores.get("a" + tag)));
-  fs.push_back(std::make_unique<RateLimitFactory>(rlConfig("b" + tag, 3, 2), env.rs,
+  fs.push_back(std::make_unique<RateLimitFactory>("b" + tag, rlSettings(3, 2), env.rs,
                                                   env.stores.get("b" + tag)));
-  fs.push_back(std::make_unique<RateLimitFactory>(rlConfig("c" + tag, 2), env.rs,
+  fs.push_back(std::make_unique<RateLimitFactory>("c" + tag, rlSettings(2), env.rs,
                                                   env.stores.get("c" + tag)));
   uint64_t batches = env.client->batchesSent();
   std::vector<std::unique_ptr<FakeConn>> conns;
@@ -461,7 +459,7 @@ TEST_CASE("redis batch: more than kMaxBatch calls in one turn make several EVALS
   RedisEnv env;
   if (!env.start(2000)) return;
   std::string name = "big" + std::to_string(env.rs.port);
-  RateLimitFactory f(rlConfig(name, 280), env.rs, env.stores.get(name));
+  RateLimitFactory f(name, rlSettings(280), env.rs, env.stores.get(name));
   uint64_t batches = env.client->batchesSent();
   std::vector<std::unique_ptr<FakeConn>> conns;
   for (int i = 0; i < 300; ++i) conns.push_back(env.request(f, "10.2.0.1"));
@@ -479,7 +477,7 @@ TEST_CASE("redis batch: cancelled before the send = left out, after = never call
   RedisEnv env;
   if (!env.start(2000)) return;
   std::string name = "cx" + std::to_string(env.rs.port);
-  RateLimitFactory f(rlConfig(name, 5), env.rs, env.stores.get(name));
+  RateLimitFactory f(name, rlSettings(5), env.rs, env.stores.get(name));
   auto key = [&](const char* ip) { return "sluice:rl:" + name + ":ip:" + ip; };
   uint64_t batches = env.client->batchesSent();
 
@@ -531,8 +529,8 @@ TEST_CASE("redis batch: a timeout or a lost connection fails every call of the b
   std::string name = "fx" + std::to_string(env.rs.port);
   config::RedisSettings closedRs = env.rs;
   closedRs.failureMode = config::RedisFailureMode::Closed;
-  RateLimitFactory closed(rlConfig(name, 5), closedRs, env.stores.get(name));
-  RateLimitFactory open(rlConfig(name + "o", 3), env.rs, env.stores.get(name + "o"));
+  RateLimitFactory closed(name, rlSettings(5), closedRs, env.stores.get(name));
+  RateLimitFactory open(name + "o", rlSettings(3), env.rs, env.stores.get(name + "o"));
 
   auto check = [&](std::vector<std::unique_ptr<FakeConn>>& conns) {
     for (size_t i = 0; i < conns.size(); ++i) {
@@ -564,8 +562,8 @@ TEST_CASE("redis batch: a timeout or a lost connection fails every call of the b
   env.rs.timeout = config::Duration(10000);
   env.client->configure(env.rs);
   REQUIRE(runUntil(&env.loop, [&] { return env.client->isUp(); }));
-  RateLimitFactory open2(rlConfig(name + "p", 3), env.rs, env.stores.get(name + "p"));
-  RateLimitFactory closed2(rlConfig(name + "q", 5), closedRs, env.stores.get(name + "q"));
+  RateLimitFactory open2(name + "p", rlSettings(3), env.rs, env.stores.get(name + "p"));
+  RateLimitFactory closed2(name + "q", rlSettings(5), closedRs, env.stores.get(name + "q"));
   env.redis.signal(SIGSTOP);
   std::vector<std::unique_ptr<FakeConn>> lost;
   for (int i = 0; i < 12; ++i)

@@ -1,4 +1,5 @@
-// Loader tests for [redis], [middleware.NAME] (rate_limit, jwt) and [[route]] middleware.
+// The registered middleware types through the loader: [middleware.NAME] tables of type
+// rate_limit and jwt (middleware::parsers()), and [[route]] middleware lists naming them.
 #include <doctest/doctest.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -9,45 +10,23 @@
 #include <string>
 
 #include "config/loader.h"
-#include "config/redis_url.h"
+#include "middleware/jwt_config.h"
+#include "middleware/rate_limit_config.h"
+#include "middleware/registry.h"
+#include "tests/unit/config/load_helpers.h"
 
 using namespace sluice::config;
+using namespace sluice::config::testing;
+using sluice::middleware::JwtSettings;
+using sluice::middleware::RateLimitKeyKind;
+using sluice::middleware::RateLimitSettings;
+using sluice::middleware::RateLimitStore;
+using sluice::middleware::settingsAs;
 
 namespace {
 
-std::string dump(const std::vector<ConfigError>& errs) {
-  std::string s;
-  for (const auto& e : errs) s += e.str() + "\n";
-  return s;
-}
-
-void expectError(const LoadResult& r, std::string_view needle, int line, int col) {
-  INFO("looking for '", needle, "' in:\n", dump(r.errors));
-  CHECK_FALSE(r.config.has_value());
-  const ConfigError* found = nullptr;
-  for (const auto& e : r.errors)
-    if (e.message.find(needle) != std::string::npos) found = &e;
-  REQUIRE(found != nullptr);
-  CHECK(found->line == line);
-  CHECK(found->col == col);
-}
-
-bool hasWarning(const LoadResult& r, std::string_view needle) {
-  for (const auto& w : r.warnings)
-    if (w.message.find(needle) != std::string::npos) return true;
-  return false;
-}
-
-// Lines 1-5.
-constexpr std::string_view kBase = R"([[listener]]
-name = "web"
-listen = "127.0.0.1:8080"
-[pool.p]
-backends = [{ address = "127.0.0.1:9000" }]
-)";
-
 LoadResult load(std::string_view rest) {
-  return loadConfigString(std::string(kBase) + std::string(rest), "test.toml");
+  return loadAfterBase(rest, sluice::middleware::parsers());
 }
 
 std::string writeKey(EVP_PKEY* key) {
@@ -61,33 +40,6 @@ std::string writeKey(EVP_PKEY* key) {
 }
 
 }  // namespace
-
-TEST_CASE("redis urls") {
-  RedisSettings s;
-  std::string err;
-  REQUIRE(parseRedisUrl("redis://127.0.0.1:6380/2", s, err));
-  CHECK(!s.unixSocket);
-  CHECK(s.host == "127.0.0.1");
-  CHECK(s.port == 6380);
-  CHECK(s.db == 2);
-  CHECK(s.password.empty());
-  REQUIRE(parseRedisUrl("redis://:p%40ss@redis:6379/0", s, err));
-  CHECK(s.password == "p@ss");
-  CHECK(s.host == "redis");
-  REQUIRE(parseRedisUrl("redis://user:pw@[::1]", s, err));
-  CHECK(s.host == "::1");
-  CHECK(s.port == 6379);
-  CHECK(s.password == "pw");
-  REQUIRE(parseRedisUrl("unix:///run/redis.sock?db=3", s, err));
-  CHECK(s.unixSocket);
-  CHECK(s.path == "/run/redis.sock");
-  CHECK(s.db == 3);
-  CHECK_FALSE(parseRedisUrl("http://x:1", s, err));
-  CHECK_FALSE(parseRedisUrl("redis://x:0", s, err));
-  CHECK_FALSE(parseRedisUrl("redis://x:1/abc", s, err));
-  CHECK_FALSE(parseRedisUrl("redis://:1", s, err));
-  CHECK_FALSE(parseRedisUrl("unix://relative", s, err));
-}
 
 TEST_CASE("a valid middleware config") {
   LoadResult r = load(R"([redis]
@@ -127,17 +79,24 @@ middleware = ["auth", "per-user", "by-ip"]
   CHECK(c.redis.failureMode == RedisFailureMode::Closed);
   REQUIRE(c.middleware.size() == 3);
   CHECK(c.middleware[0].name == "per-user");  // file order
-  CHECK(c.middleware[0].rateLimit.keyKind == RateLimitKeyKind::Header);
-  CHECK(c.middleware[0].rateLimit.keyName == "X-API-Key");
-  CHECK(c.middleware[0].rateLimit.rate == 100);
-  CHECK(c.middleware[0].rateLimit.period == Duration(60000));
-  CHECK(c.middleware[0].rateLimit.burst == 20);
-  CHECK(c.middleware[1].type == MiddlewareType::Jwt);
-  CHECK(c.middleware[1].jwt.required == false);
-  CHECK(c.middleware[1].jwt.audience == "api");
-  CHECK(c.middleware[2].rateLimit.keyKind == RateLimitKeyKind::Ip);
+  CHECK(c.middleware[0].type == "rate_limit");
+  const auto* perUser = settingsAs<RateLimitSettings>(c.middleware[0]);
+  REQUIRE(perUser != nullptr);
+  CHECK(perUser->keyKind == RateLimitKeyKind::Header);
+  CHECK(perUser->keyName == "X-API-Key");
+  CHECK(perUser->rate == 100);
+  CHECK(perUser->period == Duration(60000));
+  CHECK(perUser->burst == 20);
+  CHECK(c.middleware[1].type == "jwt");
+  const auto* auth = settingsAs<JwtSettings>(c.middleware[1]);
+  REQUIRE(auth != nullptr);
+  CHECK(auth->required == false);
+  CHECK(auth->audience == "api");
+  const auto* byIp = settingsAs<RateLimitSettings>(c.middleware[2]);
+  REQUIRE(byIp != nullptr);
+  CHECK(byIp->keyKind == RateLimitKeyKind::Ip);
   // With [redis] present the store defaults to redis.
-  CHECK(c.middleware[2].rateLimit.store == RateLimitStore::Redis);
+  CHECK(byIp->store == RateLimitStore::Redis);
   REQUIRE(c.routes.size() == 1);
   CHECK(c.routes[0].middleware == std::vector<std::string>{"auth", "per-user", "by-ip"});
 }
@@ -196,19 +155,6 @@ middleware = "a"
   expectError(r, "route[0].middleware[1]: no middleware named 'nope'", 36, 20);
   expectError(r, "route[0].middleware[2]: middleware 'a' is listed twice", 36, 28);
   expectError(r, "route[1].middleware: expected an array of middleware names", 41, 14);
-}
-
-TEST_CASE("redis section errors") {
-  LoadResult r = load(R"([redis]
-url = "http://127.0.0.1"
-timeout = "0"
-failure_mode = "maybe"
-extra = 1
-)");
-  expectError(r, "redis.url: unsupported url", 7, 7);
-  expectError(r, "redis.timeout: must be greater than 0", 8, 11);
-  expectError(r, "redis.failure_mode: expected \"open\" or \"closed\", got 'maybe'", 9, 16);
-  expectError(r, "unknown key 'extra' in [redis]", 10, 1);
 }
 
 TEST_CASE("jwt public keys are read and checked at load") {
@@ -271,5 +217,7 @@ middleware = ["rl"]
   CHECK(hasWarning(r, "no jwt middleware comes before it"));
   CHECK(hasWarning(r, "middleware 'unused' is not used by any route"));
   // store defaults to local without [redis]
-  CHECK(r.config->middleware[0].rateLimit.store == RateLimitStore::Local);
+  const auto* rl = settingsAs<RateLimitSettings>(r.config->middleware[0]);
+  REQUIRE(rl != nullptr);
+  CHECK(rl->store == RateLimitStore::Local);
 }

@@ -1,0 +1,214 @@
+// [[route]]: match (host, path or path_exact, methods), the pool it proxies to and the
+// middleware it applies, in order. Runs after [pool.*] and [middleware.*], whose names it
+// checks.
+#include <algorithm>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config/sections.h"
+
+namespace sluice::config {
+
+namespace {
+
+// An HTTP method token (RFC 9110 tchar) with no lower-case letters: methods are
+// case-sensitive and every standard one is upper-case, so "get" is almost surely a typo.
+bool isUpperToken(std::string_view m) {
+  if (m.empty()) return false;
+  static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  for (char c : m) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              kSpecials.find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Route hosts: "api.example.com" or "*.example.com", no port. Lower-cased in place because
+// Host matching is case-insensitive.
+bool normalizeRouteHost(std::string& host) {
+  for (char& c : host) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  std::string_view rest = host;
+  if (rest.starts_with("*.")) rest.remove_prefix(2);
+  if (rest.empty() || rest.front() == '.' || rest.find("..") != std::string_view::npos) {
+    return false;
+  }
+  for (char c : rest) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void loadHost(LoadContext& ctx, const toml::node& v, const std::string& what, RouteConfig& rc) {
+  auto s = ctx.getString(v, what + ".host");
+  if (!s) return;
+  std::string host = *s;
+  if (!normalizeRouteHost(host)) {
+    ctx.error(posOf(v), what + ".host: invalid host '" + *s +
+                            "' (expected e.g. \"api.example.com\" or \"*.example.com\", "
+                            "without port)");
+  } else {
+    rc.host = host;
+  }
+}
+
+void loadPath(LoadContext& ctx, const toml::node* v, const std::string& w, std::string& dst) {
+  if (v == nullptr) return;
+  if (auto s = ctx.getString(*v, w)) {
+    if (!s->starts_with("/")) {
+      ctx.error(posOf(*v), w + ": must start with '/', got '" + *s + "'");
+    } else if (hasSpaceOrControl(*s)) {
+      ctx.error(posOf(*v), w + ": must not contain spaces or control characters");
+    } else {
+      dst = *s;
+    }
+  }
+}
+
+void loadMethods(LoadContext& ctx, const toml::node& n, const std::string& what, RouteConfig& rc) {
+  const auto* arr = n.as_array();
+  if (arr == nullptr) {
+    ctx.error(posOf(n),
+              what + ": expected an array of strings like [\"GET\", \"POST\"], got " + typeName(n));
+    return;
+  }
+  if (arr->empty()) {
+    ctx.error(posOf(n), what + ": must not be empty (leave 'methods' out to allow any method)");
+    return;
+  }
+  for (size_t i = 0; i < arr->size(); ++i) {
+    std::string w = what + "[" + std::to_string(i) + "]";
+    auto s = ctx.getString((*arr)[i], w);
+    if (!s) continue;
+    if (!isUpperToken(*s)) {
+      ctx.error(posOf((*arr)[i]),
+                w + ": invalid method '" + *s + "' (expected an upper-case token such as \"GET\")");
+      continue;
+    }
+    if (std::find(rc.methods.begin(), rc.methods.end(), *s) != rc.methods.end()) {
+      ctx.warn(posOf((*arr)[i]), w + ": method '" + *s + "' is listed twice");
+      continue;
+    }
+    rc.methods.push_back(*s);
+  }
+}
+
+void loadRoutePool(LoadContext& ctx, const toml::node& v, const std::string& what,
+                   RouteConfig& rc) {
+  auto s = ctx.getString(v, what + ".pool");
+  if (!s) return;
+  rc.pool = *s;
+  if (ctx.poolNames.count(*s) == 0) {
+    ctx.error(posOf(v),
+              what + ".pool: no pool named '" + *s + "' (define it with [pool." + *s + "])");
+  } else {
+    ctx.usedPools.insert(*s);
+  }
+}
+
+void loadRouteMiddleware(LoadContext& ctx, const toml::node& n, const std::string& routeWhat,
+                         RouteConfig& rc) {
+  std::string what = routeWhat + ".middleware";
+  const auto* arr = n.as_array();
+  if (arr == nullptr) {
+    ctx.error(posOf(n),
+              what + ": expected an array of middleware names like [\"auth\"], got " + typeName(n));
+    return;
+  }
+  bool claimsBefore = false;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    std::string w = what + "[" + std::to_string(i) + "]";
+    auto s = ctx.getString((*arr)[i], w);
+    if (!s) continue;
+    auto it = ctx.middlewareNames.find(*s);
+    if (it == ctx.middlewareNames.end()) {
+      ctx.error(posOf((*arr)[i]),
+                w + ": no middleware named '" + *s + "' (define it with [middleware." + *s + "])");
+      continue;
+    }
+    if (std::find(rc.middleware.begin(), rc.middleware.end(), *s) != rc.middleware.end()) {
+      ctx.error(posOf((*arr)[i]), w + ": middleware '" + *s + "' is listed twice");
+      continue;
+    }
+    ctx.usedMiddleware.insert(*s);
+    rc.middleware.push_back(*s);
+    const MiddlewareSettings* settings = it->second.get();  // nullptr when invalid
+    if (settings == nullptr) continue;
+    if (settings->providesClaims()) claimsBefore = true;
+    std::string claimsKey = settings->claimsKey();
+    if (!claimsKey.empty() && !claimsBefore) {
+      ctx.warn(posOf((*arr)[i]), w + ": '" + *s + "' keys on '" + claimsKey +
+                                     "' but no jwt middleware comes before it in this route; "
+                                     "every request falls back to the client IP");
+    }
+  }
+}
+
+using MatchKeys = FirstSeen<std::pair<std::string, SourcePos>>;  // match -> route label, pos
+
+// Two routes that match exactly the same requests: only one can ever be chosen.
+void warnSameMatch(LoadContext& ctx, MatchKeys& matches, const RouteConfig& rc, bool exact,
+                   const std::string& what) {
+  std::vector<std::string> methods = rc.methods;
+  std::sort(methods.begin(), methods.end());
+  std::string key = rc.host + '\n' + (exact ? "=" + rc.pathExact : rc.path) + '\n';
+  for (const auto& m : methods) key += m + ",";
+  std::string label = rc.name.empty() ? what : "route '" + rc.name + "'";
+  if (const auto* first = matches.claim(key, {label, rc.pos})) {
+    ctx.warn(rc.pos, label + " matches the same host, path and methods as " + first->first + " (" +
+                         lineRef(first->second) + "); only one of them can be used");
+  }
+}
+
+void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const toml::table& t,
+               const std::string& what, SourcePos pos) {
+  ctx.checkKeys(
+      t, {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "middleware"},
+      {"path_regex", "split", "sticky", "override_header", "override_cookie", "rollback"},
+      "in [[route]]");
+  RouteConfig rc;
+  rc.pos = pos;
+  rc.name = names.nameKey(t, rc.pos, what);
+  if (const auto* v = t.get("host")) loadHost(ctx, *v, what, rc);
+  const auto* pathNode = t.get("path");
+  const auto* exactNode = t.get("path_exact");
+  loadPath(ctx, pathNode, what + ".path", rc.path);
+  loadPath(ctx, exactNode, what + ".path_exact", rc.pathExact);
+  if (pathNode != nullptr && exactNode != nullptr) {
+    ctx.error(posOf(*exactNode), what + ": use either 'path' or 'path_exact', not both");
+  } else if (pathNode == nullptr && exactNode == nullptr) {
+    ctx.error(rc.pos, what + ": missing required key 'path' (or 'path_exact')");
+  }
+  if (const auto* v = t.get("methods")) loadMethods(ctx, *v, what + ".methods", rc);
+  if (const auto* v = t.get("strip_prefix")) {
+    if (auto b = ctx.getBool(*v, what + ".strip_prefix")) {
+      if (*b && exactNode != nullptr) {
+        ctx.error(posOf(*v), what + ".strip_prefix: only allowed with 'path', not 'path_exact'");
+      } else {
+        rc.stripPrefix = *b;
+      }
+    }
+  }
+  if (const auto* v = ctx.required(t, "pool", rc.pos, what)) loadRoutePool(ctx, *v, what, rc);
+  if (const auto* v = t.get("middleware")) loadRouteMiddleware(ctx, *v, what, rc);
+  warnSameMatch(ctx, matches, rc, exactNode != nullptr, what);
+  ctx.config().routes.push_back(std::move(rc));
+}
+
+}  // namespace
+
+void loadRoutes(LoadContext& ctx, const toml::node& n) {
+  NameRules names(ctx, "route");
+  MatchKeys matches;
+  forEachArrayTable(ctx, n, "route",
+                    [&](const toml::table& t, const std::string& what, SourcePos pos) {
+                      loadRoute(ctx, names, matches, t, what, pos);
+                    });
+}
+
+}  // namespace sluice::config

@@ -1,0 +1,202 @@
+// [server], [admin], [log] and [redis]: the single-table sections.
+#include <map>
+#include <string>
+
+#include "config/redis_url.h"
+#include "config/sections.h"
+#include "config/units.h"
+
+namespace sluice::config {
+
+namespace {
+
+void loadWorkers(LoadContext& ctx, const toml::node& v) {
+  static const std::string kWhat = "server.workers";
+  static const std::string kExpect = "expected \"auto\" or an integer between 1 and 256";
+  if (v.is_integer()) {
+    if (auto w = ctx.getInt(v, kWhat, 1, 256))
+      ctx.config().server.workers = static_cast<unsigned>(*w);
+    return;
+  }
+  if (!v.is_string()) {
+    ctx.error(posOf(v), kWhat + ": " + kExpect + ", got " + typeName(v));
+    return;
+  }
+  auto s = ctx.getString(v, kWhat);
+  if (!s) return;
+  if (*s == "auto") {
+    ctx.config().server.workers = 0;
+    return;
+  }
+  // A numeric string is accepted so `workers = "${SLUICE_WORKERS:-auto}"` works.
+  bool digitsOnly = !s->empty() && s->find_first_not_of("0123456789") == std::string::npos;
+  auto n = digitsOnly ? parseSize(*s) : std::nullopt;  // digits only: a plain number
+  if (!n || *n < 1 || *n > 256) {
+    ctx.error(posOf(v), kWhat + ": " + kExpect + ", got '" + *s + "'");
+    return;
+  }
+  ctx.config().server.workers = static_cast<unsigned>(*n);
+}
+
+void loadTrustedProxies(LoadContext& ctx, const toml::node& v) {
+  const auto* arr = v.as_array();
+  if (arr == nullptr) {
+    ctx.error(posOf(v),
+              "server.trusted_proxies: expected an array of CIDR strings, got " + typeName(v));
+    return;
+  }
+  for (size_t i = 0; i < arr->size(); ++i) {
+    std::string what = "server.trusted_proxies[" + std::to_string(i) + "]";
+    auto str = ctx.getString((*arr)[i], what);
+    if (!str) continue;
+    Cidr c;
+    if (!parseCidr(*str, c)) {
+      ctx.error(posOf((*arr)[i]), what + ": invalid CIDR '" + *str +
+                                      "' (expected e.g. \"10.0.0.0/8\" or \"::1/128\")");
+      continue;
+    }
+    ctx.config().server.trustedProxies.push_back(c);
+  }
+}
+
+}  // namespace
+
+void loadServer(LoadContext& ctx, const toml::node& n) {
+  const auto* t = ctx.tableOf(n, "server");
+  if (t == nullptr) return;
+  ctx.checkKeys(*t,
+                {"workers", "pid_file", "shutdown_timeout", "max_header_size", "max_body_size",
+                 "client_header_timeout", "client_idle_timeout", "trusted_proxies"},
+                {}, "in [server]");
+  ServerSettings& s = ctx.config().server;
+  if (const auto* v = t->get("workers")) loadWorkers(ctx, *v);
+  if (const auto* v = t->get("pid_file")) {
+    if (auto str = ctx.getString(*v, "server.pid_file")) s.pidFile = *str;
+  }
+  if (const auto* v = t->get("shutdown_timeout")) {
+    // 0 is meaningful here: exit without waiting for in-flight requests.
+    if (auto d = ctx.getDuration(*v, "server.shutdown_timeout", true)) s.shutdownTimeout = *d;
+  }
+  if (const auto* v = t->get("max_header_size")) {
+    if (auto sz = ctx.getSize(*v, "server.max_header_size")) {
+      if (*sz < 1024 || *sz > 1024 * 1024) {
+        ctx.error(posOf(*v), "server.max_header_size: must be between 1k and 1m");
+      } else {
+        s.maxHeaderSize = *sz;
+      }
+    }
+  }
+  if (const auto* v = t->get("max_body_size")) {
+    if (auto sz = ctx.getSize(*v, "server.max_body_size")) s.maxBodySize = *sz;
+  }
+  if (const auto* v = t->get("client_header_timeout")) {
+    if (auto d = ctx.getDuration(*v, "server.client_header_timeout", false)) {
+      s.clientHeaderTimeout = *d;
+    }
+  }
+  if (const auto* v = t->get("client_idle_timeout")) {
+    if (auto d = ctx.getDuration(*v, "server.client_idle_timeout", false)) s.clientIdleTimeout = *d;
+  }
+  if (const auto* v = t->get("trusted_proxies")) loadTrustedProxies(ctx, *v);
+}
+
+void loadAdmin(LoadContext& ctx, const toml::node& n) {
+  const auto* t = ctx.tableOf(n, "admin");
+  if (t == nullptr) return;
+  ctx.checkKeys(*t, {"listen", "token"}, {}, "in [admin]");
+  AdminSettings& a = ctx.config().admin;
+  a.enabled = true;
+  a.pos = posOf(n);
+  if (const auto* v = ctx.required(*t, "listen", a.pos, "admin")) {
+    if (ctx.getListen(*v, "admin.listen", a.listen)) {
+      ctx.claimListenAddress(a.listen, "[admin]", posOf(*v), "admin.listen");
+    }
+  }
+  if (const auto* v = t->get("token")) {
+    if (auto s = ctx.getString(*v, "admin.token")) a.token = *s;
+  }
+}
+
+void loadLog(LoadContext& ctx, const toml::node& n) {
+  const auto* t = ctx.tableOf(n, "log");
+  if (t == nullptr) return;
+  ctx.checkKeys(*t, {"access", "format", "level"}, {}, "in [log]");
+  LogSettings& l = ctx.config().log;
+  if (const auto* v = t->get("access")) {
+    if (auto s = ctx.getString(*v, "log.access")) {
+      if (s->empty()) {
+        ctx.error(posOf(*v), "log.access: expected \"stdout\", \"off\" or a file path, got ''");
+      } else {
+        l.access = *s;
+      }
+    }
+  }
+  if (const auto* v = t->get("format")) {
+    if (auto s = ctx.getString(*v, "log.format")) {
+      if (*s == "json") {
+        l.format = LogFormat::Json;
+      } else if (*s == "combined") {
+        l.format = LogFormat::Combined;
+      } else {
+        ctx.error(posOf(*v), "log.format: expected \"json\" or \"combined\", got '" + *s + "'");
+      }
+    }
+  }
+  if (const auto* v = t->get("level")) {
+    if (auto s = ctx.getString(*v, "log.level")) {
+      static const std::map<std::string, LogLevel, std::less<>> kLevels = {
+          {"debug", LogLevel::Debug},
+          {"info", LogLevel::Info},
+          {"warn", LogLevel::Warn},
+          {"error", LogLevel::Error}};
+      if (auto it = kLevels.find(*s); it != kLevels.end()) {
+        l.level = it->second;
+      } else {
+        ctx.error(
+            posOf(*v),
+            "log.level: expected \"debug\", \"info\", \"warn\" or \"error\", got '" + *s + "'");
+      }
+    }
+  }
+}
+
+// ---- [redis]: the shared store of `store = "redis"` rate limits ----
+
+void loadRedis(LoadContext& ctx, const toml::node& n) {
+  const auto* t = ctx.tableOf(n, "redis");
+  if (t == nullptr) return;
+  ctx.checkKeys(*t, {"url", "timeout", "failure_mode"}, {}, "in [redis]");
+  RedisSettings& r = ctx.config().redis;
+  r.enabled = true;
+  r.pos = posOf(n);
+  if (const auto* v = t->get("url")) {
+    if (auto s = ctx.getString(*v, "redis.url")) {
+      std::string err;
+      if (!parseRedisUrl(*s, r, err)) {
+        ctx.error(posOf(*v), "redis.url: " + err);
+      } else {
+        r.url = *s;
+      }
+    }
+  } else {
+    std::string err;
+    parseRedisUrl(r.url, r, err);
+  }
+  if (const auto* v = t->get("timeout")) {
+    if (auto d = ctx.getDuration(*v, "redis.timeout", false)) r.timeout = *d;
+  }
+  if (const auto* v = t->get("failure_mode")) {
+    if (auto s = ctx.getString(*v, "redis.failure_mode")) {
+      if (*s == "open") {
+        r.failureMode = RedisFailureMode::Open;
+      } else if (*s == "closed") {
+        r.failureMode = RedisFailureMode::Closed;
+      } else {
+        ctx.error(posOf(*v),
+                  "redis.failure_mode: expected \"open\" or \"closed\", got '" + *s + "'");
+      }
+    }
+  }
+}
+
+}  // namespace sluice::config
