@@ -40,70 +40,49 @@ bool parseDb(std::string_view s, int& db, std::string& err) {
   return true;
 }
 
-}  // namespace
+constexpr std::string_view kExpect = " (expected redis://[:password@]host:port/db or unix:///path)";
 
-bool parseRedisUrl(std::string_view url, RedisSettings& out, std::string& err) {
-  static constexpr std::string_view kExpect =
-      " (expected redis://[:password@]host:port/db or unix:///path)";
-  if (url.starts_with("unix://")) {
-    std::string_view rest = url.substr(7);
-    std::string_view query;
-    if (size_t q = rest.find('?'); q != std::string_view::npos) {
-      query = rest.substr(q + 1);
-      rest = rest.substr(0, q);
-    }
-    if (rest.empty() || rest[0] != '/') {
-      err = "unix socket url needs an absolute path" + std::string(kExpect);
-      return false;
-    }
-    out.unixSocket = true;
-    out.path = std::string(rest);
-    out.host.clear();
-    out.port = 0;
-    out.password.clear();
-    out.db = 0;
-    while (!query.empty()) {
-      size_t amp = query.find('&');
-      std::string_view kv = query.substr(0, amp);
-      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-      if (kv.starts_with("db=")) {
-        if (!parseDb(kv.substr(3), out.db, err)) return false;
-      } else if (kv.starts_with("password=")) {
-        if (!percentDecode(kv.substr(9), out.password)) {
-          err = "invalid %-escape in password";
-          return false;
-        }
-      } else {
-        err = "unknown unix socket url parameter '" + std::string(kv) + "' (db=, password=)";
-        return false;
-      }
-    }
-    return true;
+// unix:///path[?db=N&password=P]
+bool parseUnixUrl(std::string_view url, RedisSettings& out, std::string& err) {
+  std::string_view rest = url.substr(7);
+  std::string_view query;
+  if (size_t q = rest.find('?'); q != std::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
   }
-  if (!url.starts_with("redis://")) {
-    err = "unsupported url '" + std::string(url) + "'" + std::string(kExpect);
+  if (rest.empty() || rest[0] != '/') {
+    err = "unix socket url needs an absolute path" + std::string(kExpect);
     return false;
   }
-  std::string_view rest = url.substr(8);
-  std::string_view authority = rest.substr(0, rest.find('/'));
-  std::string_view pathPart =
-      authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view();
-  out.unixSocket = false;
-  out.path.clear();
+  out.unixSocket = true;
+  out.path = std::string(rest);
+  out.host.clear();
+  out.port = 0;
   out.password.clear();
   out.db = 0;
-  if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
-    std::string_view userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    size_t colon = userinfo.find(':');
-    std::string_view pw = colon == std::string_view::npos ? userinfo : userinfo.substr(colon + 1);
-    if (!percentDecode(pw, out.password)) {
-      err = "invalid %-escape in password";
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view kv = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (kv.starts_with("db=")) {
+      if (!parseDb(kv.substr(3), out.db, err)) return false;
+    } else if (kv.starts_with("password=")) {
+      if (!percentDecode(kv.substr(9), out.password)) {
+        err = "invalid %-escape in password";
+        return false;
+      }
+    } else {
+      err = "unknown unix socket url parameter '" + std::string(kv) + "' (db=, password=)";
       return false;
     }
   }
-  std::string_view host = authority;
-  std::string_view port;
+  return true;
+}
+
+// "host", "host:port", "[v6]" or "[v6]:port" of a redis:// authority.
+bool splitAuthority(std::string_view authority, std::string_view& host, std::string_view& port,
+                    std::string& err) {
+  host = authority;
   if (host.starts_with("[")) {
     size_t close = host.find(']');
     if (close == std::string_view::npos) {
@@ -127,6 +106,31 @@ bool parseRedisUrl(std::string_view url, RedisSettings& out, std::string& err) {
     err = "missing host" + std::string(kExpect);
     return false;
   }
+  return true;
+}
+
+// redis://[:password@]host[:port][/db]
+bool parseTcpUrl(std::string_view url, RedisSettings& out, std::string& err) {
+  std::string_view rest = url.substr(8);
+  std::string_view authority = rest.substr(0, rest.find('/'));
+  std::string_view pathPart =
+      authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view();
+  out.unixSocket = false;
+  out.path.clear();
+  out.password.clear();
+  out.db = 0;
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = authority.substr(0, at);
+    authority = authority.substr(at + 1);
+    size_t colon = userinfo.find(':');
+    std::string_view pw = colon == std::string_view::npos ? userinfo : userinfo.substr(colon + 1);
+    if (!percentDecode(pw, out.password)) {
+      err = "invalid %-escape in password";
+      return false;
+    }
+  }
+  std::string_view host, port;
+  if (!splitAuthority(authority, host, port, err)) return false;
   out.host = std::string(host);
   out.port = 6379;
   if (!port.empty() || authority.ends_with(":")) {
@@ -145,6 +149,15 @@ bool parseRedisUrl(std::string_view url, RedisSettings& out, std::string& err) {
   }
   if (!pathPart.empty() && !parseDb(pathPart, out.db, err)) return false;
   return true;
+}
+
+}  // namespace
+
+bool parseRedisUrl(std::string_view url, RedisSettings& out, std::string& err) {
+  if (url.starts_with("unix://")) return parseUnixUrl(url, out, err);
+  if (url.starts_with("redis://")) return parseTcpUrl(url, out, err);
+  err = "unsupported url '" + std::string(url) + "'" + std::string(kExpect);
+  return false;
 }
 
 }  // namespace sluice::config

@@ -100,6 +100,22 @@ void Server::writePidFile() {
   if (!f) logEvent(LogLevel::Warn, "cannot write pid file", {{"path", pidFile_}});
 }
 
+namespace {
+using FdMap = std::map<std::string, std::vector<int>>;
+
+// Worker i's socket of each listener key.
+std::map<std::string, int> fdsOf(const FdMap& fds, size_t i) {
+  std::map<std::string, int> mine;
+  for (const auto& [key, v] : fds) mine[key] = v[i];
+  return mine;
+}
+
+void closeFds(const FdMap& fds) {
+  for (const auto& [_, v] : fds)
+    for (int f : v) ::close(f);
+}
+}  // namespace
+
 bool Server::start() {
   auto res = config::loadConfigFile(configPath_, middleware::parsers());
   for (const auto& w : res.warnings) logEvent(LogLevel::Warn, w.str());
@@ -123,13 +139,12 @@ bool Server::start() {
   initBackendHandles();
   resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings, err, &resolver_->book(),
-                            &stores_);
+  auto snap =
+      buildSnapshot(cfg, registry_, ++generation_, warnings, err, &resolver_->book(), &stores_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     std::fprintf(stderr, "sluice: %s\n", err.c_str());
-    for (auto& [_, v] : fds)
-      for (int f : v) ::close(f);
+    closeFds(fds);
     return false;
   }
   if (cfg.admin.enabled) {
@@ -137,8 +152,7 @@ bool Server::start() {
     admin_->setToken(cfg.admin.token);
     if (!admin_->listen(cfg.admin.listen, err)) {
       std::fprintf(stderr, "sluice: %s\n", err.c_str());
-      for (auto& [_, v] : fds)
-        for (int f : v) ::close(f);
+      closeFds(fds);
       return false;
     }
   }
@@ -153,26 +167,18 @@ bool Server::start() {
   uv_timer_init(&loop_, &shutdownTimer_);
   shutdownTimer_.data = this;
   for (unsigned i = 0; i < n; ++i) {
-    std::map<std::string, int> mine;
-    for (auto& [key, v] : fds) mine[key] = v[i];
     workers_[i]->setExitHook([this] {
       workersExited_.fetch_add(1);
       uv_async_send(&workerExit_);
     });
-    workers_[i]->start(current_, std::move(mine));
+    workers_[i]->start(current_, fdsOf(fds, i));
   }
   for (auto& [key, _] : fds) boundKeys_.push_back(key);
   health_->sync(current_->pools);
   uv_timer_start(
       &monitorTimer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->monitorBackends(); },
       kMonitorMs, kMonitorMs);
-
-  const int sigs[5] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGUSR1};
-  for (int i = 0; i < 5; ++i) {
-    uv_signal_init(&loop_, &signals_[i]);
-    signals_[i].data = this;
-    uv_signal_start(&signals_[i], onSignal, sigs[i]);
-  }
+  startSignals();
   std::string listeners;
   for (const auto& l : current_->listeners) listeners += (listeners.empty() ? "" : ",") + l.key;
   logEvent(LogLevel::Info, "sluice started",
@@ -182,6 +188,26 @@ bool Server::start() {
             {"listeners", listeners},
             {"admin", admin_ ? config::formatHostPort(admin_->address()) : "-"}});
   return true;
+}
+
+void Server::startSignals() {
+  const int sigs[5] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGUSR1};
+  for (int i = 0; i < 5; ++i) {
+    uv_signal_init(&loop_, &signals_[i]);
+    signals_[i].data = this;
+    uv_signal_start(&signals_[i], onSignal, sigs[i]);
+  }
+}
+
+void Server::publish(const SnapshotPtr& snap, FdMap& fds) {
+  std::vector<std::string> closeKeys;
+  for (const auto& key : boundKeys_)
+    if (!snap->listener(key)) closeKeys.push_back(key);
+  for (size_t i = 0; i < workers_.size(); ++i)
+    workers_[i]->applySnapshot(snap, fdsOf(fds, i), closeKeys);
+  for (const auto& key : closeKeys)
+    boundKeys_.erase(std::find(boundKeys_.begin(), boundKeys_.end(), key));
+  for (auto& [key, _] : fds) boundKeys_.push_back(key);
 }
 
 void Server::reload() {
@@ -223,8 +249,7 @@ void Server::reload() {
   // Any failure from here on undoes what this reload set up and keeps the running config.
   auto abandon = [&](const std::string& why) {
     retire(std::move(newAdmin));
-    for (auto& [_, v] : fds)
-      for (int f : v) ::close(f);
+    closeFds(fds);
     logEvent(LogLevel::Error, why);
     failed(why);
   };
@@ -234,24 +259,14 @@ void Server::reload() {
   }
   resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book(),
-                            &stores_);
+  auto snap =
+      buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book(), &stores_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) return abandon(err);
   // Last, because it cannot be undone: the access-log target.
   if (!applyLogSettings(cfg, err)) return abandon(err);
   ++generation_;
-  std::vector<std::string> closeKeys;
-  for (const auto& key : boundKeys_)
-    if (!snap->listener(key)) closeKeys.push_back(key);
-  for (size_t i = 0; i < workers_.size(); ++i) {
-    std::map<std::string, int> mine;
-    for (auto& [key, v] : fds) mine[key] = v[i];
-    workers_[i]->applySnapshot(snap, std::move(mine), closeKeys);
-  }
-  for (const auto& key : closeKeys)
-    boundKeys_.erase(std::find(boundKeys_.begin(), boundKeys_.end(), key));
-  for (auto& [key, _] : fds) boundKeys_.push_back(key);
+  publish(snap, fds);
   if (adminChanged) {
     retire(std::move(admin_));
     admin_ = std::move(newAdmin);

@@ -48,6 +48,9 @@ class Server {
   void beginShutdown(bool graceful);
   void onWorkerExit();
   void writePidFile();
+  // Hands a built snapshot and the new listening sockets to every worker (reload).
+  void publish(const SnapshotPtr& snap, std::map<std::string, std::vector<int>>& fds);
+  void startSignals();
   // Backend sets and health: publish a snapshot rebuilt from the running config (DNS change),
   // and the periodic state monitor (logs/counts state changes, drops idle connections to
   // backends that went down).
