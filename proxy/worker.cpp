@@ -132,6 +132,7 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
       return;
     }
     snapshot_ = snap;
+    DownstreamConnection::dropStaleSnapshots(*this);
     balancers_.clear();
     if (services_.redis) services_.redis->configure(snapshot_->config.redis);
     for (const auto& key : close) closeListener(key);

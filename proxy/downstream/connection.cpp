@@ -71,6 +71,13 @@ DownstreamConnection::~DownstreamConnection() {
   if (s_) recycle(s_);
 }
 
+void DownstreamConnection::dropStaleSnapshots(const Worker& w) {
+  for (void* p : tFree.items) {
+    auto* st = static_cast<Stream*>(p);
+    if (st->ex.snapshot() != w.snapshot()) st->ex.releaseSnapshot();
+  }
+}
+
 const std::string* DownstreamConnection::internListenerKey(const std::string& key) {
   static std::mutex mu;
   static std::set<std::string> keys;  // node-based: addresses stay valid
@@ -96,8 +103,11 @@ DownstreamConnection::Stream& DownstreamConnection::stream() {
 }
 
 void DownstreamConnection::recycle(Stream* st) {
-  st->ex.reset();
-  st->ex.releaseSnapshot();
+  if (st->ex.started()) st->ex.reset();  // a finished request was reset already
+  // A free stream keeps the worker's current snapshot pinned (no refcount churn when a
+  // keep-alive connection takes and gives back a stream per request); older ones are dropped,
+  // and dropStaleSnapshots() drops them from the free list after a reload.
+  if (st->ex.snapshot() != st->ex.worker().snapshot()) st->ex.releaseSnapshot();
   st->codec.recycle();
   st->out.reset();
   if (tFree.items.size() < kMaxFreeStreams)

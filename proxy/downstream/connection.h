@@ -36,6 +36,9 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   // keep a pointer instead of a string.
   static const std::string* internListenerKey(const std::string& key);
 
+  // After a reload (worker thread): streams in the free list let go of older snapshots.
+  static void dropStaleSnapshots(const Worker& w);
+
   // Graceful shutdown: close now when idle, else after the current response.
   void beginShutdown();
   void forceClose() { close(); }

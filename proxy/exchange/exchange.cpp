@@ -21,7 +21,10 @@ void Exchange::decodeHeaders(http::RequestHead& head, bool endOfRequest) {
   if (!begin(head)) return;
   std::string_view path, query, hostFromTarget;
   if (!normalizeTarget(path, query, hostFromTarget)) return;
-  if (redirectHttps(path, query)) return;
+  if (listener_ && !listener_->cfg.redirectHttps.empty()) {
+    redirectHttps(path, query);
+    return;
+  }
   if (!matchRoute(path, query, hostFromTarget)) return;
   runFilters();
 }
@@ -82,8 +85,7 @@ bool Exchange::normalizeTarget(std::string_view& path, std::string_view& query,
   return true;
 }
 
-bool Exchange::redirectHttps(std::string_view path, std::string_view query) {
-  if (!listener_ || listener_->cfg.redirectHttps.empty()) return false;
+void Exchange::redirectHttps(std::string_view path, std::string_view query) {
   // Template: {host} = request host without port, {uri} = the request-target's path+query.
   std::string loc;
   std::string_view tpl = listener_->cfg.redirectHttps;
@@ -103,7 +105,6 @@ bool Exchange::redirectHttps(std::string_view path, std::string_view query) {
   r.status = 308;
   r.header("Location", loc);
   sendLocalReply(r, false);
-  return true;
 }
 
 bool Exchange::matchRoute(std::string_view path, std::string_view query,
@@ -445,7 +446,7 @@ void Exchange::reset() {
   for (std::string* str : {&requestId_, &traceparent_, &host_, &target_, &authority_,
                            &clientIpBuf_})
     str->clear();
-  ctx_.reset();
+  if (ctx_.request) ctx_.reset();  // set only for routes with filters
 }
 
 }  // namespace sluice

@@ -5,7 +5,7 @@
 //
 //   begin            snapshot, start time, request id, client IP
 //   normalizeTarget  CONNECT, target form and dot-segments, host, Expect, Content-Length limit
-//   redirectHttps    the listener's redirect policy (a local reply)
+//   redirectHttps    the listener's redirect policy (a local reply), when it has one
 //   matchRoute       route table, /health* fallback, 404; upstream target (strip_prefix)
 //   runFilters       the route's filters: edit the head, stop/resume, answer locally
 //   choosePool       the pool, from the route and the request context after the filters
@@ -84,6 +84,7 @@ class Exchange final : public RequestDecoder,
   bool holdsResources() const override { return !filters_.empty() || upstream_->started(); }
   const ListenerSpec* listener() const { return listener_; }
   const SnapshotPtr& snapshot() const { return snap_; }
+  const Worker& worker() const { return w_; }
 
   // Tests: a fake upstream side (nullptr: the real UpstreamRequest again).
   void setUpstreamForTest(Upstream* u) { upstream_ = u ? u : &request_; }
@@ -94,7 +95,7 @@ class Exchange final : public RequestDecoder,
   bool begin(http::RequestHead& head);
   bool normalizeTarget(std::string_view& path, std::string_view& query,
                        std::string_view& hostFromTarget);
-  bool redirectHttps(std::string_view path, std::string_view query);
+  void redirectHttps(std::string_view path, std::string_view query);
   bool matchRoute(std::string_view path, std::string_view query, std::string_view hostFromTarget);
   void runFilters();
   const upstream::Pool* choosePool();

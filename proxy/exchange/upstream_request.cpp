@@ -16,6 +16,9 @@ void UpstreamRequest::start(const upstream::Pool* pool, const http::RequestHead*
   pool_ = pool;
   head_ = head;
   info_ = info;
+  headRequest_ = head->method == "HEAD";
+  // An HTTP/1.0 request without Host gets the backend's address: HTTP/1.1 upstream needs one.
+  hostFromBackend_ = info.hostOverride.empty() && !head->headers.has(http::Hdr::Host);
   hash_ = hash;
   requestComplete_ = requestComplete;
   attempt();
@@ -31,6 +34,7 @@ void UpstreamRequest::reset() {
   hash_ = startNs_ = attemptNs_ = headNs_ = waitDeadlineMs_ = 0;
   attempts_ = 0;
   requestComplete_ = bodySent_ = staleRetried_ = ready_ = headSeen_ = false;
+  headRequest_ = hostFromBackend_ = false;
 }
 
 void UpstreamRequest::stopWaiting() {
@@ -122,19 +126,16 @@ void UpstreamRequest::connect() {
 }
 
 void UpstreamRequest::sendHead() {
-  http::UpstreamRequestInfo info = info_;
-  // An HTTP/1.0 request without Host gets the backend's address: HTTP/1.1 upstream needs one.
-  if (info.hostOverride.empty() && !head_->headers.has(http::Hdr::Host))
-    info.hostOverride = backend_->address;
+  if (hostFromBackend_) info_.hostOverride = backend_->address;
   net::OutQueue& o = up_->out();
-  http::serializeUpstreamRequest(*head_, info, o.beginScratch());
+  http::serializeUpstreamRequest(*head_, info_, o.beginScratch());
   o.endScratch();
 }
 
 void UpstreamRequest::onUpstreamConnected(upstream::UpstreamConn* up) {
   sendHead();
   ready_ = true;
-  up->startResponse(uint64_t(pool_->settings.responseTimeout.count()), head_->method == "HEAD",
+  up->startResponse(uint64_t(pool_->settings.responseTimeout.count()), headRequest_,
                     requestComplete_);
   cb_.onUpstreamReady();
 }

@@ -156,6 +156,8 @@ class UpstreamRequest final : public Upstream,
   bool ready_ = false;
   bool waitingSlot_ = false;
   bool headSeen_ = false;
+  bool headRequest_ = false;
+  bool hostFromBackend_ = false;  // no Host from the client: send the backend's address
 };
 
 }  // namespace sluice
