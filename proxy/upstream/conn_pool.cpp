@@ -208,10 +208,7 @@ void UpstreamConn::onCiphertext(ssize_t nread, const char* data) {
   }
   if (state_ == State::Idle) {
     // Post-handshake messages (TLS 1.3 tickets) are fine on an idle connection; data is not.
-    if (plainSeen || r == tls::TlsSession::Result::Closed) {
-      pool_.remove(this);
-      close();
-    } else if (out_.flush() < 0) {
+    if (plainSeen || r == tls::TlsSession::Result::Closed || out_.flush() < 0) {
       pool_.remove(this);
       close();
     }
@@ -350,7 +347,7 @@ void UpstreamConn::onWriteDone(void* self, int status) {
   auto* c = static_cast<UpstreamConn*>(self);
   if (c->state_ == State::Closed) return;
   if (status < 0) {
-    c->fail(c->gotBytes_ ? UpstreamErrorKind::Reset : UpstreamErrorKind::Reset);
+    c->fail(UpstreamErrorKind::Reset);
     return;
   }
   if (c->handler_ && c->out_.queuedBytes() == 0) c->handler_->onUpstreamDrained(c);
