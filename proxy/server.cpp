@@ -158,7 +158,7 @@ bool Server::start() {
       workersExited_.fetch_add(1);
       uv_async_send(&workerExit_);
     });
-    workers_[i]->start(current_, std::move(mine));
+    workers_[i]->start(current_, mine);
   }
   for (auto& [key, _] : fds) boundKeys_.push_back(key);
   health_->sync(current_->pools);
