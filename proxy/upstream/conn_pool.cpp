@@ -50,7 +50,6 @@ void UpstreamConn::attach(UpstreamHandler* h) {
   state_ = State::Busy;
   reused_ = true;
   gotBytes_ = false;
-  complete_ = false;
   disarmTimer();
   parser_.next();
 }
@@ -291,7 +290,6 @@ void UpstreamConn::onData(const char* data, size_t len) {
         }
         // Bytes after a complete response that nobody asked for: never reuse this connection.
         if (len > 0) trailingGarbage_ = true;
-        complete_ = true;
         if (handler_) handler_->onUpstreamComplete(this);
         return;
       }
@@ -335,7 +333,6 @@ void UpstreamConn::release(bool reusable, uint64_t idleTimeoutMs) {
     return;
   }
   state_ = State::Idle;
-  complete_ = false;
   gotBytes_ = false;
   responseTimeoutMs_ = 0;
   resumeReading();  // notice the backend closing it
@@ -420,13 +417,6 @@ void ConnPool::closeBackend(const Backend* backend) {
       c->close();
     }
   }
-}
-
-size_t ConnPool::idleCount() const {
-  size_t n = 0;
-  for (auto& [_, l] : idle_)
-    for (UpstreamConn* c = l.head; c; c = c->nextIdle_) ++n;
-  return n;
 }
 
 }  // namespace sluice::upstream
