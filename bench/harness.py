@@ -10,7 +10,10 @@ Layout of a run:
   * per run: requests/s, p50/p99 latency (wrk), the proxy's CPU time per request
     ((utime+stime) delta of its whole process tree over the wrk window / requests completed);
   * idle memory: RSS with N idle keep-alive connections minus RSS with none, per connection;
-  * scaling: the small-GET workload again with 2 workers, proxies pinned to CPUs 0,1.
+  * scaling: the small-GET workload again with 2 workers, proxies pinned to CPUs 0,1;
+  * optionally (--sluice-baseline BIN, SLUICE_BASELINE in run.sh) a second Sluice binary as a
+    fourth proxy, `sluice-base`, configured exactly like `sluice` and interleaved with it in
+    every round, workload and idle-memory run, for a before/after comparison in one run.
 
 Adding a workload = adding a Workload entry below. A proxy that cannot run it yet is listed in
 `skip` with the reason (shown in RESULTS.md); FORCE=name[,name] runs it anyway.
@@ -39,8 +42,14 @@ PROXY_CPU = "0"
 CLIENT_CPU = "1"
 SCALE_CPU = "0,1"
 PROXIES = ["nginx", "haproxy", "sluice"]
+BASELINE = "sluice-base"  # a second Sluice binary (--sluice-baseline); appended to PROXIES by main
 SMALL_BODY = "hello from the origin\n"  # /small, 22 bytes
 FILES = {"4k": 4096, "64k": 65536, "1m": 1 << 20}
+
+
+def kind(proxy):
+    """The product a proxy name runs: sluice-base is Sluice (same config, same workloads)."""
+    return "sluice" if proxy == BASELINE else proxy
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Workload:
     path: str
     close: bool = False            # Connection: close on every request (a new connection each)
     tls: bool = False              # client -> proxy over TLS (ECDSA P-256, tickets off)
+    # proxies and skip are by kind(): an entry for "sluice" also covers sluice-base
     proxies: list = field(default_factory=lambda: list(PROXIES))
     skip: dict = field(default_factory=dict)  # proxy -> reason it does not run yet
     compare_to: str = ""           # for a Sluice-only workload: the workload it is compared with
@@ -416,8 +426,9 @@ class Bench:
 
     def sluice_features(self):
         """Workloads whose Sluice entry is not skipped decide what the Sluice config needs."""
-        tls = any(w.tls and self.runs(w, "sluice") for w in self.workloads())
-        redis = any(w.needs_redis and self.runs(w, "sluice") for w in self.workloads())
+        sluices = [p for p in self.proxies() if kind(p) == "sluice"]
+        tls = any(w.tls and self.runs(w, p) for w in self.workloads() for p in sluices)
+        redis = any(w.needs_redis and self.runs(w, p) for w in self.workloads() for p in sluices)
         return tls, redis
 
     def start_proxy(self, name, workers, sluice_tls=None):
@@ -448,7 +459,8 @@ class Bench:
                 self.start_redis()
             text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
                                tls, self.redis_port)
-            argv = [self.a.sluice, "-c", conf]
+            binary = self.a.sluice_baseline if name == BASELINE else self.a.sluice
+            argv = [binary, "-c", conf]
         with open(conf, "w") as f:
             f.write(text)
         p = PROCS.start(tag, argv, log, cpu)
@@ -505,9 +517,9 @@ class Bench:
         return [p for p in PROXIES if not sel or p in sel.split(",")]
 
     def runs(self, w, proxy):
-        if proxy not in w.proxies or proxy not in self.proxies():
+        if kind(proxy) not in w.proxies or proxy not in self.proxies():
             return False
-        return proxy not in w.skip or w.name in self.force
+        return kind(proxy) not in w.skip or w.name in self.force
 
     def wrk(self, info, w, duration):
         port = info["tls_port"] if w.tls else info["port"]
@@ -557,7 +569,7 @@ class Bench:
         if res["requests"] == 0 or bad > max(10, 0.01 * res["requests"]):
             self.fail(f"{label} {w.name} {proxy}: {res['requests']} requests, "
                       f"{res['errors']} socket errors, {res['non2xx']} non-2xx")
-        log(f"  {label} {w.name:14s} {proxy:8s} {res['rps']:10.0f} req/s  "
+        log(f"  {label} {w.name:14s} {proxy:11s} {res['rps']:10.0f} req/s  "
             f"p50 {res['p50_ms']:7.3f} ms  p99 {res['p99_ms']:7.3f} ms  "
             f"cpu {res['cpu_us']:8.2f} us/req (user {res['user_us']:.2f} sys {res['sys_us']:.2f})"
             f"  ({res['cpu_util'] * 100:4.0f}% of a core)"
@@ -655,7 +667,7 @@ class Bench:
                 self.fail(f"idle {mode} {proxy}: {ok} connections ok, {bad} failed"
                           + ("" if still else ", proxy died"))
             per = (loaded - base) * 1024.0 / ok if ok else float("nan")
-            log(f"  idle {mode:5s} {proxy:8s} base {base} KiB, with {ok} idle: {loaded} KiB, "
+            log(f"  idle {mode:5s} {proxy:11s} base {base} KiB, with {ok} idle: {loaded} KiB, "
                 f"{per:.0f} B/connection  (connected in {secs:.1f}s)")
             return {"base_kib": base, "loaded_kib": loaded, "ok": ok, "bad": bad,
                     "per_conn_bytes": per}
@@ -736,15 +748,63 @@ def machine():
         + f", Linux {platform.release()}"
 
 
-def versions(sluice):
+def versions(sluice, baseline=None):
     def first(argv):
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
             return (r.stdout + r.stderr).strip().splitlines()[0]
         except Exception:  # noqa: BLE001
             return "?"
-    return {"nginx": first(["nginx", "-v"]), "haproxy": first(["haproxy", "-v"]),
-            "sluice": first([sluice, "--version"]), "wrk": first(["wrk", "-v"])}
+    v = {"nginx": first(["nginx", "-v"]), "haproxy": first(["haproxy", "-v"]),
+         "sluice": first([sluice, "--version"])}
+    if baseline:  # both print the same version: tell them apart by path
+        v["sluice"] += f" (`{sluice}`)"
+        v[BASELINE] = first([baseline, "--version"]) + f" (`{baseline}`)"
+    v["wrk"] = first(["wrk", "-v"])
+    return v
+
+
+def pct(new, old):
+    return "—" if not old else f"{(new / old - 1) * 100:+.1f}%"
+
+
+def before_after(results, scale, idle, workloads, a):
+    """sluice next to sluice-base: the medians of the same interleaved rounds, and the change."""
+    new, old = "sluice", BASELINE
+    out = [f"`{old}` is `{a.sluice_baseline}`, `{new}` is `{a.sluice}`: the same config, "
+           "interleaved in every round. Change = sluice / sluice-base − 1 (lower is better for "
+           "CPU, p99 and memory, higher for req/s). Differences of a few percent are within the "
+           "run-to-run noise of this machine unless they hold over several rounds.",
+           "",
+           f"| workload | CPU µs/req {old} | CPU µs/req {new} | change | req/s {old} | "
+           f"req/s {new} | change | p99 ms {old} | p99 ms {new} | change | runs |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [(w.name, w.name, results) for w in workloads]
+    if ("small", new) in scale or ("small", old) in scale:
+        rows.append(("small, 2 workers", "small", scale))
+    for label, wn, res in rows:
+        b, n = res.get((wn, old)), res.get((wn, new))
+        if not b or not n:
+            if b or n:
+                who = old if not b else new
+                out.append(f"| {label} | {who}: failed / not run | | | | | | | | | |")
+            continue
+        cols = []
+        for k, fmt in (("cpu_us", "{:.2f}"), ("rps", "{:,.0f}"), ("p99_ms", "{:.3f}")):
+            mb, mn = med(b, k), med(n, k)
+            cols += [fmt.format(mb), fmt.format(mn), pct(mn, mb)]
+        out.append(f"| {label} | " + " | ".join(cols) + f" | {len(b)} / {len(n)} |")
+    out += ["", f"| idle memory | bytes/connection {old} | bytes/connection {new} | change |",
+            "|---|---:|---:|---:|"]
+    for mode in ("plain", "tls"):
+        b, n = idle.get(mode, {}).get(old), idle.get(mode, {}).get(new)
+        if b and n:
+            out.append(f"| {'TLS' if mode == 'tls' else mode} ({n['ok']:,} connections) | "
+                       f"{b['per_conn_bytes']:,.0f} | {n['per_conn_bytes']:,.0f} | "
+                       f"{pct(n['per_conn_bytes'], b['per_conn_bytes'])} |")
+        elif mode == "plain" or a.idle_tls:
+            out.append(f"| {'TLS' if mode == 'tls' else mode} | not measured / failed | | |")
+    return "\n".join(out)
 
 
 def fmt_ratio(x):
@@ -760,11 +820,11 @@ def throughput_table(results, workloads, proxies, base=None):
         if ("nginx" in proxies) and (w.name, "nginx") in results:
             nginx_cpu = med(results[(w.name, "nginx")], "cpu_us")
         for p in proxies:
-            if p not in w.proxies:
+            if kind(p) not in w.proxies:
                 continue
             rs = results.get((w.name, p))
             if not rs:
-                reason = w.skip.get(p, "failed / not run")
+                reason = w.skip.get(kind(p), "failed / not run")
                 rows.append(f"| {w.name} | {p} | skipped: {reason} | | | | | | | |")
                 continue
             cpu = med(rs, "cpu_us")
@@ -864,7 +924,7 @@ def write_report(path, png_rel, a, results, scale, idle, wl, b):
     lines.append(f"Settings: {a.rounds} interleaved round(s) × {a.duration} per run, wrk -t1 "
                  f"-c{a.connections}, warm-up {a.warmup or 'none'}, idle connections "
                  f"{a.idle} plain / {a.idle_tls or 'not measured'} TLS  ")
-    v = versions(a.sluice)
+    v = versions(a.sluice, a.sluice_baseline)
     lines.append("Versions: " + "; ".join(f"{k}: {v[k]}" for k in v))
     lines.append("")
     lines.append("Setup: origin = nginx (1 worker, CPU 1; `/small` is `return 200` with a "
@@ -882,6 +942,11 @@ def write_report(path, png_rel, a, results, scale, idle, wl, b):
     lines.append("")
     lines.append(f"![chart]({png_rel})")
     lines.append("")
+    if BASELINE in proxies and "sluice" in proxies:
+        lines.append("### Before / after: sluice vs sluice-base (same run)")
+        lines.append("")
+        lines.append(before_after(results, scale, idle, wl, a))
+        lines.append("")
     lines.append("### Targets (issue 6)")
     lines.append("")
     lines.append(targets(results, idle))
@@ -1027,6 +1092,8 @@ def profile(a, b, tool, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
+    ap.add_argument("--sluice-baseline", default="",
+                    help=f"a second Sluice binary, benchmarked as proxy '{BASELINE}'")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
@@ -1045,6 +1112,16 @@ def main():
         a.idle = int(env.get("IDLE_CONNS", "10000"))
         a.idle_tls = int(env.get("IDLE_TLS_CONNS", str(a.idle)))
     a.connections = int(env.get("CONNECTIONS", "50"))
+    if a.sluice_baseline:
+        if not os.access(a.sluice_baseline, os.X_OK):
+            raise SystemExit(f"--sluice-baseline {a.sluice_baseline}: not an executable file")
+        PROXIES.append(BASELINE)
+    sel = [p for p in env.get("PROXIES", "").split(",") if p]
+    unknown = [p for p in sel if p not in PROXIES]
+    if unknown:
+        raise SystemExit(f"PROXIES: unknown {','.join(unknown)} (known: {','.join(PROXIES)}"
+                         + ("" if a.sluice_baseline else f"; {BASELINE} needs SLUICE_BASELINE")
+                         + ")")
     if a.rounds < 1:
         raise SystemExit("ROUNDS must be >= 1")
     parse_secs(a.duration)
@@ -1107,7 +1184,11 @@ def main():
         outdir = tempfile.mkdtemp(prefix="sluice-bench-smoke-")
         md, png = os.path.join(outdir, "RESULTS.md"), os.path.join(outdir, "results.png")
     else:
-        md, png = os.path.join(HERE, "RESULTS.md"), os.path.join(HERE, "results.png")
+        # OUT_DIR: somewhere else than bench/ (a before/after run need not replace the
+        # checked-in RESULTS.md; a new RESULTS.md there has only the generated block)
+        outdir = env.get("OUT_DIR") or HERE
+        os.makedirs(outdir, exist_ok=True)
+        md, png = os.path.join(outdir, "RESULTS.md"), os.path.join(outdir, "results.png")
     try:
         write_chart(results, wl, b.proxies(), png, os.path.join(b.tmp, "chart.dat"))
     except Exception as e:  # noqa: BLE001

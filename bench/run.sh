@@ -7,21 +7,24 @@
 #   IDLE_TLS_CONNS (idle TLS connections: IDLE_CONNS; smoke 200; 0 = no TLS idle run),
 #   WORKLOADS / PROXIES (comma lists to run a subset), FORCE (workloads to run even where
 #   marked skipped), SKIP_IDLE=1, SKIP_SCALING=1, SKIP_SETUP=1 (do not run scripts/setup.sh),
-#   SLUICE_BIN=path (benchmark that binary instead of building build-bench/).
+#   SLUICE_BIN=path (benchmark that binary instead of building build-bench/),
+#   SLUICE_BASELINE=path (a second Sluice binary, e.g. a build of main, run as the proxy
+#   "sluice-base" with sluice's config, interleaved with it: before/after in one run),
+#   OUT_DIR=dir (write RESULTS.md and results.png there instead of bench/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 args=()
 cmd="bench/run.sh"
-for v in ROUNDS DURATION WARMUP CONNECTIONS IDLE_CONNS IDLE_TLS_CONNS WORKLOADS PROXIES FORCE SKIP_IDLE SKIP_SCALING; do
+for v in ROUNDS DURATION WARMUP CONNECTIONS IDLE_CONNS IDLE_TLS_CONNS WORKLOADS PROXIES FORCE SKIP_IDLE SKIP_SCALING SLUICE_BASELINE OUT_DIR; do
   if [ -n "${!v:-}" ]; then cmd="$v=${!v} $cmd"; fi
 done
 for a in "$@"; do
   case "$a" in
     --smoke) args+=(--smoke); cmd="$cmd --smoke" ;;
     --keep) args+=(--keep) ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +38,11 @@ if [ -z "$sluice_bin" ]; then
   cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build-bench -j"$(nproc)" --target sluice >/dev/null
   sluice_bin="$root/build-bench/sluice"
+fi
+
+if [ -n "${SLUICE_BASELINE:-}" ]; then
+  [ -x "$SLUICE_BASELINE" ] || { echo "run.sh: SLUICE_BASELINE=$SLUICE_BASELINE is not executable" >&2; exit 2; }
+  args+=(--sluice-baseline "$(realpath "$SLUICE_BASELINE")")
 fi
 
 ulimit -n "$(ulimit -Hn)"

@@ -30,13 +30,13 @@ Worker::~Worker() {
   uv_loop_close(&loop_);
 }
 
-void Worker::start(SnapshotPtr snap, std::map<std::string, int> listenFds) {
+void Worker::start(SnapshotPtr snap, const std::map<std::string, int>& listenFds) {
   snapshot_ = std::move(snap);
   // The Redis client lives as long as the loop (filters in flight hold its pointer); a reload
   // only reconfigures it. Created before the thread starts, so touching the loop is safe.
   services_.redis = new middleware::RedisClient(&loop_, &metrics_);
   services_.redis->configure(snapshot_->config.redis);
-  for (auto& [key, fd] : listenFds) openListener(key, fd);
+  for (const auto& [key, fd] : listenFds) openListener(key, fd);
   uv_check_start(&check_, onCheck);
   uv_prepare_start(&prepare_, onPrepare);
   thread_ = std::thread([this] { run(); });

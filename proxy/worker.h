@@ -38,7 +38,7 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   // Starts the thread with the first snapshot and its listening fds (key -> fd).
-  void start(SnapshotPtr snap, std::map<std::string, int> listenFds);
+  void start(SnapshotPtr snap, const std::map<std::string, int>& listenFds);
   // Runs `fn` on the worker's loop (thread-safe). False once the worker has stopped.
   bool post(std::function<void()> fn);
   // A new config generation: listeners to open (key -> fd) and keys to close.

@@ -3,14 +3,17 @@
 # Idempotent: re-running it on a machine that has everything does (almost) nothing.
 #   scripts/setup.sh          build + test dependencies
 #   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
+#   scripts/setup.sh --lint   also clang-tidy-14 for scripts/lint.sh (options combine)
 #   scripts/setup.sh --runtime  only what the built binary needs to run (container image)
 set -euo pipefail
 
 want_bench=0
+want_lint=0
 runtime_only=0
 for a in "$@"; do
   case "$a" in
     --bench) want_bench=1 ;;
+    --lint) want_lint=1 ;;
     --runtime) runtime_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
@@ -25,6 +28,9 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
       python3-pytest)
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
+fi
+if [ "$want_lint" = 1 ]; then
+  pkgs+=(clang-tidy-14)
 fi
 if [ "$runtime_only" = 1 ]; then
   pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 ca-certificates curl)

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the whole test suite: unit tests (doctest) and integration tests
-# (pytest driving the real binary over real sockets, with a real redis-server where needed).
+# Sets up, builds, lints (scripts/lint.sh: clang-tidy) and runs the whole test suite: unit tests
+# (doctest) and integration tests (pytest driving the real binary over real sockets, with a real
+# redis-server where needed).
 #   scripts/test.sh                 everything
-#   scripts/test.sh -k smuggling    extra arguments go to pytest (integration only)
+#   scripts/test.sh -k smuggling    extra arguments go to pytest (integration only, no lint)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh --bench   # --bench: the benchmark smoke test needs nginx, haproxy, wrk
+# --bench: the benchmark smoke test needs nginx, haproxy, wrk; --lint: clang-tidy-14
+bash scripts/setup.sh --bench --lint
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_WERROR=ON >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
@@ -16,5 +18,6 @@ if [ "$#" -gt 0 ]; then
     tests/integration "$@"
   exit
 fi
+BUILD_DIR="$BUILD_DIR" bash scripts/lint.sh   # clang-tidy with .clang-tidy; any finding fails
 cd "$BUILD_DIR"
 ctest --output-on-failure

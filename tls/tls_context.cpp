@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -398,7 +399,7 @@ int ServerTlsContext::onStatus(SSL* ssl, void* arg) {
     if (c.ctx.get() != cur || c.ocsp.empty()) continue;
     auto* copy = static_cast<unsigned char*>(OPENSSL_malloc(c.ocsp.size()));
     if (!copy) return SSL_TLSEXT_ERR_NOACK;
-    std::memcpy(copy, c.ocsp.data(), c.ocsp.size());
+    std::copy(c.ocsp.begin(), c.ocsp.end(), copy);  // DER bytes, not a C string
     SSL_set_tlsext_status_ocsp_resp(ssl, copy, long(c.ocsp.size()));
     return SSL_TLSEXT_ERR_OK;
   }

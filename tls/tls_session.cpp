@@ -133,11 +133,4 @@ void TlsSession::trim() {
   if (out_.empty() && out_.capacity() > 0) std::string().swap(out_);
 }
 
-std::string_view TlsSession::alpn() const {
-  const unsigned char* p = nullptr;
-  unsigned int n = 0;
-  SSL_get0_alpn_selected(ssl_, &p, &n);
-  return {reinterpret_cast<const char*>(p), n};
-}
-
 }  // namespace sluice::tls

@@ -10,7 +10,6 @@
 
 #include <cstddef>
 #include <string>
-#include <string_view>
 
 namespace sluice::tls {
 
@@ -54,7 +53,6 @@ class TlsSession {
   }
   const char* version() const { return SSL_get_version(ssl_); }
   bool resumed() const { return SSL_session_reused(ssl_) == 1; }
-  std::string_view alpn() const;
   SSL* ssl() { return ssl_; }
   // After Error: short reason for metrics ("http_request", "wrong_version_number", ...).
   const std::string& errorReason() const { return errorReason_; }

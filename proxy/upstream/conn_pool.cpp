@@ -50,7 +50,6 @@ void UpstreamConn::attach(UpstreamHandler* h) {
   state_ = State::Busy;
   reused_ = true;
   gotBytes_ = false;
-  complete_ = false;
   disarmTimer();
   parser_.next();
 }
@@ -208,10 +207,7 @@ void UpstreamConn::onCiphertext(ssize_t nread, const char* data) {
   }
   if (state_ == State::Idle) {
     // Post-handshake messages (TLS 1.3 tickets) are fine on an idle connection; data is not.
-    if (plainSeen || r == tls::TlsSession::Result::Closed) {
-      pool_.remove(this);
-      close();
-    } else if (out_.flush() < 0) {
+    if (plainSeen || r == tls::TlsSession::Result::Closed || out_.flush() < 0) {
       pool_.remove(this);
       close();
     }
@@ -294,7 +290,6 @@ void UpstreamConn::onData(const char* data, size_t len) {
         }
         // Bytes after a complete response that nobody asked for: never reuse this connection.
         if (len > 0) trailingGarbage_ = true;
-        complete_ = true;
         if (handler_) handler_->onUpstreamComplete(this);
         return;
       }
@@ -338,7 +333,6 @@ void UpstreamConn::release(bool reusable, uint64_t idleTimeoutMs) {
     return;
   }
   state_ = State::Idle;
-  complete_ = false;
   gotBytes_ = false;
   responseTimeoutMs_ = 0;
   resumeReading();  // notice the backend closing it
@@ -350,7 +344,7 @@ void UpstreamConn::onWriteDone(void* self, int status) {
   auto* c = static_cast<UpstreamConn*>(self);
   if (c->state_ == State::Closed) return;
   if (status < 0) {
-    c->fail(c->gotBytes_ ? UpstreamErrorKind::Reset : UpstreamErrorKind::Reset);
+    c->fail(UpstreamErrorKind::Reset);
     return;
   }
   if (c->handler_ && c->out_.queuedBytes() == 0) c->handler_->onUpstreamDrained(c);
@@ -423,13 +417,6 @@ void ConnPool::closeBackend(const Backend* backend) {
       c->close();
     }
   }
-}
-
-size_t ConnPool::idleCount() const {
-  size_t n = 0;
-  for (auto& [_, l] : idle_)
-    for (UpstreamConn* c = l.head; c; c = c->nextIdle_) ++n;
-  return n;
 }
 
 }  // namespace sluice::upstream

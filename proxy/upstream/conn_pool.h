@@ -126,7 +126,6 @@ class UpstreamConn final : private net::Timer,  // its deadline, in the worker's
   bool reused_ = false;
   bool gotBytes_ = false;
   bool reading_ = false;
-  bool complete_ = false;
   bool connectFailed_ = false;
   bool trailingGarbage_ = false;
   UpstreamConn* nextIdle_ = nullptr;
@@ -143,7 +142,6 @@ class ConnPool {
   void closeAll();
   // Closes the idle connections to `backend` (it went down or was ejected).
   void closeBackend(const Backend* backend);
-  size_t idleCount() const;
   // The worker's timer heap (set once, before any connection exists).
   void setTimers(net::TimerHeap* t) { timers_ = t; }
   net::TimerHeap& timers() { return *timers_; }

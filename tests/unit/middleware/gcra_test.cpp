@@ -92,6 +92,7 @@ TEST_CASE("local store: per key, bounded, shared between threads") {
   GcraParams big = GcraParams::make(50, 3600000, 0);  // 50/h: no refill during the test
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 100; ++i)

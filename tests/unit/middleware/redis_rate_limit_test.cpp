@@ -34,11 +34,13 @@ int freePort() {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
   socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = 0;  // 0 on failure, as before: the test that uses it then fails to start Redis
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
   close(fd);
-  return ntohs(a.sin_port);
+  return port;
 }
 
 struct RedisProc {
@@ -426,7 +428,9 @@ TEST_CASE("redis batch: one EVALSHA per turn, several limits, the one-by-one dec
   std::map<std::pair<size_t, std::string>, int64_t> tats;
   int allowed = 0;
   for (size_t i = 0; i < conns.size(); ++i) {
-    const auto& [f, ip] = who[i];
+    // Plain variables, not a structured binding: clang 14 cannot capture one (INFO does).
+    const size_t f = who[i].first;
+    const std::string& ip = who[i].second;
     GcraDecision d = gcraDecide(tats[{f, ip}], 0, fs[f]->params());
     Seen s = seen(*conns[i]);
     INFO("request " << i << " mw " << f << " ip " << ip);
@@ -462,6 +466,7 @@ TEST_CASE("redis batch: more than kMaxBatch calls in one turn make several EVALS
   RateLimitFactory f(name, rlSettings(280), env.rs, env.stores.get(name));
   uint64_t batches = env.client->batchesSent();
   std::vector<std::unique_ptr<FakeConn>> conns;
+  conns.reserve(300);
   for (int i = 0; i < 300; ++i) conns.push_back(env.request(f, "10.2.0.1"));
   REQUIRE(env.finish(conns));
   CHECK(env.client->batchesSent() == batches + 2);  // 256 + 44
@@ -548,6 +553,7 @@ TEST_CASE("redis batch: a timeout or a lost connection fails every call of the b
   // No answer within the timeout (Redis stopped).
   env.redis.signal(SIGSTOP);
   std::vector<std::unique_ptr<FakeConn>> conns;
+  conns.reserve(12);
   for (int i = 0; i < 12; ++i)
     conns.push_back(env.request(i % 2 == 0 ? closed : open, "10.4.0." + std::to_string(i % 2)));
   auto t0 = std::chrono::steady_clock::now();
@@ -566,6 +572,7 @@ TEST_CASE("redis batch: a timeout or a lost connection fails every call of the b
   RateLimitFactory closed2(name + "q", rlSettings(5), closedRs, env.stores.get(name + "q"));
   env.redis.signal(SIGSTOP);
   std::vector<std::unique_ptr<FakeConn>> lost;
+  lost.reserve(12);
   for (int i = 0; i < 12; ++i)
     lost.push_back(env.request(i % 2 == 0 ? closed2 : open2, "10.4.1." + std::to_string(i % 2)));
   env.spin(20);  // the batch goes out (and stays unanswered)

@@ -91,6 +91,7 @@ TEST_CASE("timer heap keeps its invariant under random operations") {
   Loop l;
   std::vector<int> log;
   std::vector<std::unique_ptr<Rec>> timers;
+  timers.reserve(300);
   for (int i = 0; i < 300; ++i) timers.push_back(std::make_unique<Rec>(&log, i));
   std::mt19937 rng(42);
   for (int step = 0; step < 5000; ++step) {

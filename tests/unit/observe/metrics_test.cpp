@@ -114,7 +114,8 @@ TEST_SUITE("metrics") {
     const std::vector<std::pair<std::string, int>> want = {
         {"0.005", 1}, {"0.01", 1}, {"0.025", 1}, {"0.05", 1}, {"0.1", 1}, {"0.25", 2},
         {"0.5", 2},   {"1", 2},    {"2.5", 2},   {"5", 2},    {"10", 3},  {"+Inf", 4}};
-    for (auto& [le, n] : want) {
+    for (const auto& [bound, n] : want) {
+      const std::string& le = bound;  // clang 14 cannot capture a structured binding
       CAPTURE(le);
       CHECK(hasLine(out, b + le + "\"} " + std::to_string(n)));
     }

@@ -159,7 +159,7 @@ TEST_SUITE("upstream_balancer") {
         CHECK(b[size_t(i)] == 4);  // only to the new backend
       }
     }
-    CHECK(moved == doctest::Approx(keys / 5).epsilon(0.25));
+    CHECK(moved == doctest::Approx(keys / 5.0).epsilon(0.25));
     // Remove 10.0.0.3 (index 2 of four): only its keys move; index 3 is index 2 in `three`.
     int movedR = 0;
     std::map<int, int> spread;
@@ -175,7 +175,7 @@ TEST_SUITE("upstream_balancer") {
         CHECK(nb == na);
       }
     }
-    CHECK(movedR == doctest::Approx(keys / 4).epsilon(0.25));
+    CHECK(movedR == doctest::Approx(keys / 4.0).epsilon(0.25));
     CHECK(spread.size() == 3);  // a removed backend's keys spread over all the others
   }
 
