@@ -71,6 +71,7 @@ void warnUnresolvedBackends(LoadResult& result) {
   auto items = namesOf(*result.config);
   if (items.empty()) return;
   std::vector<gaicb*> list;
+  list.reserve(items.size());
   for (const auto& l : items) list.push_back(&l->cb);
   // Submitting fails only when the system is out of resources; the check is advisory.
   if (getaddrinfo_a(GAI_NOWAIT, list.data(), static_cast<int>(list.size()), nullptr) != 0) return;
@@ -85,7 +86,7 @@ void warnUnresolvedBackends(LoadResult& result) {
                                      "running)"});
       // A lookup still running owns its request until it ends: leave it to the process
       // (`sluice -t` exits right after).
-      if (gai_cancel(&l->cb) != EAI_CANCELED) l.release();
+      if (gai_cancel(&l->cb) != EAI_CANCELED) (void)l.release();
     } else if (rc == 0) {
       freeaddrinfo(l->cb.ar_result);
     } else {

@@ -415,28 +415,6 @@ bool verifyEs256(EVP_PKEY* key, std::string_view data, const std::string& sig) {
 
 }  // namespace
 
-const char* jwtResultName(JwtResult r) {
-  switch (r) {
-    case JwtResult::Ok:
-      return "ok";
-    case JwtResult::Malformed:
-      return "malformed";
-    case JwtResult::BadAlgorithm:
-      return "bad_algorithm";
-    case JwtResult::BadSignature:
-      return "bad_signature";
-    case JwtResult::Expired:
-      return "expired";
-    case JwtResult::NotYetValid:
-      return "not_yet_valid";
-    case JwtResult::BadIssuer:
-      return "bad_issuer";
-    case JwtResult::BadAudience:
-      return "bad_audience";
-  }
-  return "unknown";
-}
-
 std::unique_ptr<JwtVerifier> JwtVerifier::create(const JwtSettings& cfg, std::string& err) {
   std::unique_ptr<JwtVerifier> v(new JwtVerifier());
   v->secret_ = cfg.secret;

@@ -46,7 +46,6 @@ enum class JwtResult {
   BadIssuer,
   BadAudience,
 };
-const char* jwtResultName(JwtResult r);
 
 class JwtVerifier {
  public:

@@ -110,7 +110,6 @@ RedisClient::Pending* RedisClient::acquire() {
   p->seq = ++seq_;
   p->cb = nullptr;
   p->user = nullptr;
-  p->script = nullptr;
   p->retried = false;
   p->kind = Kind::User;
   p->batch = nullptr;
@@ -244,7 +243,6 @@ void RedisClient::onLost(Pending* p) {
 }
 
 void RedisClient::onUserReply(Pending* p, redisReply* r) {
-  if (p->script != nullptr && p->cb != nullptr && retryAfterNoscript(p, *p->script, r)) return;
   if (r->type == REDIS_REPLY_ERROR && metrics_ != nullptr)
     metrics_->redisError(observe::RedisErrorKind::Reply);
   Callback cb = p->cb;

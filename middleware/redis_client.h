@@ -51,7 +51,7 @@ enum class RedisStatus {
   Timeout,       // no answer within the timeout (the connection is dropped)
   Disconnected,  // the connection broke or was reconfigured before the answer
   Error,         // batchEval only: Redis answered the batch with an error (or a reply of the
-                 // wrong shape); command() / evalsha() get Ok and the error reply instead
+                 // wrong shape); command() gets Ok and the error reply instead
 };
 
 class RedisClient final : private RedisEvents::Owner {
@@ -87,11 +87,6 @@ class RedisClient final : private RedisEvents::Owner {
 
   bool isUp() const { return state_ == State::Ready; }
 
-  // Sends EVALSHA script 1 key args... . Returns an empty handle (and never calls `cb`) when
-  // not up or the command could not be queued; otherwise `cb` is called exactly once, later
-  // (never from inside evalsha), unless cancel() comes first.
-  Handle evalsha(const RedisScript& script, std::string_view key,
-                 std::initializer_list<std::string_view> args, Callback cb, void* user);
   // Queues one call of `script` (`key` + exactly script.argsPerCall args) for the batch sent
   // at the end of this loop turn. Returns an empty handle (and never calls `cb`) when not up or
   // the arg count is wrong; otherwise `cb` is called exactly once, later (never from inside
@@ -131,7 +126,6 @@ class RedisClient final : private RedisEvents::Owner {
     Callback cb = nullptr;
     void* user = nullptr;
     uint64_t deadline = 0;                // uv_now() ms
-    const RedisScript* script = nullptr;  // EVALSHA: for the NOSCRIPT retry
     bool retried = false;
     std::vector<std::string> argv;  // kept for a retry (capacity reused)
     // Kind::Batch: the calls, their keys and args (call i: key i, args i*A .. i*A+A-1, each

@@ -64,25 +64,6 @@ bool RedisClient::retryAfterNoscript(Pending* p, const RedisScript& s, const red
   return ensureScript(s) && send(p);
 }
 
-RedisClient::Handle RedisClient::evalsha(const RedisScript& script, std::string_view key,
-                                         std::initializer_list<std::string_view> args, Callback cb,
-                                         void* user) {
-  if (!isUp() || args.size() > 11) return {};
-  if (!ensureScript(script)) return {};
-  Pending* p = acquire();
-  p->cb = cb;
-  p->user = user;
-  p->script = &script;
-  p->argv.resize(4 + args.size());
-  p->argv[0] = "EVALSHA";
-  p->argv[1] = script.sha;
-  p->argv[2] = "1";
-  p->argv[3].assign(key);
-  size_t i = 4;
-  for (auto a : args) p->argv[i++].assign(a);
-  return submit(p);
-}
-
 RedisClient::Handle RedisClient::batchEval(const RedisBatchScript& script, std::string_view key,
                                            std::initializer_list<std::string_view> args,
                                            BatchCallback cb, void* user) {

@@ -1,4 +1,4 @@
-// Lua scripts for RedisClient::evalsha() / batchEval(), with their SHA1 computed locally so
+// Lua scripts for RedisClient::batchEval(), with their SHA1 computed locally so
 // EVALSHA needs no round trip first. redis_script.cpp also holds the client's script layer:
 // SCRIPT LOAD once per connection, the NOSCRIPT reload-and-retry, and batchEval batching.
 #pragma once

@@ -90,8 +90,9 @@ class P2c final : public Balancer {
         total += pool.weights[i];
         ++count;
       }
+    if (total == 0) return -1;  // pick() calls with at least one eligible backend (weights >= 1)
     int a = draw(pool, eligible, total, -1);
-    if (count == 1) return a;
+    if (count == 1 || total == pool.weights[size_t(a)]) return a;
     int b = draw(pool, eligible, total - pool.weights[size_t(a)], a);
     int64_t aa =
         std::max<int64_t>(pool.backends[size_t(a)]->active.load(std::memory_order_relaxed), 0);

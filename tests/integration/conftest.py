@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
 
 from sluicetest import Backend, Sluice  # noqa: E402
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS, -signal.SIGILL,
                  -signal.SIGFPE}
 
@@ -61,6 +62,14 @@ def make_sluice(tmp_path):
             problems.append(f"sluice exited unexpectedly with {rc}\n{s.stderr()[-4000:]}")
         elif rc in CRASH_SIGNALS:
             problems.append(f"sluice crashed with signal {-rc}\n{s.stderr()[-4000:]}")
+        # A sanitizer build (-DSLUICE_SANITIZE=ON) reports use-after-free, leaks and undefined
+        # behaviour on stderr: any report fails the test that caused it.
+        err = s.stderr()
+        for marker in SANITIZER_MARKERS:
+            if marker in err:
+                at = err.index(marker)
+                problems.append(f"sanitizer report\n{err[max(0, at - 200):at + 4000]}")
+                break
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

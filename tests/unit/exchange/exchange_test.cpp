@@ -225,12 +225,12 @@ struct Harness {
 
   // A request head as the codec delivers it.
   void send(std::string_view method, std::string_view target, bool endOfRequest = true,
-            std::vector<std::pair<std::string, std::string>> headers = {}) {
+            const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     req.clear();
     req.method = method;
     req.target = target;
     req.headers.add("Host", "a.example");
-    for (auto& [n, v] : headers) req.headers.add(n, v);
+    for (const auto& [n, v] : headers) req.headers.add(n, v);
     if (!endOfRequest) {
       req.hasContentLength = true;
       req.contentLength = 3;
@@ -239,7 +239,8 @@ struct Harness {
   }
   UpstreamCallbacks& cb() { return ex->upstreamCallbacks(); }
   // The upstream answers `status` with `headers` and `body`.
-  void upstreamResponds(int status, std::vector<std::pair<std::string, std::string>> headers,
+  void upstreamResponds(int status,
+                        const std::vector<std::pair<std::string, std::string>>& headers,
                         std::string_view body) {
     http::ResponseHead h;
     h.status = status;
