@@ -103,7 +103,7 @@ DownstreamConnection::Stream& DownstreamConnection::stream() {
 }
 
 void DownstreamConnection::recycle(Stream* st) {
-  if (st->ex.started()) st->ex.reset();  // a finished request was reset already
+  if (st->ex.dirty()) st->ex.reset();  // a finished request was reset already
   // A free stream keeps the worker's current snapshot pinned (no refcount churn when a
   // keep-alive connection takes and gives back a stream per request); older ones are dropped,
   // and dropStaleSnapshots() drops them from the free list after a reload.

@@ -31,15 +31,20 @@ void Exchange::decodeHeaders(http::RequestHead& head, bool endOfRequest) {
 
 bool Exchange::begin(http::RequestHead& head) {
   // Each request runs on the newest config generation; it keeps that one until it is done.
+  // A stream (and this exchange) moves between connections, possibly of other listeners.
   const SnapshotPtr& newest = w_.snapshot();
-  if (newest != snap_) {
+  const bool otherListener = down_->listenerKey != listenerKey_;
+  if (newest != snap_ || otherListener) {
     const ListenerSpec* l = newest->listener(*down_->listenerKey);
-    if (l != nullptr || !snap_) {
+    // A listener removed by a reload: its connections finish on the generation they had.
+    if (l != nullptr || !snap_ || otherListener) {
       snap_ = newest;
       listener_ = l;
+      listenerKey_ = down_->listenerKey;
     }
   }
   req_ = &head;
+  dirty_ = true;
   s_.started = true;
   s_.startNs = w_.nowNs();
   s_.headRequest = head.method == "HEAD";
@@ -388,6 +393,7 @@ middleware::WorkerServices& Exchange::services() { return w_.services(); }
 // ---------------------------------------------------------------- responses
 
 const std::string& Exchange::requestId() {
+  dirty_ = true;
   if (requestId_.empty()) w_.ids().requestId(requestId_);
   return requestId_;
 }
@@ -427,6 +433,7 @@ void Exchange::endExchange() {
 }
 
 void Exchange::abandon() {
+  dirty_ = true;
   if (s_.started && !s_.logged) {
     if (s_.status == 0) s_.status = 499;  // client went away first (nginx's convention)
     finish();
@@ -438,6 +445,7 @@ void Exchange::abandon() {
 }
 
 void Exchange::reset() {
+  dirty_ = false;
   filters_.destroy();
   upstream_->reset();
   s_ = Scalars{};

@@ -75,11 +75,15 @@ class Exchange final : public RequestDecoder,
   void releaseSnapshot() {
     snap_.reset();
     listener_ = nullptr;
+    listenerKey_ = nullptr;
   }
   // A request id for a reply made before the head was parsed.
   const std::string& requestId();
 
   bool started() const { return s_.started; }
+  // Something happened since the last reset() (a request began, a reply went out, an id was
+  // made): reset() before reuse.
+  bool dirty() const { return dirty_; }
   bool responseStarted() const override { return s_.responseStarted; }
   bool holdsResources() const override { return !filters_.empty() || upstream_->started(); }
   const ListenerSpec* listener() const { return listener_; }
@@ -131,6 +135,7 @@ class Exchange final : public RequestDecoder,
   const DownstreamInfo* down_ = nullptr;
   SnapshotPtr snap_;  // pinned at begin(); kept across requests while unchanged
   const ListenerSpec* listener_ = nullptr;
+  const std::string* listenerKey_ = nullptr;  // the (interned) key listener_ was found for
   http::RequestHead* req_ = nullptr;
 
   // The trivially copyable part is reset with one assignment; the rest keeps its capacity.
@@ -154,6 +159,7 @@ class Exchange final : public RequestDecoder,
     std::string_view clientIp;  // peer or clientIpBuf_
   } s_;
   uint32_t generation_ = 0;  // bumped by reset(): stale filter callbacks see a new one
+  bool dirty_ = false;
   std::string requestId_;
   std::string traceparent_;
   std::string host_;  // normalized
