@@ -84,9 +84,7 @@ void warnUnresolvedBackends(LoadResult& result) {
                                  l->what + ": host name '" + l->host +
                                      "' did not resolve within 1s (it is resolved again while "
                                      "running)"});
-      // A lookup still running owns its request until it ends: leave it to the process
-      // (`sluice -t` exits right after).
-      if (gai_cancel(&l->cb) != EAI_CANCELED) (void)l.release();
+      (void)gai_cancel(&l->cb);
     } else if (rc == 0) {
       freeaddrinfo(l->cb.ar_result);
     } else {
@@ -97,6 +95,10 @@ void warnUnresolvedBackends(LoadResult& result) {
     }
   }
   sortByPosition(result.warnings);
+  // glibc's resolver threads may still read a request block for a moment after gai_error()
+  // reports it finished (or after a cancel that did not take): the blocks (one per host name)
+  // are left to the process, which is `sluice -t` and exits right after.
+  for (auto& l : items) (void)l.release();
 }
 
 }  // namespace sluice::config
