@@ -255,6 +255,29 @@ class Sluice:
             self.expected_exit = True
         self.proc.send_signal(sig)
 
+    def pause(self, timeout=5.0):
+        """SIGSTOP, and wait until every thread of the process has actually stopped (the
+        signal is asynchronous: bytes sent right after kill() may still be read at once)."""
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        task_dir = f"/proc/{self.proc.pid}/task"
+        while True:
+            states = []
+            for tid in os.listdir(task_dir):
+                try:
+                    with open(f"{task_dir}/{tid}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except FileNotFoundError:
+                    continue
+            if states and all(st in ("T", "t") for st in states):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sluice did not stop: thread states {states}")
+            time.sleep(0.001)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
     def expect_exit(self):
         self.expected_exit = True
 
