@@ -149,6 +149,96 @@ void loadRouteMiddleware(LoadContext& ctx, const toml::node& n, const std::strin
   }
 }
 
+// split = [{ pool = "blue", weight = 90 }, { pool = "green", weight = 10 }]
+void loadSplit(LoadContext& ctx, const toml::node& n, const std::string& routeWhat,
+               RouteConfig& rc) {
+  const std::string what = routeWhat + ".split";
+  const auto* arr = n.as_array();
+  if (arr == nullptr || arr->empty()) {
+    ctx.error(posOf(n), what + ": expected an array like [{ pool = \"blue\", weight = 90 }, "
+                               "{ pool = \"green\", weight = 10 }]");
+    return;
+  }
+  uint64_t total = 0;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const std::string w = what + "[" + std::to_string(i) + "]";
+    const auto* t = ctx.tableOf((*arr)[i], w);
+    if (t == nullptr) continue;
+    ctx.checkKeys(*t, {"pool", "weight"}, {}, "in " + w);
+    SplitArm arm;
+    arm.pos = posOf((*arr)[i]);
+    if (const auto* v = ctx.required(*t, "pool", arm.pos, w)) {
+      if (auto s = ctx.getString(*v, w + ".pool")) {
+        if (ctx.poolNames.count(*s) == 0) {
+          ctx.error(posOf(*v), w + ".pool: no pool named '" + *s + "' (define it with [pool." +
+                                   *s + "])");
+          continue;
+        }
+        for (const SplitArm& a : rc.split)
+          if (a.pool == *s) ctx.error(posOf(*v), w + ".pool: '" + *s + "' is listed twice");
+        ctx.usedPools.insert(*s);
+        arm.pool = *s;
+      }
+    }
+    if (const auto* v = ctx.required(*t, "weight", arm.pos, w)) {
+      if (auto x = ctx.getInt(*v, w + ".weight", 0, 1000000)) arm.weight = uint32_t(*x);
+    }
+    total += arm.weight;
+    if (!arm.pool.empty()) rc.split.push_back(std::move(arm));
+  }
+  if (total == 0 && !rc.split.empty())
+    ctx.error(posOf(n), what + ": every weight is 0; at least one pool must take traffic");
+}
+
+// sticky = "ip" | "header:NAME" | "cookie:NAME" | "jwt:CLAIM" | "auto"
+void loadSticky(LoadContext& ctx, const toml::node& v, const std::string& what, RouteConfig& rc) {
+  auto s = ctx.getString(v, what + ".sticky");
+  if (!s) return;
+  const auto colon = s->find(':');
+  const std::string kind = s->substr(0, colon);
+  const std::string arg = colon == std::string::npos ? "" : s->substr(colon + 1);
+  if (*s == "ip") {
+    rc.sticky = StickyKind::Ip;
+  } else if (*s == "auto") {
+    rc.sticky = StickyKind::Auto;
+  } else if ((kind == "header" || kind == "cookie" || kind == "jwt") && !arg.empty() &&
+             !hasSpaceOrControl(arg) && arg.find(':') == std::string::npos) {
+    rc.sticky = kind == "header"   ? StickyKind::Header
+                : kind == "cookie" ? StickyKind::Cookie
+                                   : StickyKind::JwtClaim;
+    rc.stickyName = arg;
+  } else {
+    ctx.error(posOf(v), what + ".sticky: expected \"ip\", \"header:NAME\", \"cookie:NAME\", "
+                               "\"jwt:CLAIM\" or \"auto\", got '" + *s + "'");
+  }
+}
+
+// The keys that only mean something on a split route.
+void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string& what,
+                      RouteConfig& rc) {
+  for (const char* key : {"sticky", "cohort", "override_header", "override_cookie"}) {
+    const auto* v = t.get(key);
+    if (v == nullptr) continue;
+    if (rc.split.empty()) {
+      ctx.error(posOf(*v), what + "." + key + ": only allowed on a route with 'split'");
+      continue;
+    }
+    const std::string k = key;
+    if (k == "sticky") {
+      loadSticky(ctx, *v, what, rc);
+      continue;
+    }
+    auto s = ctx.getString(*v, what + "." + k);
+    if (!s) continue;
+    if (s->empty() || hasSpaceOrControl(*s)) {
+      ctx.error(posOf(*v), what + "." + k + ": expected a non-empty name without spaces");
+      continue;
+    }
+    (k == "cohort" ? rc.cohort : k == "override_header" ? rc.overrideHeader : rc.overrideCookie) =
+        *s;
+  }
+}
+
 using MatchKeys = FirstSeen<std::pair<std::string, SourcePos>>;  // match -> route label, pos
 
 // Two routes that match exactly the same requests: only one can ever be chosen.
@@ -167,10 +257,10 @@ void warnSameMatch(LoadContext& ctx, MatchKeys& matches, const RouteConfig& rc, 
 
 void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const toml::table& t,
                const std::string& what, SourcePos pos) {
-  ctx.checkKeys(
-      t, {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "middleware"},
-      {"path_regex", "split", "sticky", "override_header", "override_cookie", "rollback"},
-      "in [[route]]");
+  ctx.checkKeys(t,
+                {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "split",
+                 "sticky", "cohort", "override_header", "override_cookie", "middleware"},
+                {"path_regex", "rollback"}, "in [[route]]");
   RouteConfig rc;
   rc.pos = pos;
   rc.name = names.nameKey(t, rc.pos, what);
@@ -194,7 +284,15 @@ void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const tom
       }
     }
   }
-  if (const auto* v = ctx.required(t, "pool", rc.pos, what)) loadRoutePool(ctx, *v, what, rc);
+  const auto* splitNode = t.get("split");
+  if (splitNode != nullptr && t.get("pool") != nullptr) {
+    ctx.error(posOf(*splitNode), what + ": use either 'pool' or 'split', not both");
+  } else if (splitNode != nullptr) {
+    loadSplit(ctx, *splitNode, what, rc);
+  } else if (const auto* v = ctx.required(t, "pool", rc.pos, what)) {
+    loadRoutePool(ctx, *v, what, rc);
+  }
+  loadSplitOptions(ctx, t, what, rc);
   if (const auto* v = t.get("middleware")) loadRouteMiddleware(ctx, *v, what, rc);
   warnSameMatch(ctx, matches, rc, exactNode != nullptr, what);
   ctx.config().routes.push_back(std::move(rc));

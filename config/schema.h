@@ -142,6 +142,16 @@ struct PoolConfig {
   SourcePos pos;
 };
 
+// A route's traffic split: one arm per pool; the first is the baseline.
+struct SplitArm {
+  std::string pool;
+  uint32_t weight = 0;  // relative; 0 = no new traffic
+  SourcePos pos;
+};
+
+// What keeps a user on one side of a split ("sticky").
+enum class StickyKind : uint8_t { None, Ip, Header, Cookie, JwtClaim, Auto };
+
 struct RouteConfig {
   std::string name;
   std::string host;                  // empty = any; "*.example.com" = wildcard
@@ -149,7 +159,13 @@ struct RouteConfig {
   std::string pathExact;             // exact match
   std::vector<std::string> methods;  // empty = any; upper-case
   bool stripPrefix = false;
-  std::string pool;
+  std::string pool;                     // or `split`
+  std::vector<SplitArm> split;          // empty unless the route splits traffic
+  StickyKind sticky = StickyKind::None;
+  std::string stickyName;      // header, cookie or claim name
+  std::string cohort;          // hash with this name instead of the route's (shared cohorts)
+  std::string overrideHeader;  // "X-Canary: <pool>" forces that pool of the split
+  std::string overrideCookie;  // cookie <name>=<pool> forces that pool of the split
   std::vector<std::string> middleware;  // [middleware.NAME] names, applied in order
   SourcePos pos;
 };

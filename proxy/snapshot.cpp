@@ -25,8 +25,14 @@ const upstream::Pool* Snapshot::pool(const std::string& name) const {
 }
 
 bool Snapshot::ready() const {
-  for (const auto& r : routes.routes())
-    if (r.pool && !r.pool->hasHealthyBackend()) return false;
+  for (const auto& r : routes.routes()) {
+    if (!r.split) {
+      if (r.pool && !r.pool->hasHealthyBackend()) return false;
+      continue;
+    }
+    for (const auto& a : r.split->arms)  // the pools that take traffic
+      if (a.weight > 0 && !a.pool->hasHealthyBackend()) return false;
+  }
   return true;
 }
 
@@ -116,7 +122,20 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
     r.path = r.exact ? rc.pathExact : rc.path;
     r.methods = rc.methods;
     r.stripPrefix = rc.stripPrefix;
-    r.pool = snap->pool(rc.pool);
+    if (rc.split.empty()) {
+      r.pool = snap->pool(rc.pool);
+    } else {
+      auto split = std::make_shared<router::Split>();
+      for (const auto& a : rc.split) split->arms.push_back({snap->pool(a.pool), a.weight, 0, 0});
+      split->layout();
+      split->sticky = rc.sticky;
+      split->stickyName = rc.stickyName;
+      split->seed = upstream::hash64(rc.cohort.empty() ? rc.name : rc.cohort);
+      split->overrideHeader = rc.overrideHeader;
+      split->overrideCookie = rc.overrideCookie;
+      r.pool = split->arms.front().pool;
+      r.split = std::move(split);
+    }
     routes.push_back(std::move(r));
   }
   snap->routes.build(std::move(routes));

@@ -134,6 +134,7 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
     snapshot_ = snap;
     DownstreamConnection::dropStaleSnapshots(*this);
     balancers_.clear();
+    splitter_.clear();
     if (services_.redis) services_.redis->configure(snapshot_->config.redis);
     for (const auto& key : close) closeListener(key);
     for (const auto& [key, fd] : open) openListener(key, fd);

@@ -19,6 +19,7 @@
 #include "proxy/net/timer_heap.h"
 #include "proxy/observe/ids.h"
 #include "proxy/observe/metrics.h"
+#include "proxy/router/split.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/balancer.h"
 #include "proxy/upstream/conn_pool.h"
@@ -67,6 +68,8 @@ class Worker {
   // Client connection deadlines (one libuv timer for all of them).
   net::TimerHeap& timers() { return *timers_; }
   upstream::Balancer& balancer(const upstream::Pool* pool) { return balancers_.get(*pool); }
+  // Round-robin state of the routes' traffic splits.
+  router::Splitter& splitter() { return splitter_; }
   // Requests waiting for a max_connections slot.
   upstream::SlotQueue& slotQueue() { return *slotQueue_; }
   std::string& accessBuffer() { return accessBuf_; }
@@ -123,6 +126,7 @@ class Worker {
   observe::IdGenerator ids_;
   upstream::ConnPool connPool_;
   upstream::BalancerSet balancers_;
+  router::Splitter splitter_;
   std::string accessBuf_;
   middleware::WorkerServices services_;
   std::function<void()> exitHook_;

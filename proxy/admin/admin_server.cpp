@@ -228,9 +228,23 @@ static void appendStatusJson(Server& server, std::string& out) {
                                routes[i].pathExact.empty() ? routes[i].path : routes[i].pathExact);
     out.append("\",\"exact\":");
     out.append(routes[i].pathExact.empty() ? "false" : "true");
-    out.append(",\"pool\":\"");
-    observe::appendJsonEscaped(out, routes[i].pool);
-    out.append("\"}");
+    if (routes[i].split.empty()) {
+      out.append(",\"pool\":\"");
+      observe::appendJsonEscaped(out, routes[i].pool);
+      out.append("\"}");
+      continue;
+    }
+    // A split: its pools and weights as in the file (the baseline first).
+    out.append(",\"split\":[");
+    for (size_t k = 0; k < routes[i].split.size(); ++k) {
+      if (k) out.push_back(',');
+      out.append("{\"pool\":\"");
+      observe::appendJsonEscaped(out, routes[i].split[k].pool);
+      out.append("\",\"weight\":");
+      out.append(std::to_string(routes[i].split[k].weight));
+      out.push_back('}');
+    }
+    out.append("]}");
   }
   out.append("]}");
 }

@@ -167,7 +167,18 @@ void Exchange::runFilters() {
     startUpstream();
 }
 
-const upstream::Pool* Exchange::choosePool() { return s_.route->pool; }
+const upstream::Pool* Exchange::choosePool() {
+  const router::Route& r = *s_.route;
+  if (!r.split) return r.pool;
+  // After the filters: a verified JWT claim or a cookie can steer the choice.
+  router::SplitRequest sr;
+  sr.head = req_;
+  sr.clientIp = s_.clientIp;
+  sr.attributes = filters_.empty() ? nullptr : &ctx_.attributes;
+  const upstream::Pool* pool = w_.splitter().pick(*r.split, sr, w_.ids(), newCohort_);
+  w_.metrics().splitRequest(r.nameId, pool->nameId);
+  return pool;
+}
 
 void Exchange::startUpstream() {
   s_.pool = choosePool();
@@ -399,6 +410,14 @@ const std::string& Exchange::requestId() {
 }
 
 size_t Exchange::encodeHeaders(http::ResponseHead& head, ResponseInfo& info) {
+  if (!newCohort_.empty()) {
+    // sticky = "auto": the cohort this request was placed by, for the user's next requests.
+    setCookie_.assign(router::kCohortCookie);
+    setCookie_.append("=").append(newCohort_).append(
+        "; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax");
+    if (down_->tls) setCookie_.append("; Secure");
+    head.headers.add("Set-Cookie", setCookie_);
+  }
   filters_.runResponse(ctx_, head);
   info.requestId = requestId_;
   if (listener_) info.extraHeaders = listener_->responseHeaders;
@@ -452,7 +471,7 @@ void Exchange::reset() {
   ++generation_;
   req_ = nullptr;
   for (std::string* str : {&requestId_, &traceparent_, &host_, &target_, &authority_,
-                           &clientIpBuf_})
+                           &clientIpBuf_, &newCohort_})
     str->clear();
   if (ctx_.request) ctx_.reset();  // set only for routes with filters
 }

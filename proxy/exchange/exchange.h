@@ -166,6 +166,8 @@ class Exchange final : public RequestDecoder,
   std::string target_;
   std::string authority_;  // from an absolute-form target
   std::string clientIpBuf_;
+  std::string newCohort_;  // sticky = "auto": a cohort id issued to this request
+  std::string setCookie_;  // its Set-Cookie value (capacity reused)
   http::ResponseHead localHead_;  // a local reply's head, capacity reused
   std::string localBody_;
   FilterChain filters_;

@@ -127,6 +127,7 @@ void WorkerMetrics::merge(const WorkerMetrics& o) {
   for (auto& [k, v] : o.connectionsActive) connectionsActive[k] += v;
   for (auto& [k, v] : o.connectionsTotal) connectionsTotal[k] += v;
   for (auto& [k, v] : o.ratelimit) ratelimit[k] += v;
+  for (auto& [k, v] : o.splitRequests) splitRequests[k] += v;
   redisClients += o.redisClients;
   redisConnected += o.redisConnected;
   for (size_t i = 0; i < redisErrors.size(); ++i) redisErrors[i] += o.redisErrors[i];
@@ -277,6 +278,21 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     out.append("sluice_tls_handshake_errors_total{listener=\"");
     appendLabelValue(out, k.first);
     out.append("\",reason=\"");
+    appendLabelValue(out, k.second);
+    out.append("\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+
+  out.append("# HELP sluice_split_requests_total Requests of split routes, by the pool chosen.\n");
+  out.append("# TYPE sluice_split_requests_total counter\n");
+  std::map<std::pair<std::string, std::string>, uint64_t> split;
+  for (auto& [k, v] : m.splitRequests)
+    split[{nameOf(uint32_t(k >> 32)), nameOf(uint32_t(k & 0xffffffff))}] += v;
+  for (auto& [k, v] : split) {
+    out.append("sluice_split_requests_total{route=\"");
+    appendLabelValue(out, k.first);
+    out.append("\",pool=\"");
     appendLabelValue(out, k.second);
     out.append("\"} ");
     appendUnsigned(out, v);

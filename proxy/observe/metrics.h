@@ -62,6 +62,8 @@ struct WorkerMetrics {
   std::unordered_map<uint64_t, uint64_t> tlsHandshakes;
   std::unordered_map<uint64_t, uint64_t> tlsErrors;
 
+  // Traffic splits: key route(32) | pool(32): requests each pool of a split got.
+  std::unordered_map<uint64_t, uint64_t> splitRequests;
   // Rate limiting: key middleware(32) | result(8); Redis client health of this worker.
   std::unordered_map<uint64_t, uint64_t> ratelimit;
   uint32_t redisClients = 0;    // 1 when this worker has a configured Redis client
@@ -73,6 +75,9 @@ struct WorkerMetrics {
     ++ratelimit[(uint64_t(middleware) << 8) | uint64_t(result)];
   }
   void redisError(RedisErrorKind kind) { ++redisErrors[size_t(kind)]; }
+  void splitRequest(uint32_t route, uint32_t pool) {
+    ++splitRequests[(uint64_t(route) << 32) | pool];
+  }
   void tlsHandshake(uint32_t listener, const char* version, bool resumed);
   void tlsHandshakeError(uint32_t listener, const std::string& reason);
   void upstreamError(uint32_t pool, uint32_t backend, UpstreamErrorKind kind);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "middleware/filter.h"
+#include "proxy/router/split.h"
 
 namespace sluice::upstream {
 struct Pool;
@@ -26,7 +27,8 @@ struct Route {
   bool exact = false;
   std::vector<std::string> methods;  // empty = any
   bool stripPrefix = false;
-  const upstream::Pool* pool = nullptr;  // owned by the snapshot
+  const upstream::Pool* pool = nullptr;  // owned by the snapshot; a split's baseline
+  std::shared_ptr<const Split> split;    // null unless the route splits traffic
   std::vector<middleware::FilterFactoryPtr> filters;  // the route's middleware, in order
 
   bool allowsMethod(std::string_view m) const;

@@ -36,12 +36,12 @@ std::string norm(std::string_view host) {
   return out;
 }
 
-struct Split {
+struct TargetParts {
   bool ok;
   std::string host, path, query;
 };
 
-Split split(std::string_view target) {
+TargetParts split(std::string_view target) {
   std::string_view h = "x", p = "x", q = "x";
   bool ok = splitTarget(target, h, p, q);
   if (!ok) return {false, std::string(h), "", ""};
@@ -194,7 +194,7 @@ TEST_SUITE("route_table") {
   }
 
   TEST_CASE("splitTarget: origin-form") {
-    Split s = split("/a/b?x=1&y=/../z");
+    TargetParts s = split("/a/b?x=1&y=/../z");
     CHECK(s.ok);
     CHECK(s.host == "");
     CHECK(s.path == "/a/b");
@@ -218,7 +218,7 @@ TEST_SUITE("route_table") {
   }
 
   TEST_CASE("splitTarget: absolute-form") {
-    Split s = split("http://Example.com:8080/p/q?x=1");
+    TargetParts s = split("http://Example.com:8080/p/q?x=1");
     CHECK(s.ok);
     CHECK(s.host == "Example.com:8080");
     CHECK(s.path == "/p/q");

@@ -1,0 +1,133 @@
+// router::Split and Splitter: the bucket layout (a canary step moves only baseline users), the
+// sticky hash's spread, the exact round robin, overrides, and the "auto" cohort.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <string>
+
+#include "proxy/http/message.h"
+#include "proxy/observe/ids.h"
+#include "proxy/router/split.h"
+#include "proxy/upstream/pool.h"
+
+using namespace sluice;
+using router::Split;
+
+namespace {
+
+struct Pools {
+  upstream::Pool stable, canary, third;
+  Pools() {
+    stable.name = "stable";
+    canary.name = "canary";
+    third.name = "third";
+  }
+  Split split(uint32_t ws, uint32_t wc, int w3 = -1) {
+    Split s;
+    s.arms.push_back({&stable, ws, 0, 0});
+    s.arms.push_back({&canary, wc, 0, 0});
+    if (w3 >= 0) s.arms.push_back({&third, uint32_t(w3), 0, 0});
+    s.layout();
+    s.seed = upstream::hash64("route");
+    return s;
+  }
+};
+
+const upstream::Pool* owner(const Split& s, uint32_t bucket) {
+  const router::SplitArm* a = s.forBucket(bucket);
+  return a ? a->pool : nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("split layout: every bucket has one owner; shares follow the weights") {
+  Pools p;
+  struct Case {
+    uint32_t stable, canary;
+    uint32_t canaryBuckets;
+  };
+  for (Case c : {Case{95, 5, 500}, Case{75, 25, 2500}, Case{1, 1, 5000}, Case{100, 0, 0},
+                 Case{0, 100, 10000}, Case{2, 1, 3333}}) {
+    CAPTURE(c.stable);
+    CAPTURE(c.canary);
+    Split s = p.split(c.stable, c.canary);
+    uint32_t canary = 0;
+    for (uint32_t b = 0; b < router::kSplitBuckets; ++b) {
+      const upstream::Pool* o = owner(s, b);
+      REQUIRE(o != nullptr);
+      if (o == &p.canary) ++canary;
+    }
+    CHECK(canary == c.canaryBuckets);
+  }
+}
+
+TEST_CASE("split layout: raising the canary moves only baseline buckets, never back") {
+  Pools p;
+  const uint32_t steps[] = {0, 1, 5, 25, 50, 75, 100};
+  for (size_t i = 0; i + 1 < std::size(steps); ++i) {
+    Split before = p.split(100 - steps[i], steps[i]);
+    Split after = p.split(100 - steps[i + 1], steps[i + 1]);
+    for (uint32_t b = 0; b < router::kSplitBuckets; ++b)
+      if (owner(before, b) == &p.canary) CHECK(owner(after, b) == &p.canary);
+  }
+  // Three pools: the baseline keeps the top of the range, canaries are laid from 0 upwards.
+  Split three = p.split(50, 25, 25);
+  CHECK(owner(three, 0) == &p.canary);
+  CHECK(owner(three, 2500) == &p.third);
+  CHECK(owner(three, 9999) == &p.stable);
+}
+
+TEST_CASE("sticky buckets spread evenly and depend on the cohort") {
+  std::map<uint32_t, int> tenths;
+  int differ = 0;
+  const uint64_t a = upstream::hash64("route-a"), b = upstream::hash64("route-b");
+  for (int i = 0; i < 20000; ++i) {
+    const std::string key = "user-" + std::to_string(i);
+    const uint32_t bucket = router::stickyBucket(a, key);
+    CHECK(bucket < router::kSplitBuckets);
+    ++tenths[bucket / 1000];
+    if (router::stickyBucket(b, key) != bucket) ++differ;
+    CHECK(router::stickyBucket(a, key) == bucket);  // stable
+  }
+  for (const auto& [tenth, n] : tenths) CHECK(std::abs(n - 2000) < 200);
+  CHECK(differ > 19000);
+}
+
+TEST_CASE("splitter: exact round robin, overrides, sticky keys and the auto cohort") {
+  Pools p;
+  Split s = p.split(90, 10);
+  s.overrideHeader = "X-Canary";
+  router::Splitter splitter;
+  observe::IdGenerator ids;
+  http::RequestHead head;
+  router::SplitRequest r;
+  r.head = &head;
+  r.clientIp = "10.0.0.1";
+  std::string cohort;
+  std::map<const upstream::Pool*, int> got;
+  for (int i = 0; i < 100; ++i) ++got[splitter.pick(s, r, ids, cohort)];
+  CHECK(got[&p.stable] == 90);
+  CHECK(got[&p.canary] == 10);
+  CHECK(cohort.empty());
+
+  head.headers.add("X-Canary", "canary");
+  for (int i = 0; i < 10; ++i) CHECK(splitter.pick(s, r, ids, cohort) == &p.canary);
+  head.clear();
+  head.headers.add("X-Canary", "nope");  // not a pool of the split: ignored
+  got.clear();
+  for (int i = 0; i < 100; ++i) ++got[splitter.pick(s, r, ids, cohort)];
+  CHECK(got[&p.canary] == 10);
+
+  s.sticky = config::StickyKind::Ip;
+  const upstream::Pool* first = splitter.pick(s, r, ids, cohort);
+  for (int i = 0; i < 20; ++i) CHECK(splitter.pick(s, r, ids, cohort) == first);
+
+  s.sticky = config::StickyKind::Auto;
+  head.clear();
+  const upstream::Pool* placed = splitter.pick(s, r, ids, cohort);
+  REQUIRE(cohort.size() == 32);
+  head.headers.add("Cookie", std::string(router::kCohortCookie) + "=" + cohort);
+  std::string none;
+  for (int i = 0; i < 20; ++i) CHECK(splitter.pick(s, r, ids, none) == placed);
+  CHECK(none.empty());  // a request with the cookie gets no new one
+}
