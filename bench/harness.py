@@ -64,6 +64,7 @@ class Workload:
     skip: dict = field(default_factory=dict)  # proxy -> reason it does not run yet
     compare_to: str = ""           # for a Sluice-only workload: the workload it is compared with
     needs_redis: bool = False
+    headers: list = field(default_factory=list)  # extra request headers ("Name: value")
 
 
 WORKLOADS = [
@@ -76,6 +77,8 @@ WORKLOADS = [
              close=True),
     Workload("ratelimit", "small GET through a Redis rate-limited route", "/limited",
              proxies=["sluice"], compare_to="small", needs_redis=True),
+    Workload("split", "small GET through a 90/10 split route with sticky header keys", "/split",
+             proxies=["sluice"], compare_to="small", headers=["X-User: bench-user-42"]),
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -237,6 +240,7 @@ http {{
     root {tmp}/www;
     location = /small {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
     location = /limited {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
+    location = /split {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
     location / {{ }}
   }}
 }}
@@ -307,7 +311,26 @@ backend be
 """
 
 
-def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port):
+_SPLIT_SUPPORT = {}
+
+
+def supports_split(binary, tmp):
+    """Whether this Sluice binary knows route splits (a baseline from before them does not:
+    its /split requests then take the plain route, which the before/after table shows)."""
+    if binary not in _SPLIT_SUPPORT:
+        conf = os.path.join(tmp, "split-probe.toml")
+        with open(conf, "w") as f:
+            f.write('[[listener]]\nname = "w"\nlisten = "127.0.0.1:1"\n'
+                    '[pool.a]\nbackends = [{ address = "127.0.0.1:1" }]\n'
+                    '[pool.b]\nbackends = [{ address = "127.0.0.1:1" }]\n'
+                    '[[route]]\nname = "r"\npath = "/"\n'
+                    'split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 1 }]\n')
+        r = subprocess.run([binary, "-t", "-c", conf], capture_output=True, timeout=30)
+        _SPLIT_SUPPORT[binary] = r.returncode == 0
+    return _SPLIT_SUPPORT[binary]
+
+
+def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port, split=True):
     s = f"""[server]
 workers = {workers}
 client_idle_timeout = "300s"
@@ -356,6 +379,20 @@ name = "limited"
 path = "/limited"
 middleware = ["limit"]
 pool = "origin"
+"""
+    # Two pools on the same origin behind a sticky split (the "split" workload).
+    if split:
+        s += f"""
+[pool.origin-canary]
+backends = [{{ address = "127.0.0.1:{origin}" }}]
+idle_timeout = "300s"
+response_timeout = "60s"
+
+[[route]]
+name = "split"
+path = "/split"
+split = [{{ pool = "origin", weight = 90 }}, {{ pool = "origin-canary", weight = 10 }}]
+sticky = "header:X-User"
 """
     s += """
 [[route]]
@@ -457,9 +494,9 @@ class Bench:
                 tls = sluice_tls
             if redis and not self.redis_port:
                 self.start_redis()
-            text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
-                               tls, self.redis_port)
             binary = self.a.sluice_baseline if name == BASELINE else self.a.sluice
+            text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
+                               tls, self.redis_port, split=supports_split(binary, self.tmp))
             argv = [binary, "-c", conf]
         with open(conf, "w") as f:
             f.write(text)
@@ -529,6 +566,8 @@ class Bench:
                 "-s", os.path.join(self.tmp, "report.lua")]
         if w.close:
             argv += ["-H", "Connection: close"]
+        for h in w.headers:
+            argv += ["-H", h]
         argv.append(f"{scheme}://127.0.0.1:{port}{w.path}")
         pids = info["pids"]
         (u0, s0), t0 = cpu_split(pids), time.monotonic()
