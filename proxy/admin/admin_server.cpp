@@ -5,6 +5,7 @@
 
 #include "config/units.h"
 #include "proxy/admin/health.h"
+#include "proxy/admin/split_api.h"
 #include "proxy/http/http1_parser.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/out_queue.h"
@@ -66,9 +67,11 @@ class AdminConnection final : private http::Http1Parser::Handler {
 
  private:
   int onHeadersComplete() override { return kBody; }
-  bool onBody(const char*, size_t len) override {
+  bool onBody(const char* data, size_t len) override {
     bodyBytes_ += len;
-    return bodyBytes_ <= 64 * 1024;
+    if (bodyBytes_ > 64 * 1024) return false;
+    body_.append(data, len);  // small JSON documents (PUT /admin/routes/.../split)
+    return true;
   }
   void onMessageComplete() override {}
 
@@ -92,7 +95,10 @@ class AdminConnection final : private http::Http1Parser::Handler {
         keepAlive_ = req.keepAlive && r.status != http::Http1Parser::Status::Upgrade;
         headRequest_ = req.method == "HEAD";
         bodyBytes_ = 0;
-        server_.handle(this, req.method, req.target, std::string(req.headers.get("authorization")));
+        std::string body;
+        body.swap(body_);
+        server_.handle(this, req.method, req.target, std::string(req.headers.get("authorization")),
+                       body);
         return;
       }
     }
@@ -119,6 +125,7 @@ class AdminConnection final : private http::Http1Parser::Handler {
   http::Http1Parser parser_;
   net::OutQueue out_;
   std::string stash_;
+  std::string body_;
   size_t bodyBytes_ = 0;
   bool keepAlive_ = true;
   bool headRequest_ = false;
@@ -244,20 +251,29 @@ static void appendStatusJson(Server& server, std::string& out) {
       out.append(std::to_string(routes[i].split[k].weight));
       out.push_back('}');
     }
-    out.append("]}");
+    out.append("]");
+    // The live weights (admin API), from the running generation's route of that name.
+    for (const auto& r : snap.routes.routes())
+      if (r.name == routes[i].name && r.split) {
+        out.append(",\"live_weights\":");
+        appendLiveWeightsJson(*r.split, out);
+      }
+    out.push_back('}');
   }
   out.append("]}");
 }
 
+static std::string percentDecode(std::string_view s);
+
 void AdminServer::handle(AdminConnection* c, const std::string& method, const std::string& target,
-                         const std::string& authorization) {
+                         const std::string& authorization, const std::string& body) {
   std::string path = target.substr(0, target.find('?'));
   const bool read = method == "GET" || method == "HEAD";
   int status;
-  std::string body;
-  if (healthResponse(path, *server_.snapshot(), status, body)) {
+  std::string health;
+  if (healthResponse(path, *server_.snapshot(), status, health)) {
     c->respond(read ? status : 405, "application/json",
-               read ? body : "{\"error\":\"method_not_allowed\"}");
+               read ? health : "{\"error\":\"method_not_allowed\"}");
     return;
   }
   if (path == "/metrics") {
@@ -276,6 +292,25 @@ void AdminServer::handle(AdminConnection* c, const std::string& method, const st
     // POST /admin/pools/{pool}/backends/{address}/drain | /undrain
     if (path.rfind("/admin/pools/", 0) == 0) {
       handleDrain(c, method, path);
+      return;
+    }
+    // PUT /admin/routes/{route}/split
+    if (path.rfind("/admin/routes/", 0) == 0 && path.ends_with("/split")) {
+      if (method != "PUT") {
+        c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
+        return;
+      }
+      const size_t from = std::strlen("/admin/routes/");
+      const std::string route = percentDecode(
+          std::string_view(path).substr(from, path.size() - from - std::strlen("/split")));
+      const std::string_view query =
+          target.size() > path.size() ? std::string_view(target).substr(path.size() + 1) : "";
+      std::string out;
+      const int st = putSplitWeights(*server_.snapshot(), route, body,
+                                     query == "force=1" || query.find("force=1&") == 0 ||
+                                         query.find("&force=1") != std::string_view::npos,
+                                     out);
+      c->respond(st, "application/json", out);
       return;
     }
     if (path == "/admin/status") {
@@ -412,6 +447,7 @@ void AdminServer::finishScrapes() {
             {pool->name, b->name, b->resolved && b->usable(upstream::monotonicMs())});
     std::string text;
     observe::renderPrometheus(s->merged, p, text);
+    appendSplitWeightMetrics(snap, text);
     text.append(
         "# HELP sluice_backend_state_changes_total Backend state changes (up, down, ejected, "
         "draining).\n# TYPE sluice_backend_state_changes_total counter\n");

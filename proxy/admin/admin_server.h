@@ -35,7 +35,7 @@ class AdminServer {
 
   // Called by connections.
   void handle(AdminConnection* c, const std::string& method, const std::string& target,
-              const std::string& authorization);
+              const std::string& authorization, const std::string& body);
   void connectionClosed(AdminConnection* c);
 
  private:

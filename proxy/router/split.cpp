@@ -1,33 +1,54 @@
 #include "proxy/router/split.h"
 
+#include <algorithm>
+
 #include "proxy/http/cookie.h"
 #include "proxy/observe/ids.h"
 #include "proxy/upstream/pool.h"
 
 namespace sluice::router {
 
-void Split::layout() {
+void layoutBuckets(const uint32_t* weights, size_t n, uint32_t* begin, uint32_t* end) {
+  if (n == 0) return;
   uint64_t total = 0;
-  for (const SplitArm& a : arms) total += a.weight;
+  for (size_t i = 0; i < n; ++i) total += weights[i];
   uint32_t next = 0;
-  for (size_t i = 1; i < arms.size(); ++i) {
+  for (size_t i = 1; i < n; ++i) {
     const uint32_t share =
-        total == 0 ? 0 : uint32_t((uint64_t(arms[i].weight) * kSplitBuckets + total / 2) / total);
-    arms[i].bucketBegin = next;
+        total == 0 ? 0 : uint32_t((uint64_t(weights[i]) * kSplitBuckets + total / 2) / total);
+    begin[i] = next;
     next = std::min(kSplitBuckets, next + share);
-    arms[i].bucketEnd = next;
+    end[i] = next;
   }
-  if (!arms.empty()) {
-    arms[0].bucketBegin = next;
-    arms[0].bucketEnd = arms[0].weight > 0 ? kSplitBuckets : next;
-    // A baseline at weight 0 gives its buckets to the last canary that takes traffic.
-    if (arms[0].weight == 0)
-      for (size_t i = arms.size(); i-- > 1;)
-        if (arms[i].weight > 0) {
-          arms[i].bucketEnd = kSplitBuckets;
-          break;
-        }
+  begin[0] = next;
+  end[0] = weights[0] > 0 ? kSplitBuckets : next;
+  // A baseline at weight 0 gives its buckets to the last canary that takes traffic.
+  if (weights[0] == 0)
+    for (size_t i = n; i-- > 1;)
+      if (weights[i] > 0) {
+        end[i] = kSplitBuckets;
+        break;
+      }
+}
+
+void Split::layout() {
+  const size_t n = arms.size();
+  std::vector<uint32_t> w(n), b(n), e(n);
+  for (size_t i = 0; i < n; ++i) w[i] = arms[i].weight;
+  layoutBuckets(w.data(), n, b.data(), e.data());
+  live = std::make_unique<std::atomic<uint32_t>[]>(n);
+  for (size_t i = 0; i < n; ++i) {
+    arms[i].bucketBegin = b[i];
+    arms[i].bucketEnd = e[i];
+    live[i].store(arms[i].weight, std::memory_order_relaxed);
   }
+}
+
+void Split::setLive(const std::vector<uint32_t>& weights) const {
+  for (size_t i = 0; i < arms.size() && i < weights.size(); ++i)
+    live[i].store(weights[i], std::memory_order_relaxed);
+  // Release: a worker that sees the new version also sees the weights.
+  liveVersion.fetch_add(1, std::memory_order_release);
 }
 
 const SplitArm* Split::byPoolName(std::string_view name) const {
@@ -83,33 +104,50 @@ const SplitArm* overridden(const Split& s, const SplitRequest& r) {
 
 }  // namespace
 
-const SplitArm* Splitter::spread(const Split& s) {
-  std::vector<int64_t>& cur = wrr_[&s];
-  if (cur.size() != s.arms.size()) cur.assign(s.arms.size(), 0);
+Splitter::State& Splitter::refresh(const Split& s) {
+  State& st = state_[&s];
+  const uint64_t v = s.liveVersion.load(std::memory_order_acquire);
+  if (v == st.version) return st;
+  const size_t n = s.arms.size();
+  st.version = v;
+  st.weights.resize(n);
+  st.begin.resize(n);
+  st.end.resize(n);
+  st.current.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) st.weights[i] = s.liveWeight(i);
+  layoutBuckets(st.weights.data(), n, st.begin.data(), st.end.data());
+  return st;
+}
+
+const SplitArm* Splitter::spread(const Split& s, State& st) {
   int64_t total = 0;
   int best = -1;
   for (size_t i = 0; i < s.arms.size(); ++i) {
-    if (s.arms[i].weight == 0) continue;
-    cur[i] += s.arms[i].weight;
-    total += s.arms[i].weight;
-    if (best < 0 || cur[i] > cur[size_t(best)]) best = int(i);
+    if (st.weights[i] == 0) continue;
+    st.current[i] += st.weights[i];
+    total += st.weights[i];
+    if (best < 0 || st.current[i] > st.current[size_t(best)]) best = int(i);
   }
   if (best < 0) return nullptr;
-  cur[size_t(best)] -= total;
+  st.current[size_t(best)] -= total;
   return &s.arms[size_t(best)];
 }
 
 const upstream::Pool* Splitter::pick(const Split& s, const SplitRequest& r,
                                      observe::IdGenerator& ids, std::string& newCohort) {
   if (const SplitArm* a = overridden(s, r)) return a->pool;
+  State& st = refresh(s);
   std::string_view key = stickyKey(s, r);
   if (key.empty() && s.sticky == config::StickyKind::Auto) {
     ids.requestId(newCohort);  // 128 random bits, hex
     key = newCohort;
   }
-  if (!key.empty())
-    if (const SplitArm* a = s.forBucket(stickyBucket(s.seed, key))) return a->pool;
-  const SplitArm* a = spread(s);
+  if (!key.empty()) {
+    const uint32_t bucket = stickyBucket(s.seed, key);
+    for (size_t i = 0; i < s.arms.size(); ++i)
+      if (bucket >= st.begin[i] && bucket < st.end[i]) return s.arms[i].pool;
+  }
+  const SplitArm* a = spread(s, st);
   return a ? a->pool : s.arms.front().pool;
 }
 

@@ -10,7 +10,9 @@
 // or cookie naming one of the split's pools forces that pool.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -34,9 +36,12 @@ inline constexpr std::string_view kCohortCookie = "sluice_cohort";
 
 struct SplitArm {
   const upstream::Pool* pool = nullptr;  // owned by the snapshot
-  uint32_t weight = 0;
-  uint32_t bucketBegin = 0, bucketEnd = 0;  // [begin, end) of kSplitBuckets
+  uint32_t weight = 0;                    // as in the file
+  uint32_t bucketBegin = 0, bucketEnd = 0;  // [begin, end) of kSplitBuckets, for `weight`
 };
+
+// Bucket ranges for a set of weights (canaries from 0 upwards, the baseline the rest).
+void layoutBuckets(const uint32_t* weights, size_t n, uint32_t* begin, uint32_t* end);
 
 struct Split {
   std::vector<SplitArm> arms;  // arms[0] is the baseline
@@ -44,11 +49,18 @@ struct Split {
   std::string stickyName;
   uint64_t seed = 0;  // hash of the cohort (the route's name unless `cohort` is set)
   std::string overrideHeader, overrideCookie;
+  // Live weights (admin API), parallel to arms; start as the file's. A reload builds a new
+  // Split, so it re-applies the file. Written by the main thread, read by every worker.
+  std::unique_ptr<std::atomic<uint32_t>[]> live;
+  mutable std::atomic<uint64_t> liveVersion{0};  // bumped after each change of `live`
 
-  // Lays the buckets out from the weights (after arms are filled in).
+  // Lays the buckets out from the file's weights and starts the live weights from them.
   void layout();
+  // Sets live weights (one per arm); the next request on every worker uses them.
+  void setLive(const std::vector<uint32_t>& weights) const;
+  uint32_t liveWeight(size_t arm) const { return live[arm].load(std::memory_order_relaxed); }
   const SplitArm* byPoolName(std::string_view name) const;
-  const SplitArm* forBucket(uint32_t bucket) const;
+  const SplitArm* forBucket(uint32_t bucket) const;  // by the file's weights
 };
 
 // The bucket of a sticky key under a cohort seed.
@@ -70,11 +82,18 @@ class Splitter {
   // is already placed by it.
   const upstream::Pool* pick(const Split& s, const SplitRequest& r, observe::IdGenerator& ids,
                              std::string& newCohort);
-  void clear() { wrr_.clear(); }
+  void clear() { state_.clear(); }
 
  private:
-  const SplitArm* spread(const Split& s);
-  std::unordered_map<const Split*, std::vector<int64_t>> wrr_;
+  // Per split: the live weights last seen, their bucket layout and the round robin.
+  struct State {
+    uint64_t version = ~uint64_t(0);
+    std::vector<uint32_t> weights, begin, end;
+    std::vector<int64_t> current;
+  };
+  State& refresh(const Split& s);
+  static const SplitArm* spread(const Split& s, State& st);
+  std::unordered_map<const Split*, State> state_;
 };
 
 }  // namespace sluice::router

@@ -6,9 +6,11 @@ Real binary, real backend threads on loopback; every request names the backend t
 """
 
 import collections
+import json
 import re
+import threading
 
-from sluicetest import RawClient, run_cli
+from sluicetest import RawClient, run_cli, wait_until
 
 from test_jwt import hs256, jwt_toml
 
@@ -193,3 +195,82 @@ def test_split_config_errors(make_sluice, tmp_path):
         path.write_text(s.config(routes=[route], pools=pools))
         r = run_cli(["-t", "-c", str(path)])
         assert r.returncode == 1 and message in r.stderr, (route, r.stderr)
+
+
+# ---- live weights through the admin API ----------------------------------------------------
+
+def put_split(s, route, weights, query=""):
+    st, _, body = s.admin_get(f"/admin/routes/{route}/split{query}", method="PUT",
+                              body=json.dumps(weights).encode() if isinstance(weights, dict)
+                              else weights)
+    return st, json.loads(body)
+
+
+def test_blue_green_flip_through_the_api_under_keep_alive_load(make_backend, make_sluice):
+    bes = backends(make_backend, "blue", "green")
+    s = start(make_sluice, bes, [split_route([("blue", 100), ("green", 0)], name="app")])
+    seen, errors, stop = [], [], threading.Event()
+
+    def load():
+        with RawClient(s.port()) as c:
+            while not stop.is_set():
+                try:
+                    seen.append(who(c)[0])
+                except Exception as e:  # noqa: BLE001 - any failure is a finding
+                    errors.append(repr(e))
+                    return
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        wait_until(lambda: len(seen) >= 50, timeout=10)
+        st, answer = put_split(s, "app", {"blue": 0, "green": 100})
+        assert st == 200 and answer == {"route": "app", "weights": {"blue": 0, "green": 100}}
+        flipped_at = len(seen)
+        wait_until(lambda: len(seen) >= flipped_at + 50, timeout=10)
+    finally:
+        stop.set()
+        t.join(10)
+    assert errors == []
+    # At most the one request in flight during the PUT still went to blue.
+    assert set(seen[flipped_at + 1:]) == {"green"}, collections.Counter(seen[flipped_at + 1:])
+    m = s.metrics()
+    assert m.value("sluice_split_weight", route="app", pool="green") == 100
+    assert m.value("sluice_split_weight", route="app", pool="blue") == 0
+    status = json.loads(s.admin_get("/admin/status")[2])
+    app = [r for r in status["routes"] if r["name"] == "app"][0]
+    assert app["live_weights"] == {"blue": 0, "green": 100}
+    assert app["split"] == [{"pool": "blue", "weight": 100}, {"pool": "green", "weight": 0}]
+
+
+def test_put_split_refuses_bad_requests_and_unhealthy_targets(make_backend, make_sluice):
+    bes = backends(make_backend, "blue", "green")
+    s = start(make_sluice, bes, [split_route([("blue", 100), ("green", 0)], name="app"),
+                                 dict(name="plain", path="/plain/", pool="blue")])
+    assert put_split(s, "nope", {"blue": 1})[0] == 404
+    assert put_split(s, "plain", {"blue": 1})[0] == 404
+    assert put_split(s, "app", {"purple": 1}) == (404, {"error": "no_such_pool",
+                                                        "detail": "purple"})
+    for bad in [b"", b"{", b"[]", b"{}", b'{"blue": -1}', b'{"blue": "1"}', b'{"blue": 1} x']:
+        assert put_split(s, "app", bad)[0] == 400, bad
+    assert put_split(s, "app", {"blue": 0})[1] == {"error": "all_weights_zero"}
+    assert s.admin_get("/admin/routes/app/split")[0] == 405
+    # A drained green has no usable backend: raising it from 0 needs ?force=1.
+    addr = bes["green"].address
+    assert s.admin_get(f"/admin/pools/green/backends/{addr}/drain", method="POST")[0] == 200
+    st, answer = put_split(s, "app", {"blue": 0, "green": 100})
+    assert st == 409 and answer["error"] == "pool_unhealthy", answer
+    assert put_split(s, "app", {"blue": 0, "green": 100}, "?force=1")[0] == 200
+
+
+def test_reload_reapplies_the_files_weights(make_backend, make_sluice):
+    bes = backends(make_backend, "blue", "green")
+    pools = {n: {"backends": [b.address]} for n, b in bes.items()}
+    s = make_sluice()
+    cfg = s.config(routes=[split_route([("blue", 100), ("green", 0)], name="app")], pools=pools)
+    s.start(cfg)
+    assert put_split(s, "app", {"blue": 0, "green": 100})[0] == 200
+    with RawClient(s.port()) as c:
+        assert who(c)[0] == "green"
+        assert s.reload(cfg) == "ok"
+        assert {who(c)[0] for _ in range(10)} == {"blue"}

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "proxy/http/message.h"
@@ -22,13 +23,13 @@ struct Pools {
     canary.name = "canary";
     third.name = "third";
   }
-  Split split(uint32_t ws, uint32_t wc, int w3 = -1) {
-    Split s;
-    s.arms.push_back({&stable, ws, 0, 0});
-    s.arms.push_back({&canary, wc, 0, 0});
-    if (w3 >= 0) s.arms.push_back({&third, uint32_t(w3), 0, 0});
-    s.layout();
-    s.seed = upstream::hash64("route");
+  std::unique_ptr<Split> split(uint32_t ws, uint32_t wc, int w3 = -1) {
+    auto s = std::make_unique<Split>();
+    s->arms.push_back({&stable, ws, 0, 0});
+    s->arms.push_back({&canary, wc, 0, 0});
+    if (w3 >= 0) s->arms.push_back({&third, uint32_t(w3), 0, 0});
+    s->layout();
+    s->seed = upstream::hash64("route");
     return s;
   }
 };
@@ -50,7 +51,7 @@ TEST_CASE("split layout: every bucket has one owner; shares follow the weights")
                  Case{0, 100, 10000}, Case{2, 1, 3333}}) {
     CAPTURE(c.stable);
     CAPTURE(c.canary);
-    Split s = p.split(c.stable, c.canary);
+    auto sPtr = p.split(c.stable, c.canary); Split& s = *sPtr;
     uint32_t canary = 0;
     for (uint32_t b = 0; b < router::kSplitBuckets; ++b) {
       const upstream::Pool* o = owner(s, b);
@@ -65,13 +66,13 @@ TEST_CASE("split layout: raising the canary moves only baseline buckets, never b
   Pools p;
   const uint32_t steps[] = {0, 1, 5, 25, 50, 75, 100};
   for (size_t i = 0; i + 1 < std::size(steps); ++i) {
-    Split before = p.split(100 - steps[i], steps[i]);
-    Split after = p.split(100 - steps[i + 1], steps[i + 1]);
+    auto beforePtr = p.split(100 - steps[i], steps[i]); Split& before = *beforePtr;
+    auto afterPtr = p.split(100 - steps[i + 1], steps[i + 1]); Split& after = *afterPtr;
     for (uint32_t b = 0; b < router::kSplitBuckets; ++b)
       if (owner(before, b) == &p.canary) CHECK(owner(after, b) == &p.canary);
   }
   // Three pools: the baseline keeps the top of the range, canaries are laid from 0 upwards.
-  Split three = p.split(50, 25, 25);
+  auto threePtr = p.split(50, 25, 25); Split& three = *threePtr;
   CHECK(owner(three, 0) == &p.canary);
   CHECK(owner(three, 2500) == &p.third);
   CHECK(owner(three, 9999) == &p.stable);
@@ -95,7 +96,7 @@ TEST_CASE("sticky buckets spread evenly and depend on the cohort") {
 
 TEST_CASE("splitter: exact round robin, overrides, sticky keys and the auto cohort") {
   Pools p;
-  Split s = p.split(90, 10);
+  auto sPtr = p.split(90, 10); Split& s = *sPtr;
   s.overrideHeader = "X-Canary";
   router::Splitter splitter;
   observe::IdGenerator ids;
@@ -130,4 +131,38 @@ TEST_CASE("splitter: exact round robin, overrides, sticky keys and the auto coho
   std::string none;
   for (int i = 0; i < 20; ++i) CHECK(splitter.pick(s, r, ids, none) == placed);
   CHECK(none.empty());  // a request with the cookie gets no new one
+}
+
+TEST_CASE("splitter: live weights take effect on the next pick and keep the bucket layout") {
+  Pools p;
+  auto sp = p.split(100, 0);
+  Split& s = *sp;
+  router::Splitter splitter;
+  observe::IdGenerator ids;
+  http::RequestHead head;
+  router::SplitRequest r;
+  r.head = &head;
+  std::string cohort;
+  for (int i = 0; i < 10; ++i) CHECK(splitter.pick(s, r, ids, cohort) == &p.stable);
+  s.setLive({0, 100});  // the blue-green flip
+  for (int i = 0; i < 10; ++i) CHECK(splitter.pick(s, r, ids, cohort) == &p.canary);
+  s.setLive({75, 25});
+  std::map<const upstream::Pool*, int> got;
+  for (int i = 0; i < 100; ++i) ++got[splitter.pick(s, r, ids, cohort)];
+  CHECK(got[&p.stable] == 75);
+  CHECK(got[&p.canary] == 25);
+  // Sticky keys follow the live layout: a 5 -> 25 step moves only baseline keys.
+  s.sticky = config::StickyKind::Ip;
+  s.setLive({95, 5});
+  std::map<std::string, const upstream::Pool*> before;
+  for (int i = 0; i < 500; ++i) {
+    const std::string ip = "10.0.0." + std::to_string(i);
+    r.clientIp = ip;
+    before[ip] = splitter.pick(s, r, ids, cohort);
+  }
+  s.setLive({75, 25});
+  for (const auto& [ip, pool] : before) {
+    r.clientIp = ip;
+    if (pool == &p.canary) CHECK(splitter.pick(s, r, ids, cohort) == &p.canary);
+  }
 }
