@@ -126,7 +126,7 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
       r.pool = snap->pool(rc.pool);
     } else {
       auto split = std::make_shared<router::Split>();
-      for (const auto& a : rc.split) split->arms.push_back({snap->pool(a.pool), a.weight, 0, 0});
+      for (const auto& a : rc.split) split->arms.push_back({snap->pool(a.pool), a.weight});
       split->layout();
       split->sticky = rc.sticky;
       split->stickyName = rc.stickyName;

@@ -445,9 +445,12 @@ void AdminServer::finishScrapes() {
       for (const auto& b : pool->backends)
         p.backends.push_back(
             {pool->name, b->name, b->resolved && b->usable(upstream::monotonicMs())});
+    for (const auto& r : snap.routes.routes())
+      if (r.split)
+        for (size_t i = 0; i < r.split->arms.size(); ++i)
+          p.splitWeights.push_back({r.name, r.split->arms[i].pool->name, r.split->liveWeight(i)});
     std::string text;
     observe::renderPrometheus(s->merged, p, text);
-    appendSplitWeightMetrics(snap, text);
     text.append(
         "# HELP sluice_backend_state_changes_total Backend state changes (up, down, ejected, "
         "draining).\n# TYPE sluice_backend_state_changes_total counter\n");

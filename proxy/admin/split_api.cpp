@@ -132,21 +132,4 @@ int putSplitWeights(const Snapshot& snap, std::string_view route, std::string_vi
   return 200;
 }
 
-void appendSplitWeightMetrics(const Snapshot& snap, std::string& out) {
-  out.append("# HELP sluice_split_weight Live weight of each pool of a split route.\n");
-  out.append("# TYPE sluice_split_weight gauge\n");
-  for (const auto& r : snap.routes.routes()) {
-    if (!r.split) continue;
-    for (size_t i = 0; i < r.split->arms.size(); ++i) {
-      out.append("sluice_split_weight{route=\"");
-      observe::appendJsonEscaped(out, r.name);
-      out.append("\",pool=\"");
-      observe::appendJsonEscaped(out, r.split->arms[i].pool->name);
-      out.append("\"} ");
-      out.append(std::to_string(r.split->liveWeight(i)));
-      out.push_back('\n');
-    }
-  }
-}
-
 }  // namespace sluice::admin

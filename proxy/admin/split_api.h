@@ -3,7 +3,7 @@
 // sets live weights without a reload (pools left out keep theirs), effective for the next
 // request on every worker; a reload re-applies the file's weights. Raising a pool from 0 whose
 // backends are all unusable is refused (409 pool_unhealthy) unless `?force=1`. Also renders
-// the live weights for /metrics and /admin/status.
+// the live weights for /admin/status.
 #pragma once
 
 #include <string>
@@ -17,9 +17,6 @@ namespace sluice::admin {
 // answer (the route's live weights, or {"error": ...}).
 int putSplitWeights(const Snapshot& snap, std::string_view route, std::string_view body,
                     bool force, std::string& out);
-
-// "sluice_split_weight{route,pool} N" lines (with HELP/TYPE) for every split route.
-void appendSplitWeightMetrics(const Snapshot& snap, std::string& out);
 
 // {"pool":weight,...} of a split's live weights.
 void appendLiveWeightsJson(const router::Split& split, std::string& out);

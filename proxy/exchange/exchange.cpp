@@ -18,7 +18,7 @@ constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above 
 
 void Exchange::decodeHeaders(http::RequestHead& head, bool endOfRequest) {
   s_.requestComplete = endOfRequest;
-  if (!begin(head)) return;
+  begin(head);
   std::string_view path, query, hostFromTarget;
   if (!normalizeTarget(path, query, hostFromTarget)) return;
   if (listener_ && !listener_->cfg.redirectHttps.empty()) {
@@ -29,7 +29,7 @@ void Exchange::decodeHeaders(http::RequestHead& head, bool endOfRequest) {
   runFilters();
 }
 
-bool Exchange::begin(http::RequestHead& head) {
+void Exchange::begin(http::RequestHead& head) {
   // Each request runs on the newest config generation; it keeps that one until it is done.
   // A stream (and this exchange) moves between connections, possibly of other listeners.
   const SnapshotPtr& newest = w_.snapshot();
@@ -56,7 +56,6 @@ bool Exchange::begin(http::RequestHead& head) {
     requestId_.assign(rid);
   else
     w_.ids().requestId(requestId_);
-  return true;
 }
 
 bool Exchange::normalizeTarget(std::string_view& path, std::string_view& query,

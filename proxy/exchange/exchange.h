@@ -96,7 +96,7 @@ class Exchange final : public RequestDecoder,
 
  private:
   // Phases.
-  bool begin(http::RequestHead& head);
+  void begin(http::RequestHead& head);
   bool normalizeTarget(std::string_view& path, std::string_view& query,
                        std::string_view& hostFromTarget);
   void redirectHttps(std::string_view path, std::string_view query);

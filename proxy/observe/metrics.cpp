@@ -233,6 +233,18 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     out.append(b.up ? "\"} 1\n" : "\"} 0\n");
   }
 
+  out.append("# HELP sluice_split_weight Live weight of each pool of a split route.\n");
+  out.append("# TYPE sluice_split_weight gauge\n");
+  for (auto& w : p.splitWeights) {
+    out.append("sluice_split_weight{route=\"");
+    appendLabelValue(out, w.route);
+    out.append("\",pool=\"");
+    appendLabelValue(out, w.pool);
+    out.append("\"} ");
+    appendUnsigned(out, w.weight);
+    out.push_back('\n');
+  }
+
   out.append("# HELP sluice_connections_active Open client connections, by listener.\n");
   out.append("# TYPE sluice_connections_active gauge\n");
   std::map<std::string, int64_t> active;

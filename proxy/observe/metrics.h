@@ -94,6 +94,11 @@ struct ProcessMetrics {
     bool up;
   };
   std::vector<BackendState> backends;
+  struct SplitWeight {
+    std::string route, pool;
+    uint32_t weight;
+  };
+  std::vector<SplitWeight> splitWeights;  // live weights of split routes
 };
 
 void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::string& out);

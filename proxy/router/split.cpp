@@ -32,16 +32,8 @@ void layoutBuckets(const uint32_t* weights, size_t n, uint32_t* begin, uint32_t*
 }
 
 void Split::layout() {
-  const size_t n = arms.size();
-  std::vector<uint32_t> w(n), b(n), e(n);
-  for (size_t i = 0; i < n; ++i) w[i] = arms[i].weight;
-  layoutBuckets(w.data(), n, b.data(), e.data());
-  live = std::make_unique<std::atomic<uint32_t>[]>(n);
-  for (size_t i = 0; i < n; ++i) {
-    arms[i].bucketBegin = b[i];
-    arms[i].bucketEnd = e[i];
-    live[i].store(arms[i].weight, std::memory_order_relaxed);
-  }
+  live = std::make_unique<std::atomic<uint32_t>[]>(arms.size());
+  for (size_t i = 0; i < arms.size(); ++i) live[i].store(arms[i].weight, std::memory_order_relaxed);
 }
 
 void Split::setLive(const std::vector<uint32_t>& weights) const {
@@ -54,12 +46,6 @@ void Split::setLive(const std::vector<uint32_t>& weights) const {
 const SplitArm* Split::byPoolName(std::string_view name) const {
   for (const SplitArm& a : arms)
     if (a.pool->name == name) return &a;
-  return nullptr;
-}
-
-const SplitArm* Split::forBucket(uint32_t bucket) const {
-  for (const SplitArm& a : arms)
-    if (bucket >= a.bucketBegin && bucket < a.bucketEnd) return &a;
   return nullptr;
 }
 

@@ -37,7 +37,6 @@ inline constexpr std::string_view kCohortCookie = "sluice_cohort";
 struct SplitArm {
   const upstream::Pool* pool = nullptr;  // owned by the snapshot
   uint32_t weight = 0;                    // as in the file
-  uint32_t bucketBegin = 0, bucketEnd = 0;  // [begin, end) of kSplitBuckets, for `weight`
 };
 
 // Bucket ranges for a set of weights (canaries from 0 upwards, the baseline the rest).
@@ -54,13 +53,12 @@ struct Split {
   std::unique_ptr<std::atomic<uint32_t>[]> live;
   mutable std::atomic<uint64_t> liveVersion{0};  // bumped after each change of `live`
 
-  // Lays the buckets out from the file's weights and starts the live weights from them.
+  // Starts the live weights from the file's (after arms are filled in).
   void layout();
   // Sets live weights (one per arm); the next request on every worker uses them.
   void setLive(const std::vector<uint32_t>& weights) const;
   uint32_t liveWeight(size_t arm) const { return live[arm].load(std::memory_order_relaxed); }
   const SplitArm* byPoolName(std::string_view name) const;
-  const SplitArm* forBucket(uint32_t bucket) const;  // by the file's weights
 };
 
 // The bucket of a sticky key under a cohort seed.

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "proxy/http/message.h"
 #include "proxy/observe/ids.h"
@@ -25,18 +26,24 @@ struct Pools {
   }
   std::unique_ptr<Split> split(uint32_t ws, uint32_t wc, int w3 = -1) {
     auto s = std::make_unique<Split>();
-    s->arms.push_back({&stable, ws, 0, 0});
-    s->arms.push_back({&canary, wc, 0, 0});
-    if (w3 >= 0) s->arms.push_back({&third, uint32_t(w3), 0, 0});
+    s->arms.push_back({&stable, ws});
+    s->arms.push_back({&canary, wc});
+    if (w3 >= 0) s->arms.push_back({&third, uint32_t(w3)});
     s->layout();
     s->seed = upstream::hash64("route");
     return s;
   }
 };
 
+// The pool owning `bucket` under the split's file weights (router::layoutBuckets).
 const upstream::Pool* owner(const Split& s, uint32_t bucket) {
-  const router::SplitArm* a = s.forBucket(bucket);
-  return a ? a->pool : nullptr;
+  const size_t n = s.arms.size();
+  std::vector<uint32_t> w(n), b(n), e(n);
+  for (size_t i = 0; i < n; ++i) w[i] = s.arms[i].weight;
+  router::layoutBuckets(w.data(), n, b.data(), e.data());
+  for (size_t i = 0; i < n; ++i)
+    if (bucket >= b[i] && bucket < e[i]) return s.arms[i].pool;
+  return nullptr;
 }
 
 }  // namespace
