@@ -1,6 +1,7 @@
-// `sluice -t` only: backend host names that do not resolve right now. Not an error (the
-// running proxy keeps resolving them, proxy/upstream's Resolver), but worth a warning. Never
-// called at startup or on reload: it blocks (for at most one second).
+// `sluice -t` only: backend host names that do not resolve right now (looked up in a child
+// process). Not an error (the running proxy keeps resolving them, proxy/upstream's Resolver),
+// but worth a warning. Never called at startup or on reload: it blocks (for at most one
+// second).
 #pragma once
 
 #include "config/loader.h"
