@@ -1,5 +1,7 @@
 #include "config/load_context.h"
 
+#include <sstream>
+
 #include "config/units.h"
 
 namespace sluice::config {
@@ -167,6 +169,26 @@ std::optional<int64_t> LoadContext::getInt(const toml::node& n, const std::strin
   if (v < lo || v > hi) {
     error(posOf(n), what + ": must be between " + std::to_string(lo) + " and " +
                         std::to_string(hi) + ", got " + std::to_string(v));
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<double> LoadContext::getNumber(const toml::node& n, const std::string& what,
+                                             double lo, double hi) {
+  double v = 0;
+  if (const auto* f = n.as_floating_point()) {
+    v = f->get();
+  } else if (const auto* i = n.as_integer()) {
+    v = double(i->get());
+  } else {
+    error(posOf(n), what + ": expected a number, got " + typeName(n));
+    return std::nullopt;
+  }
+  if (!(v >= lo && v <= hi)) {  // NaN fails too
+    std::ostringstream msg;
+    msg << what << ": must be between " << lo << " and " << hi << ", got " << v;
+    error(posOf(n), msg.str());
     return std::nullopt;
   }
   return v;

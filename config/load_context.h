@@ -83,6 +83,9 @@ class LoadContext {
   std::optional<std::string> getString(const toml::node& n, const std::string& what);
   std::optional<int64_t> getInt(const toml::node& n, const std::string& what, int64_t lo,
                                 int64_t hi);
+  // An integer or a float within [lo, hi].
+  std::optional<double> getNumber(const toml::node& n, const std::string& what, double lo,
+                                  double hi);
   std::optional<bool> getBool(const toml::node& n, const std::string& what);
   std::optional<Duration> getDuration(const toml::node& n, const std::string& what, bool allowZero);
   std::optional<uint64_t> getSize(const toml::node& n, const std::string& what);

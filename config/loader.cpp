@@ -58,6 +58,9 @@ void finalChecks(LoadContext& ctx, const toml::table& root) {
       ctx.warn(pool.pos, "pool '" + pool.name + "' is not used by any route");
     }
   }
+  if (cfg.server.releaseStore == ReleaseStore::Redis && !cfg.redis.enabled)
+    ctx.error(cfg.server.releaseStorePos,
+              "server.release_store: \"redis\" needs a [redis] table (or use \"local\")");
   bool allRedirect = !cfg.listeners.empty();
   for (const auto& l : cfg.listeners) allRedirect = allRedirect && !l.redirectHttps.empty();
   if (cfg.routes.empty() && !cfg.listeners.empty() && !allRedirect &&

@@ -155,8 +155,9 @@ void loadSplit(LoadContext& ctx, const toml::node& n, const std::string& routeWh
   const std::string what = routeWhat + ".split";
   const auto* arr = n.as_array();
   if (arr == nullptr || arr->empty()) {
-    ctx.error(posOf(n), what + ": expected an array like [{ pool = \"blue\", weight = 90 }, "
-                               "{ pool = \"green\", weight = 10 }]");
+    ctx.error(posOf(n), what +
+                            ": expected an array like [{ pool = \"blue\", weight = 90 }, "
+                            "{ pool = \"green\", weight = 10 }]");
     return;
   }
   uint64_t total = 0;
@@ -170,8 +171,8 @@ void loadSplit(LoadContext& ctx, const toml::node& n, const std::string& routeWh
     if (const auto* v = ctx.required(*t, "pool", arm.pos, w)) {
       if (auto s = ctx.getString(*v, w + ".pool")) {
         if (ctx.poolNames.count(*s) == 0) {
-          ctx.error(posOf(*v), w + ".pool: no pool named '" + *s + "' (define it with [pool." +
-                                   *s + "])");
+          ctx.error(posOf(*v),
+                    w + ".pool: no pool named '" + *s + "' (define it with [pool." + *s + "])");
           continue;
         }
         for (const SplitArm& a : rc.split)
@@ -208,15 +209,94 @@ void loadSticky(LoadContext& ctx, const toml::node& v, const std::string& what, 
                                    : StickyKind::JwtClaim;
     rc.stickyName = arg;
   } else {
-    ctx.error(posOf(v), what + ".sticky: expected \"ip\", \"header:NAME\", \"cookie:NAME\", "
-                               "\"jwt:CLAIM\" or \"auto\", got '" + *s + "'");
+    ctx.error(posOf(v), what +
+                            ".sticky: expected \"ip\", \"header:NAME\", \"cookie:NAME\", "
+                            "\"jwt:CLAIM\" or \"auto\", got '" +
+                            *s + "'");
+  }
+}
+
+// [route.rollback]: max_error_rate, max_p99_ratio, min_requests, window.
+void loadRollback(LoadContext& ctx, const toml::node& n, const std::string& routeWhat,
+                  RouteConfig& rc) {
+  const std::string what = routeWhat + ".rollback";
+  const auto* t = ctx.tableOf(n, what);
+  if (t == nullptr) return;
+  ctx.checkKeys(*t, {"max_error_rate", "max_p99_ratio", "min_requests", "window"}, {},
+                "in [route.rollback]");
+  RollbackRules& r = rc.rollback;
+  r.enabled = true;
+  r.pos = posOf(n);
+  if (const auto* v = t->get("max_error_rate")) {
+    if (auto x = ctx.getNumber(*v, what + ".max_error_rate", 0.0, 1.0)) r.maxErrorRate = *x;
+  }
+  if (const auto* v = t->get("max_p99_ratio")) {
+    if (auto x = ctx.getNumber(*v, what + ".max_p99_ratio", 1.0, 1000.0)) r.maxP99Ratio = *x;
+  }
+  if (const auto* v = t->get("min_requests")) {
+    if (auto x = ctx.getInt(*v, what + ".min_requests", 1, 1000000)) r.minRequests = uint32_t(*x);
+  }
+  if (const auto* v = t->get("window")) {
+    if (auto d = ctx.getDuration(*v, what + ".window", false)) {
+      if (d->count() < 100 || d->count() > 3600 * 1000) {
+        ctx.error(posOf(*v), what + ".window: must be between 100ms and 1h");
+      } else {
+        r.window = *d;
+      }
+    }
+  }
+  if (t->get("max_error_rate") == nullptr && t->get("max_p99_ratio") == nullptr)
+    ctx.error(r.pos, what + ": set max_error_rate, max_p99_ratio or both (nothing to judge)");
+}
+
+// [route.promote]: steps = [5, 25, 50, 100], interval = "2m".
+void loadPromote(LoadContext& ctx, const toml::node& n, const std::string& routeWhat,
+                 RouteConfig& rc) {
+  const std::string what = routeWhat + ".promote";
+  const auto* t = ctx.tableOf(n, what);
+  if (t == nullptr) return;
+  ctx.checkKeys(*t, {"steps", "interval"}, {}, "in [route.promote]");
+  PromoteRules& p = rc.promote;
+  p.enabled = true;
+  p.pos = posOf(n);
+  if (rc.split.size() != 2)
+    ctx.error(p.pos, what +
+                         ": needs a split of exactly two pools (the baseline, then the "
+                         "canary that is promoted)");
+  if (const auto* v = ctx.required(*t, "steps", p.pos, what, "e.g. steps = [5, 25, 50, 100]")) {
+    const auto* arr = v->as_array();
+    if (arr == nullptr || arr->empty()) {
+      ctx.error(posOf(*v), what +
+                               ".steps: expected an array of canary percentages like "
+                               "[5, 25, 50, 100]");
+    } else {
+      for (size_t i = 0; i < arr->size(); ++i) {
+        auto x = ctx.getInt((*arr)[i], what + ".steps[" + std::to_string(i) + "]", 1, 100);
+        if (!x) continue;
+        if (!p.steps.empty() && uint32_t(*x) <= p.steps.back()) {
+          ctx.error(posOf((*arr)[i]), what + ".steps: must be strictly increasing");
+          continue;
+        }
+        p.steps.push_back(uint32_t(*x));
+      }
+    }
+  }
+  if (const auto* v = t->get("interval")) {
+    if (auto d = ctx.getDuration(*v, what + ".interval", false)) {
+      if (d->count() < 100) {
+        ctx.error(posOf(*v), what + ".interval: must be at least 100ms");
+      } else {
+        p.interval = *d;
+      }
+    }
   }
 }
 
 // The keys that only mean something on a split route.
 void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string& what,
                       RouteConfig& rc) {
-  for (const char* key : {"sticky", "cohort", "override_header", "override_cookie"}) {
+  for (const char* key :
+       {"sticky", "cohort", "override_header", "override_cookie", "rollback", "promote"}) {
     const auto* v = t.get(key);
     if (v == nullptr) continue;
     if (rc.split.empty()) {
@@ -228,14 +308,19 @@ void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string&
       loadSticky(ctx, *v, what, rc);
       continue;
     }
+    if (k == "rollback" || k == "promote") {
+      (k == "rollback" ? loadRollback : loadPromote)(ctx, *v, what, rc);
+      continue;
+    }
     auto s = ctx.getString(*v, what + "." + k);
     if (!s) continue;
     if (s->empty() || hasSpaceOrControl(*s)) {
       ctx.error(posOf(*v), what + "." + k + ": expected a non-empty name without spaces");
       continue;
     }
-    (k == "cohort" ? rc.cohort : k == "override_header" ? rc.overrideHeader : rc.overrideCookie) =
-        *s;
+    (k == "cohort"            ? rc.cohort
+     : k == "override_header" ? rc.overrideHeader
+                              : rc.overrideCookie) = *s;
   }
 }
 
@@ -257,10 +342,11 @@ void warnSameMatch(LoadContext& ctx, MatchKeys& matches, const RouteConfig& rc, 
 
 void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const toml::table& t,
                const std::string& what, SourcePos pos) {
-  ctx.checkKeys(t,
-                {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "split",
-                 "sticky", "cohort", "override_header", "override_cookie", "middleware"},
-                {"path_regex", "rollback"}, "in [[route]]");
+  ctx.checkKeys(
+      t,
+      {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "split", "sticky",
+       "cohort", "override_header", "override_cookie", "middleware", "rollback", "promote"},
+      {"path_regex"}, "in [[route]]");
   RouteConfig rc;
   rc.pos = pos;
   rc.name = names.nameKey(t, rc.pos, what);

@@ -33,6 +33,9 @@ struct Cidr {
   int prefixLen = 0;
 };
 
+// Where release state lives: this process only, or shared through [redis] by every instance.
+enum class ReleaseStore { Local, Redis };
+
 struct ServerSettings {
   unsigned workers = 0;  // 0 = "auto" (number of CPUs)
   std::string pidFile;   // empty = none
@@ -42,6 +45,11 @@ struct ServerSettings {
   Duration clientHeaderTimeout{10000};
   Duration clientIdleTimeout{60000};
   std::vector<Cidr> trustedProxies;
+  // Release state (live split weights, rollbacks, promotion steps) is written here on every
+  // change and read back at startup and on reload; empty = kept in memory only.
+  std::string stateFile;
+  ReleaseStore releaseStore = ReleaseStore::Local;
+  SourcePos releaseStorePos;
 };
 
 struct AdminSettings {
@@ -152,6 +160,25 @@ struct SplitArm {
 // What keeps a user on one side of a split ("sticky").
 enum class StickyKind : uint8_t { None, Ip, Header, Cookie, JwtClaim, Auto };
 
+// [route.rollback]: automatic canary rollback. A canary (every split pool but the first) whose
+// error rate or p99 latency crosses a limit over the sliding window is set to weight 0.
+struct RollbackRules {
+  bool enabled = false;
+  double maxErrorRate = -1;  // < 0 = not judged
+  double maxP99Ratio = 0;    // 0 = not judged; canary p99 over the baseline's
+  uint32_t minRequests = 50;
+  Duration window{30000};
+  SourcePos pos;
+};
+
+// [route.promote]: progressive delivery of the split's second pool (the canary).
+struct PromoteRules {
+  bool enabled = false;
+  std::vector<uint32_t> steps;  // canary percentages, strictly increasing, 1-100
+  Duration interval{120000};
+  SourcePos pos;
+};
+
 struct RouteConfig {
   std::string name;
   std::string host;                  // empty = any; "*.example.com" = wildcard
@@ -159,13 +186,15 @@ struct RouteConfig {
   std::string pathExact;             // exact match
   std::vector<std::string> methods;  // empty = any; upper-case
   bool stripPrefix = false;
-  std::string pool;                     // or `split`
-  std::vector<SplitArm> split;          // empty unless the route splits traffic
+  std::string pool;             // or `split`
+  std::vector<SplitArm> split;  // empty unless the route splits traffic
   StickyKind sticky = StickyKind::None;
   std::string stickyName;      // header, cookie or claim name
   std::string cohort;          // hash with this name instead of the route's (shared cohorts)
   std::string overrideHeader;  // "X-Canary: <pool>" forces that pool of the split
   std::string overrideCookie;  // cookie <name>=<pool> forces that pool of the split
+  RollbackRules rollback;
+  PromoteRules promote;
   std::vector<std::string> middleware;  // [middleware.NAME] names, applied in order
   SourcePos pos;
 };

@@ -66,7 +66,8 @@ void loadServer(LoadContext& ctx, const toml::node& n) {
   if (t == nullptr) return;
   ctx.checkKeys(*t,
                 {"workers", "pid_file", "shutdown_timeout", "max_header_size", "max_body_size",
-                 "client_header_timeout", "client_idle_timeout", "trusted_proxies"},
+                 "client_header_timeout", "client_idle_timeout", "trusted_proxies", "state_file",
+                 "release_store"},
                 {}, "in [server]");
   ServerSettings& s = ctx.config().server;
   if (const auto* v = t->get("workers")) loadWorkers(ctx, *v);
@@ -98,6 +99,26 @@ void loadServer(LoadContext& ctx, const toml::node& n) {
     if (auto d = ctx.getDuration(*v, "server.client_idle_timeout", false)) s.clientIdleTimeout = *d;
   }
   if (const auto* v = t->get("trusted_proxies")) loadTrustedProxies(ctx, *v);
+  if (const auto* v = t->get("state_file")) {
+    if (auto str = ctx.getString(*v, "server.state_file")) {
+      if (str->empty()) {
+        ctx.error(posOf(*v), "server.state_file: expected a file path");
+      } else {
+        s.stateFile = ctx.resolvePath(*str);
+      }
+    }
+  }
+  if (const auto* v = t->get("release_store")) {
+    s.releaseStorePos = posOf(*v);
+    if (auto str = ctx.getString(*v, "server.release_store")) {
+      if (*str == "redis") {
+        s.releaseStore = ReleaseStore::Redis;
+      } else if (*str != "local") {
+        ctx.error(posOf(*v),
+                  "server.release_store: expected \"local\" or \"redis\", got '" + *str + "'");
+      }
+    }
+  }
 }
 
 void loadAdmin(LoadContext& ctx, const toml::node& n) {

@@ -139,8 +139,8 @@ bool Server::start() {
   initBackendHandles();
   resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap =
-      buildSnapshot(cfg, registry_, ++generation_, warnings, err, &resolver_->book(), &stores_);
+  auto snap = buildSnapshot(cfg, registry_, ++generation_, warnings, err, &resolver_->book(),
+                            &stores_, &releases_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     std::fprintf(stderr, "sluice: %s\n", err.c_str());
@@ -159,6 +159,9 @@ bool Server::start() {
   current_ = snap;
   pidFile_ = cfg.server.pidFile;
   writePidFile();
+  releaseStore_ = std::make_unique<ReleaseStore>(&loop_, releases_);
+  releaseStore_->configure(cfg);
+  releaseStore_->restore();
 
   observe::LogWriter::instance().start();
   uv_async_init(&loop_, &workerExit_,
@@ -259,8 +262,8 @@ void Server::reload() {
   }
   resolver_->sync(cfg);
   std::vector<std::string> warnings;
-  auto snap =
-      buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book(), &stores_);
+  auto snap = buildSnapshot(cfg, registry_, generation_ + 1, warnings, err, &resolver_->book(),
+                            &stores_, &releases_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) return abandon(err);
   // Last, because it cannot be undone: the access-log target.
@@ -280,6 +283,12 @@ void Server::reload() {
     writePidFile();
   }
   registry_.prune();
+  std::vector<std::string> routeNames;
+  for (const auto& rc : cfg.routes)
+    if (!rc.split.empty()) routeNames.push_back(rc.name);
+  releases_.retain(routeNames);
+  releaseStore_->configure(cfg);
+  releaseStore_->flush();
   ++reloadsOk_;
   logEvent(LogLevel::Info, "configuration reloaded", {{"generation", std::to_string(generation_)}});
 }
@@ -328,7 +337,7 @@ void Server::rebuildBackends() {
   std::vector<std::string> warnings;
   std::string err;
   auto snap = buildSnapshot(current_->config, registry_, current_->generation, warnings, err,
-                            &resolver_->book(), &stores_);
+                            &resolver_->book(), &stores_, &releases_);
   for (const auto& w : warnings) logEvent(LogLevel::Warn, w);
   if (!snap) {
     logEvent(LogLevel::Error, "cannot update backend addresses", {{"reason", err}});
@@ -443,6 +452,10 @@ void Server::beginShutdown(bool graceful) {
     if (health_) health_->close();
     uv_timer_stop(&monitorTimer_);
     uv_timer_stop(&rebuildTimer_);
+    if (releaseStore_) {
+      releaseStore_->flush();
+      releaseStore_->close();
+    }
   }
   for (auto& w : workers_) w->shutdown(graceful);
   if (first && admin_) admin_->close();

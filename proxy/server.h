@@ -15,6 +15,7 @@
 #include "config/schema.h"
 #include "middleware/local_store.h"
 #include "proxy/admin/admin_server.h"
+#include "proxy/release_store.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/health.h"
 #include "proxy/upstream/resolver.h"
@@ -37,6 +38,10 @@ class Server {
   // Admin drain/undrain of `address` (a configured address, a backend name "address@ip" or a
   // resolved "ip:port") in `pool`. Returns how many backends matched.
   size_t setDraining(const std::string& pool, const std::string& address, bool draining);
+  // An admin action changed a release: persist it now.
+  void releaseChanged() {
+    if (releaseStore_) releaseStore_->flush();
+  }
 
  private:
   bool start();
@@ -71,6 +76,8 @@ class Server {
   SnapshotPtr current_;
   upstream::BackendRegistry registry_;
   middleware::LocalStoreRegistry stores_;  // local rate-limit buckets, kept across reloads
+  router::ReleaseRegistry releases_;       // split routes' releases, kept across reloads
+  std::unique_ptr<ReleaseStore> releaseStore_;
   std::unique_ptr<upstream::Resolver> resolver_;
   std::unique_ptr<upstream::HealthChecker> health_;
   uv_timer_t rebuildTimer_{};

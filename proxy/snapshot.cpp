@@ -1,6 +1,8 @@
 // Snapshot compilation from a validated Config.
 #include "proxy/snapshot.h"
 
+#include "proxy/observe/log.h"
+
 #include "middleware/registry.h"
 
 #include <atomic>
@@ -67,7 +69,8 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
                                         std::vector<std::string>& warnings, std::string& error,
                                         const AddressBook* book,
-                                        middleware::LocalStoreRegistry* stores) {
+                                        middleware::LocalStoreRegistry* stores,
+                                        router::ReleaseRegistry* releases) {
   (void)warnings;  // names that do not resolve are reported by the loader and the Resolver
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
@@ -127,7 +130,18 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
     } else {
       auto split = std::make_shared<router::Split>();
       for (const auto& a : rc.split) split->arms.push_back({snap->pool(a.pool), a.weight});
-      split->layout();
+      const int64_t now = observe::nowUnixMs();
+      if (releases != nullptr) {
+        const bool keep =
+            !cfg.server.stateFile.empty() || cfg.server.releaseStore == config::ReleaseStore::Redis;
+        split->release = releases->obtain(rc, generation, keep, now);
+      } else {
+        std::vector<std::string> names;
+        for (const auto& a : rc.split) names.push_back(a.pool);
+        split->release = std::make_shared<router::Release>(rc.name, std::move(names));
+        split->release->configure(rc, true, now);
+      }
+      split->rollback = rc.rollback;
       split->sticky = rc.sticky;
       split->stickyName = rc.stickyName;
       split->seed = upstream::hash64(rc.cohort.empty() ? rc.name : rc.cohort);

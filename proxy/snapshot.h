@@ -11,9 +11,10 @@
 #include <vector>
 
 #include "config/schema.h"
+#include "middleware/local_store.h"
+#include "proxy/router/release.h"
 #include "proxy/router/route_table.h"
 #include "proxy/upstream/pool.h"
-#include "middleware/local_store.h"
 #include "tls/tls_context.h"
 
 namespace sluice {
@@ -53,11 +54,13 @@ std::string listenerKey(const config::HostPort& hp);
 // address `book` has for it (none yet: the pool lists it as unresolved). Nothing blocks: names
 // are resolved asynchronously by the Resolver. Returns nullptr when something the loader could
 // not check fails (a certificate file changed underneath): `error` says what. Middleware
-// factories are built here too; local rate-limit buckets live in `stores` across snapshots.
+// factories are built here too; local rate-limit buckets live in `stores` across snapshots, and
+// split routes take their Release from `releases` (without it, a fresh one each).
 std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
                                         upstream::BackendRegistry& registry, uint64_t generation,
                                         std::vector<std::string>& warnings, std::string& error,
                                         const AddressBook* book = nullptr,
-                                        middleware::LocalStoreRegistry* stores = nullptr);
+                                        middleware::LocalStoreRegistry* stores = nullptr,
+                                        router::ReleaseRegistry* releases = nullptr);
 
 }  // namespace sluice

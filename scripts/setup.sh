@@ -25,7 +25,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
       libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3
-      python3-pytest)
+      python3-pytest nlohmann-json3-dev)
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
 fi

@@ -5,7 +5,7 @@
 
 #include "config/units.h"
 #include "proxy/admin/health.h"
-#include "proxy/admin/split_api.h"
+#include "proxy/admin/release_api.h"
 #include "proxy/http/http1_parser.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/out_queue.h"
@@ -257,6 +257,8 @@ static void appendStatusJson(Server& server, std::string& out) {
       if (r.name == routes[i].name && r.split) {
         out.append(",\"live_weights\":");
         appendLiveWeightsJson(*r.split, out);
+        out.append(",\"release\":");
+        r.split->release->appendStatusJson(out, upstream::monotonicMs());
       }
     out.push_back('}');
   }
@@ -294,22 +296,24 @@ void AdminServer::handle(AdminConnection* c, const std::string& method, const st
       handleDrain(c, method, path);
       return;
     }
-    // PUT /admin/routes/{route}/split
-    if (path.rfind("/admin/routes/", 0) == 0 && path.ends_with("/split")) {
-      if (method != "PUT") {
-        c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
+    // PUT /admin/routes/{route}/split, POST /admin/routes/{route}/promote|rollback|pause|resume
+    if (path.rfind("/admin/routes/", 0) == 0) {
+      const size_t from = std::strlen("/admin/routes/");
+      const size_t slash = path.rfind('/');
+      if (slash < from + 1) {
+        c->respond(404, "application/json", "{\"error\":\"not_found\"}");
         return;
       }
-      const size_t from = std::strlen("/admin/routes/");
-      const std::string route = percentDecode(
-          std::string_view(path).substr(from, path.size() - from - std::strlen("/split")));
+      const std::string route = percentDecode(std::string_view(path).substr(from, slash - from));
+      const std::string_view action = std::string_view(path).substr(slash + 1);
       const std::string_view query =
           target.size() > path.size() ? std::string_view(target).substr(path.size() + 1) : "";
+      const bool force = query == "force=1" || query.find("force=1&") == 0 ||
+                         query.find("&force=1") != std::string_view::npos;
       std::string out;
-      const int st = putSplitWeights(*server_.snapshot(), route, body,
-                                     query == "force=1" || query.find("force=1&") == 0 ||
-                                         query.find("&force=1") != std::string_view::npos,
-                                     out);
+      const int st =
+          handleRouteAction(*server_.snapshot(), method, route, action, body, force, out);
+      if (st == 200) server_.releaseChanged();  // saved before the answer goes out
       c->respond(st, "application/json", out);
       return;
     }
@@ -356,8 +360,7 @@ void AdminServer::handleDrain(AdminConnection* c, const std::string& method,
   std::string_view after = slash == std::string_view::npos ? "" : rest.substr(slash);
   constexpr std::string_view kBackends = "/backends/";
   size_t last = after.rfind('/');
-  if (after.rfind(kBackends, 0) != 0 || last == std::string_view::npos ||
-      last < kBackends.size()) {
+  if (after.rfind(kBackends, 0) != 0 || last == std::string_view::npos || last < kBackends.size()) {
     c->respond(404, "application/json", "{\"error\":\"not_found\"}");
     return;
   }
@@ -448,7 +451,11 @@ void AdminServer::finishScrapes() {
     for (const auto& r : snap.routes.routes())
       if (r.split)
         for (size_t i = 0; i < r.split->arms.size(); ++i)
-          p.splitWeights.push_back({r.name, r.split->arms[i].pool->name, r.split->liveWeight(i)});
+          p.splitWeights.push_back({r.name, r.split->arms[i].pool->name, r.split->liveWeight(i),
+                                    r.split->release->rollbacks(i)});
+    for (const auto& r : snap.routes.routes())
+      if (r.split && r.split->release->promoteRules().enabled)
+        p.releaseSteps.push_back({r.name, r.split->release->state().step});
     std::string text;
     observe::renderPrometheus(s->merged, p, text);
     text.append(

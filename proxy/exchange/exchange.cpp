@@ -48,8 +48,8 @@ void Exchange::begin(http::RequestHead& head) {
   s_.started = true;
   s_.startNs = w_.nowNs();
   s_.headRequest = head.method == "HEAD";
-  s_.clientIp = net::realClientIp(down_->peerIp, head.headers,
-                                  snap_->config.server.trustedProxies, clientIpBuf_);
+  s_.clientIp = net::realClientIp(down_->peerIp, head.headers, snap_->config.server.trustedProxies,
+                                  clientIpBuf_);
   if (s_.clientIp.empty()) s_.clientIp = down_->peerIp;
   std::string_view rid = head.headers.get(http::Hdr::XRequestId);
   if (observe::isSaneRequestId(rid))
@@ -194,7 +194,7 @@ void Exchange::startUpstream() {
   uint64_t hash = 0;
   if (s_.pool->settings.balance == config::Balance::Hash)
     hash = upstream::requestHash(s_.pool->settings.hashKey, req_->headers, s_.clientIp);
-  upstream_->start(s_.pool, req_, info, hash, s_.requestComplete);
+  upstream_->start(s_.pool, req_, info, hash, s_.requestComplete, s_.route->split.get());
 }
 
 void Exchange::finish() {
@@ -270,7 +270,9 @@ void Exchange::decodeTunnelData(const char* data, size_t len) {
   if (upstream_->flush() && upstream_->queuedBytes() > kHighWater) stream_->pauseReading(true);
 }
 
-void Exchange::decodeTunnelEnd() { upstream_->shutdownTunnel(); }
+void Exchange::decodeTunnelEnd() {
+  upstream_->shutdownTunnel();
+}
 
 void Exchange::onTimeout() {
   if (upstream_->waiting()) {
@@ -347,7 +349,9 @@ void Exchange::onUpstreamTunnelData(const char* data, size_t len) {
   s_.bytesSent += len;
 }
 
-void Exchange::onUpstreamTunnelEnd() { stream_->endTunnel(); }
+void Exchange::onUpstreamTunnelEnd() {
+  stream_->endTunnel();
+}
 
 void Exchange::afterUpstreamRead(bool current) {
   // Pieces queued for the client may point into the upstream read buffer: write them now,
@@ -381,7 +385,9 @@ void Exchange::onUpstreamDrained() {
   if ((s_.started && !s_.requestComplete) || s_.tunnel) stream_->pauseReading(false);
 }
 
-void Exchange::setUpstreamDeadline(uint64_t ms) { stream_->setTimeout(ms); }
+void Exchange::setUpstreamDeadline(uint64_t ms) {
+  stream_->setTimeout(ms);
+}
 
 // ---------------------------------------------------------------- filters
 
@@ -398,7 +404,9 @@ void Exchange::sendLocalReply(const http::LocalReply& reply) {
   sendLocalReply(reply, !s_.requestComplete);
 }
 
-middleware::WorkerServices& Exchange::services() { return w_.services(); }
+middleware::WorkerServices& Exchange::services() {
+  return w_.services();
+}
 
 // ---------------------------------------------------------------- responses
 
@@ -412,8 +420,9 @@ size_t Exchange::encodeHeaders(http::ResponseHead& head, ResponseInfo& info) {
   if (!newCohort_.empty()) {
     // sticky = "auto": the cohort this request was placed by, for the user's next requests.
     setCookie_.assign(router::kCohortCookie);
-    setCookie_.append("=").append(newCohort_).append(
-        "; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax");
+    setCookie_.append("=")
+        .append(newCohort_)
+        .append("; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax");
     if (down_->tls) setCookie_.append("; Secure");
     head.headers.add("Set-Cookie", setCookie_);
   }
@@ -469,8 +478,8 @@ void Exchange::reset() {
   s_ = Scalars{};
   ++generation_;
   req_ = nullptr;
-  for (std::string* str : {&requestId_, &traceparent_, &host_, &target_, &authority_,
-                           &clientIpBuf_, &newCohort_})
+  for (std::string* str :
+       {&requestId_, &traceparent_, &host_, &target_, &authority_, &clientIpBuf_, &newCohort_})
     str->clear();
   if (ctx_.request) ctx_.reset();  // set only for routes with filters
 }

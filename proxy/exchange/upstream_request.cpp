@@ -8,12 +8,15 @@ namespace sluice {
 using observe::UpstreamErrorKind;
 using upstream::AttemptOutcome;
 
-UpstreamRequest::~UpstreamRequest() { abort(); }
+UpstreamRequest::~UpstreamRequest() {
+  abort();
+}
 
 void UpstreamRequest::start(const upstream::Pool* pool, const http::RequestHead* head,
                             const http::UpstreamRequestInfo& info, uint64_t hash,
-                            bool requestComplete) {
+                            bool requestComplete, const upstream::OutcomeSink* sink) {
   pool_ = pool;
+  sink_ = sink;
   head_ = head;
   info_ = info;
   headRequest_ = head->method == "HEAD";
@@ -28,6 +31,7 @@ void UpstreamRequest::reset() {
   abort();
   stopWaiting();
   pool_ = nullptr;
+  sink_ = nullptr;
   head_ = nullptr;
   backend_.reset();
   triedCount_ = 0;
@@ -186,7 +190,9 @@ bool UpstreamRequest::flush() {
   return true;
 }
 
-size_t UpstreamRequest::queuedBytes() const { return up_ ? up_->out().queuedBytes() : 0; }
+size_t UpstreamRequest::queuedBytes() const {
+  return up_ ? up_->out().queuedBytes() : 0;
+}
 void UpstreamRequest::pauseReading() {
   if (up_) up_->pauseReading();
 }
@@ -202,7 +208,9 @@ void UpstreamRequest::enterTunnel() {
 void UpstreamRequest::emit(const AttemptOutcome& o) {
   if (o.kind == AttemptOutcome::Kind::Failure)
     w_.metrics().upstreamError(pool_->nameId, backend_->addressId, o.error);
-  upstream::recordOutcome(*pool_, *backend_, o, upstream::monotonicMs());
+  const uint64_t nowMs = upstream::monotonicMs();
+  upstream::recordOutcome(*pool_, *backend_, o, nowMs);
+  if (sink_ != nullptr) sink_->onOutcome(*pool_, o, nowMs);
 }
 
 int UpstreamRequest::onUpstreamHead(upstream::UpstreamConn*, http::ResponseHead& head) {
@@ -220,7 +228,9 @@ bool UpstreamRequest::onUpstreamBody(upstream::UpstreamConn*, const char* data, 
   return cb_.onUpstreamData(data, len);
 }
 
-void UpstreamRequest::onUpstreamComplete(upstream::UpstreamConn*) { cb_.onUpstreamEnd(); }
+void UpstreamRequest::onUpstreamComplete(upstream::UpstreamConn*) {
+  cb_.onUpstreamEnd();
+}
 
 void UpstreamRequest::giveBackSlot() {
   backend_->releaseSlot();
@@ -259,6 +269,7 @@ void UpstreamRequest::onUpstreamError(upstream::UpstreamConn*, UpstreamErrorKind
   o.kind = AttemptOutcome::Kind::Failure;
   o.error = kind;
   o.blame = upstream::blameBackend(f);
+  o.afterHead = headSeen_;
   o.latencyNs = w_.nowNs() - attemptNs_;
   emit(o);
   giveBackSlot();
@@ -290,7 +301,9 @@ void UpstreamRequest::onUpstreamTunnelData(upstream::UpstreamConn*, const char* 
   cb_.onUpstreamTunnelData(data, len);
 }
 
-void UpstreamRequest::onUpstreamTunnelEof(upstream::UpstreamConn*) { cb_.onUpstreamTunnelEnd(); }
+void UpstreamRequest::onUpstreamTunnelEof(upstream::UpstreamConn*) {
+  cb_.onUpstreamTunnelEnd();
+}
 
 void UpstreamRequest::afterUpstreamRead(upstream::UpstreamConn* up) {
   cb_.afterUpstreamRead(up != nullptr && up == up_);

@@ -48,10 +48,11 @@ class Upstream {
  public:
   virtual ~Upstream() = default;
   // Starts attempt #1 toward `pool`. `head` and `info` stay valid for the exchange's life;
-  // `info.hostOverride` is filled per backend when the client sent no Host.
+  // `info.hostOverride` is filled per backend when the client sent no Host. `sink` (a split
+  // route's, or null) hears every attempt's outcome; it lives in the exchange's snapshot.
   virtual void start(const upstream::Pool* pool, const http::RequestHead* head,
-                     const http::UpstreamRequestInfo& info, uint64_t hash,
-                     bool requestComplete) = 0;
+                     const http::UpstreamRequestInfo& info, uint64_t hash, bool requestComplete,
+                     const upstream::OutcomeSink* sink) = 0;
   virtual bool started() const = 0;
   virtual bool connected() const = 0;  // the head went out: body and tunnel bytes may follow
   virtual bool waiting() const = 0;    // for a max_connections slot
@@ -89,8 +90,8 @@ class UpstreamRequest final : public Upstream,
   ~UpstreamRequest() override;
 
   void start(const upstream::Pool* pool, const http::RequestHead* head,
-             const http::UpstreamRequestInfo& info, uint64_t hash,
-             bool requestComplete) override;
+             const http::UpstreamRequestInfo& info, uint64_t hash, bool requestComplete,
+             const upstream::OutcomeSink* sink) override;
   bool started() const override { return pool_ != nullptr; }
   bool connected() const override { return up_ != nullptr && ready_; }
   bool waiting() const override { return waitingSlot_; }
@@ -138,6 +139,7 @@ class UpstreamRequest final : public Upstream,
   Worker& w_;
   UpstreamCallbacks& cb_;
   const upstream::Pool* pool_ = nullptr;
+  const upstream::OutcomeSink* sink_ = nullptr;
   const http::RequestHead* head_ = nullptr;
   http::UpstreamRequestInfo info_;
   upstream::BackendPtr backend_;

@@ -244,6 +244,26 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     appendUnsigned(out, w.weight);
     out.push_back('\n');
   }
+  out.append("# HELP sluice_rollbacks_total Canary rollbacks (automatic or by the admin API).\n");
+  out.append("# TYPE sluice_rollbacks_total counter\n");
+  for (auto& w : p.splitWeights) {
+    out.append("sluice_rollbacks_total{route=\"");
+    appendLabelValue(out, w.route);
+    out.append("\",pool=\"");
+    appendLabelValue(out, w.pool);
+    out.append("\"} ");
+    appendUnsigned(out, w.rollbacks);
+    out.push_back('\n');
+  }
+  out.append("# HELP sluice_release_step Promotion steps reached by the release (0 = none).\n");
+  out.append("# TYPE sluice_release_step gauge\n");
+  for (auto& r : p.releaseSteps) {
+    out.append("sluice_release_step{route=\"");
+    appendLabelValue(out, r.route);
+    out.append("\"} ");
+    appendUnsigned(out, r.step);
+    out.push_back('\n');
+  }
 
   out.append("# HELP sluice_connections_active Open client connections, by listener.\n");
   out.append("# TYPE sluice_connections_active gauge\n");

@@ -66,8 +66,8 @@ struct WorkerMetrics {
   std::unordered_map<uint64_t, uint64_t> splitRequests;
   // Rate limiting: key middleware(32) | result(8); Redis client health of this worker.
   std::unordered_map<uint64_t, uint64_t> ratelimit;
-  uint32_t redisClients = 0;    // 1 when this worker has a configured Redis client
-  uint32_t redisConnected = 0;  // 1 when it is connected and ready
+  uint32_t redisClients = 0;              // 1 when this worker has a configured Redis client
+  uint32_t redisConnected = 0;            // 1 when it is connected and ready
   std::array<uint64_t, 4> redisErrors{};  // by RedisErrorKind
 
   void request(uint32_t route, uint32_t pool, int status, double seconds);
@@ -97,8 +97,14 @@ struct ProcessMetrics {
   struct SplitWeight {
     std::string route, pool;
     uint32_t weight;
+    uint64_t rollbacks;  // of this pool on this route, since start
   };
   std::vector<SplitWeight> splitWeights;  // live weights of split routes
+  struct ReleaseStep {
+    std::string route;
+    uint32_t step;  // promotion steps reached (0 = none)
+  };
+  std::vector<ReleaseStep> releaseSteps;  // split routes with [route.promote]
 };
 
 void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::string& out);

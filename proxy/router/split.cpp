@@ -31,16 +31,10 @@ void layoutBuckets(const uint32_t* weights, size_t n, uint32_t* begin, uint32_t*
       }
 }
 
-void Split::layout() {
-  live = std::make_unique<std::atomic<uint32_t>[]>(arms.size());
-  for (size_t i = 0; i < arms.size(); ++i) live[i].store(arms[i].weight, std::memory_order_relaxed);
-}
-
-void Split::setLive(const std::vector<uint32_t>& weights) const {
-  for (size_t i = 0; i < arms.size() && i < weights.size(); ++i)
-    live[i].store(weights[i], std::memory_order_relaxed);
-  // Release: a worker that sees the new version also sees the weights.
-  liveVersion.fetch_add(1, std::memory_order_release);
+void Split::onOutcome(const upstream::Pool& pool, const upstream::AttemptOutcome& o,
+                      uint64_t nowMs) const {
+  for (size_t i = 0; i < arms.size(); ++i)
+    if (arms[i].pool == &pool) return release->onOutcome(i, o, nowMs, rollback);
 }
 
 const SplitArm* Split::byPoolName(std::string_view name) const {
@@ -92,7 +86,7 @@ const SplitArm* overridden(const Split& s, const SplitRequest& r) {
 
 Splitter::State& Splitter::refresh(const Split& s) {
   State& st = state_[&s];
-  const uint64_t v = s.liveVersion.load(std::memory_order_acquire);
+  const uint64_t v = s.release->weightsVersion();
   if (v == st.version) return st;
   const size_t n = s.arms.size();
   st.version = v;

@@ -1,13 +1,13 @@
 // Traffic splitting between the pools of a route (weighted canary, blue-green).
 //
-// A Split is built with the snapshot. Its pools share 10,000 buckets: the canaries (every arm
-// but the first) are laid out from bucket 0 upwards in file order, the baseline (the first
-// arm) takes the rest, so raising a canary's weight from w1 to w2 moves exactly the users in
-// between from the baseline to the canary and nobody back. A sticky key (client IP, a header,
-// a cookie, a verified JWT claim, or Sluice's own `sluice_cohort` cookie) is hashed with the
-// route's cohort (its name unless `cohort` is set) into a bucket; a request without the key is
-// spread by smooth weighted round robin (exact proportions, no randomness). An override header
-// or cookie naming one of the split's pools forces that pool.
+// A Split is built with the snapshot; its live weights are its Release's. Its pools share 10,000
+// buckets: the canaries (every arm but the first) are laid out from bucket 0 upwards in file order,
+// the baseline (the first arm) takes the rest, so raising a canary's weight from w1 to w2 moves
+// exactly the users in between from the baseline to the canary and nobody back. A sticky key
+// (client IP, a header, a cookie, a verified JWT claim, or Sluice's own `sluice_cohort` cookie) is
+// hashed with the route's cohort (its name unless `cohort` is set) into a bucket; a request without
+// the key is spread by smooth weighted round robin (exact proportions, no randomness). An override
+// header or cookie naming one of the split's pools forces that pool.
 #pragma once
 
 #include <atomic>
@@ -21,6 +21,8 @@
 #include "config/schema.h"
 #include "middleware/filter.h"
 #include "proxy/http/message.h"
+#include "proxy/router/release.h"
+#include "proxy/upstream/outcome.h"
 
 namespace sluice::upstream {
 struct Pool;
@@ -36,29 +38,28 @@ inline constexpr std::string_view kCohortCookie = "sluice_cohort";
 
 struct SplitArm {
   const upstream::Pool* pool = nullptr;  // owned by the snapshot
-  uint32_t weight = 0;                    // as in the file
+  uint32_t weight = 0;                   // as in the file
 };
 
 // Bucket ranges for a set of weights (canaries from 0 upwards, the baseline the rest).
 void layoutBuckets(const uint32_t* weights, size_t n, uint32_t* begin, uint32_t* end);
 
-struct Split {
+// One split route of a snapshot: its pools, stickiness and overrides (immutable), and the
+// route's Release (live weights, windows, rollback and promotion; it outlives the snapshot).
+// It is the OutcomeSink of the route's upstream attempts.
+struct Split final : upstream::OutcomeSink {
   std::vector<SplitArm> arms;  // arms[0] is the baseline
   config::StickyKind sticky = config::StickyKind::None;
   std::string stickyName;
   uint64_t seed = 0;  // hash of the cohort (the route's name unless `cohort` is set)
   std::string overrideHeader, overrideCookie;
-  // Live weights (admin API), parallel to arms; start as the file's. A reload builds a new
-  // Split, so it re-applies the file. Written by the main thread, read by every worker.
-  std::unique_ptr<std::atomic<uint32_t>[]> live;
-  mutable std::atomic<uint64_t> liveVersion{0};  // bumped after each change of `live`
+  config::RollbackRules rollback;    // this snapshot's rules
+  std::shared_ptr<Release> release;  // pools in the order of `arms`
 
-  // Starts the live weights from the file's (after arms are filled in).
-  void layout();
-  // Sets live weights (one per arm); the next request on every worker uses them.
-  void setLive(const std::vector<uint32_t>& weights) const;
-  uint32_t liveWeight(size_t arm) const { return live[arm].load(std::memory_order_relaxed); }
+  uint32_t liveWeight(size_t arm) const { return release->weight(arm); }
   const SplitArm* byPoolName(std::string_view name) const;
+  void onOutcome(const upstream::Pool& pool, const upstream::AttemptOutcome& o,
+                 uint64_t nowMs) const override;
 };
 
 // The bucket of a sticky key under a cohort seed.

@@ -47,3 +47,16 @@ def test_demo_backend_through_proxy(make_sluice):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_canary_demo_shows_the_rollback():
+    """examples/canary-demo.sh runs as a newcomer would run it, and shows the rollback."""
+    from sluicetest.process import SLUICE_BIN
+    r = subprocess.run([os.path.join(ROOT, "examples", "canary-demo.sh")],
+                       env=dict(os.environ, SLUICE_BIN=SLUICE_BIN), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "state: rolled_back | source: rollback" in r.stdout, r.stdout
+    assert "live weights: {'stable': 100, 'canary': 0}" in r.stdout, r.stdout
+    assert 'sluice_rollbacks_total{route="app",pool="canary"} 1' in r.stdout, r.stdout
+    assert '"msg":"canary rolled back"' in r.stdout, r.stdout

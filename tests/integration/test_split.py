@@ -225,7 +225,9 @@ def test_blue_green_flip_through_the_api_under_keep_alive_load(make_backend, mak
     try:
         wait_until(lambda: len(seen) >= 50, timeout=10)
         st, answer = put_split(s, "app", {"blue": 0, "green": 100})
-        assert st == 200 and answer == {"route": "app", "weights": {"blue": 0, "green": 100}}
+        assert st == 200, answer
+        assert answer["route"] == "app" and answer["weights"] == {"blue": 0, "green": 100}
+        assert answer["release"]["source"] == "api" and answer["release"]["state"] == "steady"
         flipped_at = len(seen)
         wait_until(lambda: len(seen) >= flipped_at + 50, timeout=10)
     finally:

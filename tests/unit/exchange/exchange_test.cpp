@@ -104,7 +104,8 @@ class FakeUpstream final : public Upstream {
   bool reusable = false;
 
   void start(const upstream::Pool* p, const http::RequestHead* head,
-             const http::UpstreamRequestInfo& info, uint64_t, bool requestComplete) override {
+             const http::UpstreamRequestInfo& info, uint64_t, bool requestComplete,
+             const upstream::OutcomeSink*) override {
     ++starts;
     pool = p;
     target.assign(info.target);
@@ -239,8 +240,7 @@ struct Harness {
   }
   UpstreamCallbacks& cb() { return ex->upstreamCallbacks(); }
   // The upstream answers `status` with `headers` and `body`.
-  void upstreamResponds(int status,
-                        const std::vector<std::pair<std::string, std::string>>& headers,
+  void upstreamResponds(int status, const std::vector<std::pair<std::string, std::string>>& headers,
                         std::string_view body) {
     http::ResponseHead h;
     h.status = status;
@@ -253,8 +253,7 @@ struct Harness {
   }
   // The JSON error body the exchange answers with.
   std::string jsonError(std::string_view code) const {
-    return "{\"error\":\"" + std::string(code) + "\",\"request_id\":\"" + stream.requestId +
-           "\"}";
+    return "{\"error\":\"" + std::string(code) + "\",\"request_id\":\"" + stream.requestId + "\"}";
   }
   void checkLocalError(int status, std::string_view code, bool close) {
     CHECK(stream.heads == 1);
@@ -360,8 +359,14 @@ TEST_SUITE("exchange") {
         {"no route, body unread", "POST", "/nowhere", {}, false, 404, "no_route", true},
         {"CONNECT", "CONNECT", "a.example:443", {}, true, 405, "method_not_allowed", true},
         {"dot segments", "GET", "/api/../etc", {}, true, 400, "bad_request", true},
-        {"Expect other than 100-continue", "GET", "/api/x", {{"Expect", "magic"}}, true, 417,
-         "expectation_failed", true},
+        {"Expect other than 100-continue",
+         "GET",
+         "/api/x",
+         {{"Expect", "magic"}},
+         true,
+         417,
+         "expectation_failed",
+         true},
     };
     for (const Case& c : cases) {
       CAPTURE(std::string(c.what));
@@ -377,8 +382,10 @@ TEST_SUITE("exchange") {
       bool endOfRequest;
       int status;
       const char* code;
-    } cases[] = {{true, 502, "bad_gateway"}, {false, 502, "bad_gateway"},
-                 {true, 504, "gateway_timeout"}, {true, 503, "no_healthy_backend"}};
+    } cases[] = {{true, 502, "bad_gateway"},
+                 {false, 502, "bad_gateway"},
+                 {true, 504, "gateway_timeout"},
+                 {true, 503, "no_healthy_backend"}};
     for (const Case& c : cases) {
       CAPTURE(c.status);
       CAPTURE(c.endOfRequest);

@@ -29,7 +29,15 @@ struct Pools {
     s->arms.push_back({&stable, ws});
     s->arms.push_back({&canary, wc});
     if (w3 >= 0) s->arms.push_back({&third, uint32_t(w3)});
-    s->layout();
+    config::RouteConfig rc;
+    rc.name = "route";
+    std::vector<std::string> names;
+    for (const auto& a : s->arms) {
+      rc.split.push_back({a.pool->name, a.weight, {}});
+      names.push_back(a.pool->name);
+    }
+    s->release = std::make_shared<router::Release>("route", names);
+    s->release->configure(rc, true, 0);
     s->seed = upstream::hash64("route");
     return s;
   }
@@ -58,7 +66,8 @@ TEST_CASE("split layout: every bucket has one owner; shares follow the weights")
                  Case{0, 100, 10000}, Case{2, 1, 3333}}) {
     CAPTURE(c.stable);
     CAPTURE(c.canary);
-    auto sPtr = p.split(c.stable, c.canary); Split& s = *sPtr;
+    auto sPtr = p.split(c.stable, c.canary);
+    Split& s = *sPtr;
     uint32_t canary = 0;
     for (uint32_t b = 0; b < router::kSplitBuckets; ++b) {
       const upstream::Pool* o = owner(s, b);
@@ -73,13 +82,16 @@ TEST_CASE("split layout: raising the canary moves only baseline buckets, never b
   Pools p;
   const uint32_t steps[] = {0, 1, 5, 25, 50, 75, 100};
   for (size_t i = 0; i + 1 < std::size(steps); ++i) {
-    auto beforePtr = p.split(100 - steps[i], steps[i]); Split& before = *beforePtr;
-    auto afterPtr = p.split(100 - steps[i + 1], steps[i + 1]); Split& after = *afterPtr;
+    auto beforePtr = p.split(100 - steps[i], steps[i]);
+    Split& before = *beforePtr;
+    auto afterPtr = p.split(100 - steps[i + 1], steps[i + 1]);
+    Split& after = *afterPtr;
     for (uint32_t b = 0; b < router::kSplitBuckets; ++b)
       if (owner(before, b) == &p.canary) CHECK(owner(after, b) == &p.canary);
   }
   // Three pools: the baseline keeps the top of the range, canaries are laid from 0 upwards.
-  auto threePtr = p.split(50, 25, 25); Split& three = *threePtr;
+  auto threePtr = p.split(50, 25, 25);
+  Split& three = *threePtr;
   CHECK(owner(three, 0) == &p.canary);
   CHECK(owner(three, 2500) == &p.third);
   CHECK(owner(three, 9999) == &p.stable);
@@ -103,7 +115,8 @@ TEST_CASE("sticky buckets spread evenly and depend on the cohort") {
 
 TEST_CASE("splitter: exact round robin, overrides, sticky keys and the auto cohort") {
   Pools p;
-  auto sPtr = p.split(90, 10); Split& s = *sPtr;
+  auto sPtr = p.split(90, 10);
+  Split& s = *sPtr;
   s.overrideHeader = "X-Canary";
   router::Splitter splitter;
   observe::IdGenerator ids;
@@ -151,23 +164,23 @@ TEST_CASE("splitter: live weights take effect on the next pick and keep the buck
   r.head = &head;
   std::string cohort;
   for (int i = 0; i < 10; ++i) CHECK(splitter.pick(s, r, ids, cohort) == &p.stable);
-  s.setLive({0, 100});  // the blue-green flip
+  s.release->setWeights({0, 100}, 0);  // the blue-green flip
   for (int i = 0; i < 10; ++i) CHECK(splitter.pick(s, r, ids, cohort) == &p.canary);
-  s.setLive({75, 25});
+  s.release->setWeights({75, 25}, 0);
   std::map<const upstream::Pool*, int> got;
   for (int i = 0; i < 100; ++i) ++got[splitter.pick(s, r, ids, cohort)];
   CHECK(got[&p.stable] == 75);
   CHECK(got[&p.canary] == 25);
   // Sticky keys follow the live layout: a 5 -> 25 step moves only baseline keys.
   s.sticky = config::StickyKind::Ip;
-  s.setLive({95, 5});
+  s.release->setWeights({95, 5}, 0);
   std::map<std::string, const upstream::Pool*> before;
   for (int i = 0; i < 500; ++i) {
     const std::string ip = "10.0.0." + std::to_string(i);
     r.clientIp = ip;
     before[ip] = splitter.pick(s, r, ids, cohort);
   }
-  s.setLive({75, 25});
+  s.release->setWeights({75, 25}, 0);
   for (const auto& [ip, pool] : before) {
     r.clientIp = ip;
     if (pool == &p.canary) CHECK(splitter.pick(s, r, ids, cohort) == &p.canary);

@@ -1,10 +1,11 @@
-#include "proxy/admin/split_api.h"
+#include "proxy/admin/release_api.h"
 
 #include <charconv>
 #include <utility>
 #include <vector>
 
 #include "proxy/observe/log.h"
+#include "proxy/upstream/pool.h"
 
 namespace sluice::admin {
 
@@ -95,12 +96,21 @@ void appendLiveWeightsJson(const router::Split& split, std::string& out) {
   out.push_back('}');
 }
 
-int putSplitWeights(const Snapshot& snap, std::string_view route, std::string_view body,
-                    bool force, std::string& out) {
-  const router::Route* r = findRoute(snap, route);
-  if (r == nullptr) return out = errorJson("no_such_route"), 404;
-  if (!r->split) return out = errorJson("no_split", "the route sends to one pool"), 404;
-  const router::Split& split = *r->split;
+namespace {
+
+std::string answer(const router::Split& split, std::string_view route) {
+  std::string out = "{\"route\":\"";
+  observe::appendJsonEscaped(out, route);
+  out.append("\",\"weights\":");
+  appendLiveWeightsJson(split, out);
+  out.append(",\"release\":");
+  split.release->appendStatusJson(out, upstream::monotonicMs());
+  out.push_back('}');
+  return out;
+}
+
+int putSplitWeights(const router::Route& r, std::string_view body, bool force, std::string& out) {
+  const router::Split& split = *r.split;
   std::vector<std::pair<std::string, uint64_t>> asked;
   if (!parseWeights(body, asked))
     return out = errorJson("bad_json", "expected {\"POOL\": WEIGHT, ...}"), 400;
@@ -119,16 +129,50 @@ int putSplitWeights(const Snapshot& snap, std::string_view route, std::string_vi
   uint64_t total = 0;
   for (uint32_t w : next) total += w;
   if (total == 0) return out = errorJson("all_weights_zero"), 400;
-  split.setLive(next);
-  out = "{\"route\":\"";
-  observe::appendJsonEscaped(out, r->name);
-  out.append("\",\"weights\":");
-  appendLiveWeightsJson(split, out);
-  out.push_back('}');
+  split.release->setWeights(next, observe::nowUnixMs());
   std::string weights;
   appendLiveWeightsJson(split, weights);
   observe::logEvent(config::LogLevel::Info, "split weights set",
-                    {{"route", r->name}, {"weights", weights}, {"force", force ? "1" : "0"}});
+                    {{"route", r.name}, {"weights", weights}, {"force", force ? "1" : "0"}});
+  out = answer(split, r.name);
+  return 200;
+}
+
+}  // namespace
+
+int handleRouteAction(const Snapshot& snap, std::string_view method, std::string_view route,
+                      std::string_view action, std::string_view body, bool force,
+                      std::string& out) {
+  const bool put = action == "split";
+  if (!put && action != "promote" && action != "rollback" && action != "pause" &&
+      action != "resume")
+    return out = errorJson("not_found"), 404;
+  if (method != (put ? "PUT" : "POST")) return out = errorJson("method_not_allowed"), 405;
+  const router::Route* r = findRoute(snap, route);
+  if (r == nullptr) return out = errorJson("no_such_route"), 404;
+  if (!r->split) return out = errorJson("no_split", "the route sends to one pool"), 404;
+  if (put) return putSplitWeights(*r, body, force, out);
+  router::Release& rel = *r->split->release;
+  const int64_t now = observe::nowUnixMs();
+  router::ReleaseResult res;
+  if (action == "promote") {
+    // Promoting a canary that takes no traffic yet puts users on it: it must be able to serve.
+    const router::SplitArm& canary = r->split->arms.back();
+    if (r->split->arms.size() == 2 && rel.weight(1) == 0 && !force &&
+        !canary.pool->hasHealthyBackend())
+      return out = errorJson("pool_unhealthy",
+                             canary.pool->name + ": no usable backend (?force=1 to insist)"),
+             409;
+    res = rel.promote(now);
+  } else if (action == "rollback") {
+    res = rel.rollback("admin API", router::ReleaseSource::Api, now);
+  } else if (action == "pause") {
+    res = rel.pause(now);
+  } else {
+    res = rel.resume(now);
+  }
+  if (res.status != 200) return out = errorJson(res.code, res.detail), res.status;
+  out = answer(*r->split, r->name);
   return 200;
 }
 
