@@ -77,7 +77,8 @@ WORKLOADS = [
              close=True),
     Workload("ratelimit", "small GET through a Redis rate-limited route", "/limited",
              proxies=["sluice"], compare_to="small", needs_redis=True),
-    Workload("split", "small GET through a 90/10 split route with sticky header keys", "/split",
+    Workload("split", "small GET through a sticky 10/90 split route with automatic rollback "
+             "(the key lands on the canary: every outcome is judged)", "/split",
              proxies=["sluice"], compare_to="small", headers=["X-User: bench-user-42"]),
 ]
 
@@ -315,8 +316,9 @@ _SPLIT_SUPPORT = {}
 
 
 def supports_split(binary, tmp):
-    """Whether this Sluice binary knows route splits (a baseline from before them does not:
-    its /split requests then take the plain route, which the before/after table shows)."""
+    """Whether this Sluice binary knows route splits with rollback (a baseline from before them
+    does not: its /split requests then take the plain route, which the before/after table
+    shows)."""
     if binary not in _SPLIT_SUPPORT:
         conf = os.path.join(tmp, "split-probe.toml")
         with open(conf, "w") as f:
@@ -324,7 +326,8 @@ def supports_split(binary, tmp):
                     '[pool.a]\nbackends = [{ address = "127.0.0.1:1" }]\n'
                     '[pool.b]\nbackends = [{ address = "127.0.0.1:1" }]\n'
                     '[[route]]\nname = "r"\npath = "/"\n'
-                    'split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 1 }]\n')
+                    'split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 1 }]\n'
+                    '[route.rollback]\nmax_error_rate = 0.05\n')
         r = subprocess.run([binary, "-t", "-c", conf], capture_output=True, timeout=30)
         _SPLIT_SUPPORT[binary] = r.returncode == 0
     return _SPLIT_SUPPORT[binary]
@@ -391,8 +394,12 @@ response_timeout = "60s"
 [[route]]
 name = "split"
 path = "/split"
-split = [{{ pool = "origin", weight = 90 }}, {{ pool = "origin-canary", weight = 10 }}]
+split = [{{ pool = "origin", weight = 10 }}, {{ pool = "origin-canary", weight = 90 }}]
 sticky = "header:X-User"
+[route.rollback]
+max_error_rate = 0.05
+max_p99_ratio = 3.0
+min_requests = 1000000
 """
     s += """
 [[route]]

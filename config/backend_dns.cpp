@@ -62,6 +62,7 @@ std::vector<std::unique_ptr<Lookup>> namesOf(const Config& cfg) {
 // {index, getaddrinfo code} records on `fd`. Never returns.
 [[noreturn]] void resolveInChild(std::vector<std::unique_ptr<Lookup>>& items, int fd) {
   std::vector<gaicb*> list;
+  list.reserve(items.size());
   for (const auto& l : items) list.push_back(&l->cb);
   if (getaddrinfo_a(GAI_NOWAIT, list.data(), static_cast<int>(list.size()), nullptr) != 0) _exit(1);
   std::vector<bool> reported(items.size(), false);
