@@ -32,8 +32,8 @@ bool Snapshot::ready() const {
       if (r.pool && !r.pool->hasHealthyBackend()) return false;
       continue;
     }
-    for (const auto& a : r.split->arms)  // the pools that take traffic
-      if (a.weight > 0 && !a.pool->hasHealthyBackend()) return false;
+    for (size_t i = 0; i < r.split->arms.size(); ++i)  // the pools that take traffic now
+      if (r.split->liveWeight(i) > 0 && !r.split->arms[i].pool->hasHealthyBackend()) return false;
   }
   return true;
 }

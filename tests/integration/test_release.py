@@ -116,6 +116,8 @@ def test_dead_canary_connect_failures_roll_it_back(make_backend, make_sluice):
             statuses[c.request("GET", "/").status] += 1
     assert statuses[502] + statuses[503] <= 8, statuses
     assert release(s)[0] == {"stable": 100, "canary": 0}
+    # Readiness follows the live weights: the dead canary no longer takes traffic.
+    assert s.admin_get("/health/ready")[0] == 200
 
 
 def test_slow_canary_is_rolled_back_on_the_p99_ratio(make_backend, make_sluice):
