@@ -1,5 +1,6 @@
 #include "config/load_context.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "config/units.h"
@@ -172,6 +173,44 @@ std::optional<int64_t> LoadContext::getInt(const toml::node& n, const std::strin
     return std::nullopt;
   }
   return v;
+}
+
+std::optional<std::vector<LoadContext::PosString>> LoadContext::getStringArray(
+    const toml::node& n, const std::string& what) {
+  const auto* arr = n.as_array();
+  if (arr == nullptr) {
+    error(posOf(n), what + ": expected an array of strings, got " + typeName(n));
+    return std::nullopt;
+  }
+  std::vector<PosString> out;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    if (auto s = getString((*arr)[i], what + "[" + std::to_string(i) + "]"))
+      out.push_back({*s, posOf((*arr)[i])});
+  }
+  return out;
+}
+
+std::optional<std::vector<std::pair<LoadContext::PosString, std::string>>>
+LoadContext::getStringTable(const toml::node& n, const std::string& what) {
+  const auto* t = n.as_table();
+  if (t == nullptr) {
+    error(posOf(n),
+          what + ": expected a table like { \"X-Name\" = \"value\" }, got " + typeName(n));
+    return std::nullopt;
+  }
+  std::vector<std::pair<PosString, std::string>> out;
+  for (auto&& kv : *t) {
+    const std::string key(kv.first.str());
+    if (auto s = getString(kv.second, what + "." + key))
+      out.push_back({{key, toPos(kv.first.source())}, *s});
+  }
+  // toml++ keeps tables sorted by key; file order reads better in messages and is what a
+  // user expects for edits.
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.first.pos.line != b.first.pos.line ? a.first.pos.line < b.first.pos.line
+                                                : a.first.pos.col < b.first.pos.col;
+  });
+  return out;
 }
 
 std::optional<double> LoadContext::getNumber(const toml::node& n, const std::string& what,

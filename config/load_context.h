@@ -83,6 +83,17 @@ class LoadContext {
   std::optional<std::string> getString(const toml::node& n, const std::string& what);
   std::optional<int64_t> getInt(const toml::node& n, const std::string& what, int64_t lo,
                                 int64_t hi);
+  // An array of strings, each with its position (an error per element that is not a string;
+  // nullopt when `n` is not an array).
+  struct PosString {
+    std::string value;
+    SourcePos pos;
+  };
+  std::optional<std::vector<PosString>> getStringArray(const toml::node& n,
+                                                       const std::string& what);
+  // A table of string values, { "Name" = "value", ... }, in file order.
+  std::optional<std::vector<std::pair<PosString, std::string>>> getStringTable(
+      const toml::node& n, const std::string& what);
   // An integer or a float within [lo, hi].
   std::optional<double> getNumber(const toml::node& n, const std::string& what, double lo,
                                   double hi);

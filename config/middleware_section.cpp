@@ -9,9 +9,6 @@ namespace sluice::config {
 
 namespace {
 
-// Types that product.md documents but this version does not implement.
-constexpr std::string_view kLaterTypes[] = {"cors", "headers"};
-
 // "\"rate_limit\" or \"jwt\"" (every known type, in list order).
 std::string typeList(MiddlewareParsers types) {
   std::string out;
@@ -37,15 +34,9 @@ const MiddlewareParser* typeOf(LoadContext& ctx, const toml::table& t, const std
   auto type = ctx.getString(*typeNode, what + ".type");
   if (!type) return nullptr;
   if (const auto* parser = findType(types, *type)) return parser;
-  bool later = false;
-  for (auto l : kLaterTypes) later = later || l == *type;
   if (types.empty()) {
     ctx.error(posOf(*typeNode),
               what + ".type: unknown type '" + *type + "' (no middleware type is available)");
-  } else if (later) {
-    ctx.error(posOf(*typeNode), what + ".type: '" + *type +
-                                    "' is not supported in this version (use " + typeList(types) +
-                                    ")");
   } else {
     ctx.error(posOf(*typeNode),
               what + ".type: expected " + typeList(types) + ", got '" + *type + "'");

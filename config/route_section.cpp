@@ -121,6 +121,7 @@ void loadRouteMiddleware(LoadContext& ctx, const toml::node& n, const std::strin
     return;
   }
   bool claimsBefore = false;
+  std::string refuserBefore;  // a middleware that may refuse a request, listed earlier
   for (size_t i = 0; i < arr->size(); ++i) {
     std::string w = what + "[" + std::to_string(i) + "]";
     auto s = ctx.getString((*arr)[i], w);
@@ -140,6 +141,13 @@ void loadRouteMiddleware(LoadContext& ctx, const toml::node& n, const std::strin
     const MiddlewareSettings* settings = it->second.get();  // nullptr when invalid
     if (settings == nullptr) continue;
     if (settings->providesClaims()) claimsBefore = true;
+    if (settings->answersPreflights() && !refuserBefore.empty()) {
+      ctx.warn(posOf((*arr)[i]), w + ": '" + *s + "' comes after '" + refuserBefore +
+                                     "': CORS preflights carry no credentials, so '" +
+                                     refuserBefore + "' refuses them before '" + *s +
+                                     "' can answer; list '" + *s + "' first");
+    }
+    if (settings->refusesRequests() && refuserBefore.empty()) refuserBefore = *s;
     std::string claimsKey = settings->claimsKey();
     if (!claimsKey.empty() && !claimsBefore) {
       ctx.warn(posOf((*arr)[i]), w + ": '" + *s + "' keys on '" + claimsKey +

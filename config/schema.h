@@ -227,6 +227,10 @@ class MiddlewareSettings {
   // Non-empty when the middleware reads verified claims: its key as written (e.g. "jwt:sub"),
   // for the warning about a route that lists no claim provider before it.
   virtual std::string claimsKey() const { return {}; }
+  // True for cors: it answers preflights, which carry no credentials, so a middleware that
+  // refuses requests (refusesRequests) must not come before it on a route.
+  virtual bool answersPreflights() const { return false; }
+  virtual bool refusesRequests() const { return false; }
 };
 using MiddlewareSettingsPtr = std::shared_ptr<const MiddlewareSettings>;
 

@@ -72,7 +72,9 @@ struct RequestContext {
   std::string_view clientIp;             // after trusted_proxies
   std::string_view routeName;
   std::string_view requestId;
-  bool tls = false;  // the client connection is TLS
+  std::string_view host;      // normalised request host (lower case, no port)
+  std::string_view poolName;  // set once the pool is chosen (after the request filters)
+  bool tls = false;           // the client connection is TLS
   Attributes attributes;
 
   // Back to a fresh request, keeping capacity.
@@ -81,6 +83,8 @@ struct RequestContext {
     clientIp = {};
     routeName = {};
     requestId = {};
+    host = {};
+    poolName = {};
     tls = false;
     attributes.clear();
   }
@@ -129,7 +133,7 @@ class FilterArena {
     size_t size = 0;
   };
   std::vector<Chunk> chunks_;
-  size_t used_ = 0;  // in the last chunk
+  size_t used_ = 0;   // in the last chunk
   size_t total_ = 0;  // bytes handed out since reset (sizes the coalesced chunk)
 };
 

@@ -24,6 +24,7 @@ struct JwtSettings final : config::MiddlewareSettings {
   bool required = true;
 
   bool providesClaims() const override { return true; }
+  bool refusesRequests() const override { return true; }
 };
 
 config::MiddlewareSettingsPtr parseJwt(const config::MiddlewareTable& table);

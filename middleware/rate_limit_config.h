@@ -27,6 +27,7 @@ struct RateLimitSettings final : config::MiddlewareSettings {
   uint64_t burst = 0;             // extra requests on top of N
   RateLimitStore store = RateLimitStore::Local;
 
+  bool refusesRequests() const override { return true; }
   std::string claimsKey() const override {
     return keyKind == RateLimitKeyKind::JwtClaim ? key : std::string();
   }

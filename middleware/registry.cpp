@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "middleware/cors_config.h"
+#include "middleware/headers_config.h"
 #include "middleware/jwt_config.h"
 #include "middleware/rate_limit_config.h"
 
@@ -13,6 +15,8 @@ namespace {
 const MiddlewareType kTypes[] = {
     {{"rate_limit", &parseRateLimit}, &buildRateLimit},
     {{"jwt", &parseJwt}, &buildJwt},
+    {{"cors", &parseCors}, &buildCors},
+    {{"headers", &parseHeaders}, &buildHeaders},
 };
 
 const MiddlewareType* findType(std::string_view name) {

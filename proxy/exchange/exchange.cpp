@@ -157,6 +157,7 @@ void Exchange::runFilters() {
     ctx_.clientIp = s_.clientIp;
     ctx_.routeName = s_.route->name;
     ctx_.requestId = requestId_;
+    ctx_.host = host_;
     ctx_.tls = down_->tls != nullptr;
     filters_.create(s_.route->filters, *this);
   }
@@ -167,6 +168,12 @@ void Exchange::runFilters() {
 }
 
 const upstream::Pool* Exchange::choosePool() {
+  const upstream::Pool* pool = pickPool();
+  if (!filters_.empty()) ctx_.poolName = pool->name;  // for the response filters
+  return pool;
+}
+
+const upstream::Pool* Exchange::pickPool() {
   const router::Route& r = *s_.route;
   if (!r.split) return r.pool;
   // After the filters: a verified JWT claim or a cookie can steer the choice.

@@ -21,9 +21,9 @@
 #include <string>
 
 #include "middleware/filter.h"
-#include "proxy/http/server_stream.h"
 #include "proxy/exchange/filter_chain.h"
 #include "proxy/exchange/upstream_request.h"
+#include "proxy/http/server_stream.h"
 #include "proxy/snapshot.h"
 
 namespace sluice {
@@ -35,8 +35,8 @@ class Worker;
 
 // What the exchange knows of the connection it runs on (owned by the connection).
 struct DownstreamInfo {
-  const char* peerIp = "";                // text form of the TCP peer
-  const tls::TlsSession* tls = nullptr;   // TLS listeners
+  const char* peerIp = "";                   // text form of the TCP peer
+  const tls::TlsSession* tls = nullptr;      // TLS listeners
   const std::string* listenerKey = nullptr;  // interned "ip:port"
 };
 
@@ -103,6 +103,7 @@ class Exchange final : public RequestDecoder,
   bool matchRoute(std::string_view path, std::string_view query, std::string_view hostFromTarget);
   void runFilters();
   const upstream::Pool* choosePool();
+  const upstream::Pool* pickPool();
   void startUpstream();
   void finish();
 
@@ -166,8 +167,8 @@ class Exchange final : public RequestDecoder,
   std::string target_;
   std::string authority_;  // from an absolute-form target
   std::string clientIpBuf_;
-  std::string newCohort_;  // sticky = "auto": a cohort id issued to this request
-  std::string setCookie_;  // its Set-Cookie value (capacity reused)
+  std::string newCohort_;         // sticky = "auto": a cohort id issued to this request
+  std::string setCookie_;         // its Set-Cookie value (capacity reused)
   http::ResponseHead localHead_;  // a local reply's head, capacity reused
   std::string localBody_;
   FilterChain filters_;

@@ -11,9 +11,11 @@ Hdr classifyHeader(std::string_view n) {
     case 2:
       return is("te") ? Hdr::Te : Hdr::Other;
     case 4:
-      return is("host") ? Hdr::Host : Hdr::Other;
+      if (is("host")) return Hdr::Host;
+      return is("vary") ? Hdr::Vary : Hdr::Other;
     case 6:
       if (is("expect")) return Hdr::Expect;
+      if (is("origin")) return Hdr::Origin;
       return is("cookie") ? Hdr::Cookie : Hdr::Other;
     case 7:
       if (is("upgrade")) return Hdr::Upgrade;

@@ -28,6 +28,8 @@ enum class Hdr : uint8_t {
   Referer,
   Cookie,
   Authorization,
+  Origin,
+  Vary,
 };
 
 Hdr classifyHeader(std::string_view name);

@@ -14,7 +14,7 @@
 namespace sluice::http {
 
 struct LocalReply {
-  static constexpr size_t kMaxHeaders = 6;
+  static constexpr size_t kMaxHeaders = 8;
   struct Header {
     std::string_view name, value;
   };

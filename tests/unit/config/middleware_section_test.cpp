@@ -114,10 +114,7 @@ pool = "p"
 middleware = ["a", "e", "nope"]
 )");
   expectError(r, "middleware.a.type: expected \"tag\" or \"claims\", got 'rate_limit'", 7, 8);
-  expectError(r,
-              "middleware.b.type: 'cors' is not supported in this version (use \"tag\" or "
-              "\"claims\")",
-              9, 8);
+  expectError(r, "middleware.b.type: expected \"tag\" or \"claims\", got 'cors'", 9, 8);
   expectError(r, "middleware.c: missing required key 'type' (\"tag\" or \"claims\")", 10, 1);
   expectError(r, "unknown key 'colour' in [middleware.d] (type = \"tag\")", 14, 1);
   expectError(r, "middleware.e: missing required key 'label' (e.g. label = \"x\")", 16, 1);

@@ -143,8 +143,11 @@ middleware = "a"
   expectError(r, "middleware.a.key: expected \"ip\", \"header:NAME\"", 9, 7);
   expectError(r, "middleware.a.store: \"redis\" needs a [redis] table", 10, 9);
   expectError(r, "middleware.a.burst: must be between 0 and 1000000, got -1", 11, 9);
-  expectError(r, "middleware.b.type: expected \"rate_limit\" or \"jwt\", got 'magic'", 13, 8);
-  expectError(r, "middleware.c.type: 'cors' is not supported in this version", 15, 8);
+  expectError(r,
+              "middleware.b.type: expected \"rate_limit\", \"jwt\", \"cors\" or \"headers\", "
+              "got 'magic'",
+              13, 8);
+  expectError(r, "middleware.c: missing required key 'allow_origins'", 14, 1);
   expectError(r, "middleware.d: missing required key 'type'", 16, 1);
   expectError(r,
               "middleware.e.algorithms[0]: expected \"HS256\", \"RS256\" or \"ES256\", got 'none'",
