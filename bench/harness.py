@@ -80,6 +80,9 @@ WORKLOADS = [
     Workload("split", "small GET through a sticky 10/90 split route with automatic rollback "
              "(the key lands on the canary: every outcome is judged)", "/split",
              proxies=["sluice"], compare_to="small", headers=["X-User: bench-user-42"]),
+    Workload("cors", "small GET from an allowed origin through cors + headers (security preset, "
+             "a templated response header) middleware", "/cors", proxies=["sluice"],
+             compare_to="small", headers=["Origin: https://app.example.com"]),
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -242,6 +245,7 @@ http {{
     location = /small {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
     location = /limited {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
     location = /split {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
+    location = /cors {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
     location / {{ }}
   }}
 }}
@@ -333,7 +337,23 @@ def supports_split(binary, tmp):
     return _SPLIT_SUPPORT[binary]
 
 
-def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port, split=True):
+def supports_cors(binary, tmp):
+    """Whether this Sluice binary knows the cors and headers middleware (older ones send /cors
+    through the plain route)."""
+    key = (binary, "cors")
+    if key not in _SPLIT_SUPPORT:
+        conf = os.path.join(tmp, "cors-probe.toml")
+        with open(conf, "w") as f:
+            f.write('[[listener]]\nname = "w"\nlisten = "127.0.0.1:1"\n'
+                    '[middleware.c]\ntype = "cors"\nallow_origins = ["https://a.com"]\n'
+                    '[middleware.h]\ntype = "headers"\npreset = "security"\n')
+        r = subprocess.run([binary, "-t", "-c", conf], capture_output=True, timeout=30)
+        _SPLIT_SUPPORT[key] = r.returncode == 0
+    return _SPLIT_SUPPORT[key]
+
+
+def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port, split=True,
+                cors=True):
     s = f"""[server]
 workers = {workers}
 client_idle_timeout = "300s"
@@ -400,6 +420,30 @@ sticky = "header:X-User"
 max_error_rate = 0.05
 max_p99_ratio = 3.0
 min_requests = 1000000
+"""
+    # An API route with CORS and header policies (the "cors" workload).
+    if cors:
+        s += """
+[middleware.cors]
+type = "cors"
+allow_origins = ["https://app.example.com", "https://*.example.com"]
+allow_methods = ["GET", "POST", "PUT"]
+allow_headers = ["Authorization", "Content-Type"]
+expose_headers = ["X-Request-Id"]
+allow_credentials = true
+max_age = "10m"
+
+[middleware.secure]
+type = "headers"
+preset = "security"
+response_set = { "X-Served-By" = "sluice/{route}" }
+response_remove = ["Server"]
+
+[[route]]
+name = "cors"
+path = "/cors"
+middleware = ["cors", "secure"]
+pool = "origin"
 """
     s += """
 [[route]]
@@ -503,7 +547,8 @@ class Bench:
                 self.start_redis()
             binary = self.a.sluice_baseline if name == BASELINE else self.a.sluice
             text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
-                               tls, self.redis_port, split=supports_split(binary, self.tmp))
+                               tls, self.redis_port, split=supports_split(binary, self.tmp),
+                               cors=supports_cors(binary, self.tmp))
             argv = [binary, "-c", conf]
         with open(conf, "w") as f:
             f.write(text)
