@@ -120,6 +120,9 @@ bool OriginPattern::matches(const Origin& o) const {
 }
 
 void CorsPolicy::finish() {
+  exactOrigins.clear();
+  for (const auto& p : origins)
+    if (!p.wildcard) exactOrigins.push_back(p.origin.str());
   methodsValue.clear();
   for (const auto& m : methods) {
     if (!methodsValue.empty()) methodsValue += ", ";
@@ -130,6 +133,8 @@ void CorsPolicy::finish() {
 
 bool CorsPolicy::originAllowed(std::string_view origin) const {
   if (origin.empty()) return false;
+  for (const auto& e : exactOrigins)
+    if (e == origin) return true;
   auto o = parseOrigin(origin);
   if (!o) return false;
   if (anyOrigin && !o->opaque) return true;

@@ -57,7 +57,9 @@ struct CorsPolicy {
   bool privateNetwork = false;
   bool rejectDisallowed = false;
 
-  // Precomputed answer parts.
+  // Precomputed: the exact origins as a browser serialises them (a byte compare finds the
+  // usual case without parsing), and answer parts.
+  std::vector<std::string> exactOrigins;
   std::string methodsValue;  // Access-Control-Allow-Methods
   std::string maxAgeValue;
   void finish();
