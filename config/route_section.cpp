@@ -216,7 +216,8 @@ void loadSticky(LoadContext& ctx, const toml::node& v, const std::string& what, 
 // The keys that only mean something on a split route.
 void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string& what,
                       RouteConfig& rc) {
-  for (const char* key : {"sticky", "cohort", "override_header", "override_cookie"}) {
+  for (const char* key :
+       {"sticky", "cohort", "override_header", "override_cookie", "drain_timeout"}) {
     const auto* v = t.get(key);
     if (v == nullptr) continue;
     if (rc.split.empty()) {
@@ -226,6 +227,10 @@ void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string&
     const std::string k = key;
     if (k == "sticky") {
       loadSticky(ctx, *v, what, rc);
+      continue;
+    }
+    if (k == "drain_timeout") {  // "0s" = off, like leaving it out
+      if (auto d = ctx.getDuration(*v, what + ".drain_timeout", true)) rc.drainTimeout = *d;
       continue;
     }
     auto s = ctx.getString(*v, what + "." + k);
@@ -257,10 +262,11 @@ void warnSameMatch(LoadContext& ctx, MatchKeys& matches, const RouteConfig& rc, 
 
 void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const toml::table& t,
                const std::string& what, SourcePos pos) {
-  ctx.checkKeys(t,
-                {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "split",
-                 "sticky", "cohort", "override_header", "override_cookie", "middleware"},
-                {"path_regex", "rollback"}, "in [[route]]");
+  ctx.checkKeys(
+      t,
+      {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "split", "sticky",
+       "cohort", "override_header", "override_cookie", "drain_timeout", "middleware"},
+      {"path_regex", "rollback"}, "in [[route]]");
   RouteConfig rc;
   rc.pos = pos;
   rc.name = names.nameKey(t, rc.pos, what);

@@ -166,6 +166,9 @@ struct RouteConfig {
   std::string cohort;          // hash with this name instead of the route's (shared cohorts)
   std::string overrideHeader;  // "X-Canary: <pool>" forces that pool of the split
   std::string overrideCookie;  // cookie <name>=<pool> forces that pool of the split
+  // A pool of the split whose live weight stayed 0 this long (and that no route sends new
+  // traffic to) has its WebSocket tunnels and keep-alive connections closed; 0 = off.
+  Duration drainTimeout{0};
   std::vector<std::string> middleware;  // [middleware.NAME] names, applied in order
   SourcePos pos;
 };

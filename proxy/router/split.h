@@ -48,6 +48,9 @@ struct Split {
   std::string stickyName;
   uint64_t seed = 0;  // hash of the cohort (the route's name unless `cohort` is set)
   std::string overrideHeader, overrideCookie;
+  // drain_timeout: a pool at live weight 0 this long has its open connections closed (see
+  // router/drain.h; the main thread decides, workers close). 0 = off.
+  uint64_t drainTimeoutMs = 0;
   // Live weights (admin API), parallel to arms; start as the file's. A reload builds a new
   // Split, so it re-applies the file. Written by the main thread, read by every worker.
   std::unique_ptr<std::atomic<uint32_t>[]> live;
