@@ -304,7 +304,8 @@ void loadPromote(LoadContext& ctx, const toml::node& n, const std::string& route
 void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string& what,
                       RouteConfig& rc) {
   for (const char* key :
-       {"sticky", "cohort", "override_header", "override_cookie", "rollback", "promote"}) {
+       {"sticky", "cohort", "override_header", "override_cookie", "drain_timeout", "rollback",
+        "promote"}) {
     const auto* v = t.get(key);
     if (v == nullptr) continue;
     if (rc.split.empty()) {
@@ -318,6 +319,10 @@ void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string&
     }
     if (k == "rollback" || k == "promote") {
       (k == "rollback" ? loadRollback : loadPromote)(ctx, *v, what, rc);
+      continue;
+    }
+    if (k == "drain_timeout") {  // "0s" = off, like leaving it out
+      if (auto d = ctx.getDuration(*v, what + ".drain_timeout", true)) rc.drainTimeout = *d;
       continue;
     }
     auto s = ctx.getString(*v, what + "." + k);
@@ -353,7 +358,8 @@ void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const tom
   ctx.checkKeys(
       t,
       {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "split", "sticky",
-       "cohort", "override_header", "override_cookie", "middleware", "rollback", "promote"},
+       "cohort", "override_header", "override_cookie", "drain_timeout", "middleware", "rollback",
+       "promote"},
       {"path_regex"}, "in [[route]]");
   RouteConfig rc;
   rc.pos = pos;

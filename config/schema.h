@@ -195,6 +195,9 @@ struct RouteConfig {
   std::string overrideCookie;  // cookie <name>=<pool> forces that pool of the split
   RollbackRules rollback;
   PromoteRules promote;
+  // A pool of the split whose live weight stayed 0 this long (and that no route sends new
+  // traffic to) has its WebSocket tunnels and keep-alive connections closed; 0 = off.
+  Duration drainTimeout{0};
   std::vector<std::string> middleware;  // [middleware.NAME] names, applied in order
   SourcePos pos;
 };

@@ -22,7 +22,7 @@ namespace sluice {
 using config::LogLevel;
 using observe::logEvent;
 
-constexpr uint64_t kMonitorMs = 50;  // backend state monitor period
+constexpr uint64_t kMonitorMs = 50;  // backend state and split drain monitor period
 
 Server::Server(std::string configPath) : configPath_(std::move(configPath)) {
   uv_loop_init(&loop_);
@@ -179,7 +179,12 @@ bool Server::start() {
   for (auto& [key, _] : fds) boundKeys_.push_back(key);
   health_->sync(current_->pools);
   uv_timer_start(
-      &monitorTimer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->monitorBackends(); },
+      &monitorTimer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Server*>(t->data);
+        self->monitorBackends();
+        self->monitorSplits();
+      },
       kMonitorMs, kMonitorMs);
   startSignals();
   std::string listeners;
@@ -399,6 +404,20 @@ void Server::monitorBackends() {
         }
       }
     }
+  }
+}
+
+void Server::monitorSplits() {
+  if (!current_ || shuttingDown_) return;
+  const auto due = drains_.tick(router::poolUses(current_->routes), upstream::monotonicMs());
+  for (const router::DrainDue& d : due) {
+    auto drain = std::make_shared<PoolDrain>();
+    drain->route = d.route;
+    drain->pool = d.pool;
+    const upstream::Pool* p = current_->pool(d.pool);
+    drain->poolNameId = p ? p->nameId : observe::internName(d.pool);
+    drain->pending.store(workers_.size(), std::memory_order_relaxed);
+    for (auto& w : workers_) w->drainPool(drain);
   }
 }
 

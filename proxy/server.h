@@ -16,6 +16,7 @@
 #include "middleware/local_store.h"
 #include "proxy/admin/admin_server.h"
 #include "proxy/release_store.h"
+#include "proxy/router/drain.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/health.h"
 #include "proxy/upstream/resolver.h"
@@ -63,6 +64,9 @@ class Server {
   void scheduleRebuild();
   void rebuildBackends();
   void monitorBackends();
+  // drain_timeout: on the monitor timer, drains the pools of splits that have taken no new
+  // traffic for that long (router::DrainTracker decides, workers close).
+  void monitorSplits();
 
   static void onSignal(uv_signal_t* h, int signum);
 
@@ -85,6 +89,7 @@ class Server {
   uv_async_t resolveAsync_{};
   bool pendingRebuild_ = false;
   bool backendHandles_ = false;
+  router::DrainTracker drains_;  // quiet split pools, by name (survives snapshot swaps)
   std::vector<std::string> boundKeys_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::vector<std::unique_ptr<admin::AdminServer>> retiredAdmins_;

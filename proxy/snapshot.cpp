@@ -147,6 +147,7 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
       split->seed = upstream::hash64(rc.cohort.empty() ? rc.name : rc.cohort);
       split->overrideHeader = rc.overrideHeader;
       split->overrideCookie = rc.overrideCookie;
+      split->drainTimeoutMs = uint64_t(rc.drainTimeout.count());
       r.pool = split->arms.front().pool;
       r.split = std::move(split);
     }

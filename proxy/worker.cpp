@@ -141,6 +141,45 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
   });
 }
 
+void PoolDrain::report(uint64_t tunnelsClosed, uint64_t idleClosed, uint64_t requests) {
+  tunnels.fetch_add(tunnelsClosed, std::memory_order_relaxed);
+  idle.fetch_add(idleClosed, std::memory_order_relaxed);
+  inFlight.fetch_add(requests, std::memory_order_relaxed);
+  // acq_rel: the last reporter sees every other worker's counts.
+  if (pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  observe::logEvent(config::LogLevel::Info, "pool drained",
+                    {{"route", route},
+                     {"pool", pool},
+                     {"tunnels", std::to_string(tunnels.load(std::memory_order_relaxed))},
+                     {"connections", std::to_string(idle.load(std::memory_order_relaxed))},
+                     {"in_flight", std::to_string(inFlight.load(std::memory_order_relaxed))}});
+}
+
+void Worker::drainPool(const std::shared_ptr<PoolDrain>& d) {
+  const bool posted = post([this, d] {
+    const uint64_t idle = connPool_.closePool(d->pool);
+    uint64_t tunnels = 0, requests = 0;
+    // A tunnel's connection removes itself from the list as it closes: walk a copy (objects
+    // are freed by their close callbacks, on a later loop turn).
+    std::vector<DownstreamConnection*> conns;
+    for (DownstreamConnection* c = connHead_; c; c = c->next) conns.push_back(c);
+    for (DownstreamConnection* c : conns) {
+      switch (c->drainPool(d->poolNameId)) {
+        case Exchange::Drained::Tunnel:
+          ++tunnels;
+          break;
+        case Exchange::Drained::Request:
+          ++requests;
+          break;
+        case Exchange::Drained::None:
+          break;
+      }
+    }
+    d->report(tunnels, idle, requests);
+  });
+  if (!posted) d->report(0, 0, 0);  // stopped: nothing of it is open here
+}
+
 void Worker::addConnection(DownstreamConnection* c) {
   c->prev = nullptr;
   c->next = connHead_;

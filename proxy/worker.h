@@ -6,6 +6,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -29,6 +30,20 @@ namespace sluice {
 
 class DownstreamConnection;
 
+// One drain of a pool (drain_timeout), posted to every worker: each closes what it has open
+// to the pool and reports its counts; the last one to report logs "pool drained".
+struct PoolDrain {
+  std::string route;  // whose drain_timeout passed
+  std::string pool;
+  uint32_t poolNameId = 0;
+  std::atomic<uint64_t> tunnels{0};   // WebSocket tunnels ended
+  std::atomic<uint64_t> idle{0};      // idle keep-alive connections closed
+  std::atomic<uint64_t> inFlight{0};  // requests whose connection closes when they end
+  std::atomic<size_t> pending{0};     // workers still to report
+
+  void report(uint64_t tunnelsClosed, uint64_t idleClosed, uint64_t requests);
+};
+
 class Worker {
  public:
   static constexpr size_t kReadBufferSize = 64 * 1024;
@@ -45,6 +60,9 @@ class Worker {
   // A new config generation: listeners to open (key -> fd) and keys to close.
   void applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
                      std::vector<std::string> close);
+  // drain_timeout: close this worker's tunnels and idle connections to `d->pool`, mark its
+  // requests in flight there so that their connections are not pooled, and report to `d`.
+  void drainPool(const std::shared_ptr<PoolDrain>& d);
   // Graceful: stop accepting, finish in-flight, close idle; the thread ends when nothing is
   // left. Fast: close everything now.
   void shutdown(bool graceful);

@@ -394,6 +394,11 @@ void DownstreamConnection::beginShutdown() {
   if (state_ == State::Open && (!s_ || s_->codec.canCloseNow())) close();
 }
 
+Exchange::Drained DownstreamConnection::drainPool(uint32_t poolNameId) {
+  if (state_ != State::Open || !s_) return Exchange::Drained::None;
+  return s_->ex.drainPool(poolNameId);
+}
+
 void DownstreamConnection::close() {
   if (state_ == State::Closed) return;
   if (s_) s_->ex.abandon();

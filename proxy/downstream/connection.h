@@ -42,6 +42,9 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   // Graceful shutdown: close now when idle, else after the current response.
   void beginShutdown();
   void forceClose() { close(); }
+  // drain_timeout (worker thread): ends a tunnel through the pool, or marks a request in flight
+  // to it so that its upstream connection is not pooled (Exchange::drainPool).
+  Exchange::Drained drainPool(uint32_t poolNameId);
 
   DownstreamConnection* next = nullptr;  // worker's list
   DownstreamConnection* prev = nullptr;

@@ -396,6 +396,18 @@ void Exchange::setUpstreamDeadline(uint64_t ms) {
   stream_->setTimeout(ms);
 }
 
+Exchange::Drained Exchange::drainPool(uint32_t poolNameId) {
+  if (!s_.started || s_.ended || s_.pool == nullptr || s_.pool->nameId != poolNameId)
+    return Drained::None;
+  if (!s_.tunnel) {
+    upstream_->closeOnRelease();
+    return Drained::Request;
+  }
+  upstream_->abort();    // the backend side now,
+  stream_->endTunnel();  // the client's once its queued bytes are out: touch nothing after
+  return Drained::Tunnel;
+}
+
 // ---------------------------------------------------------------- filters
 
 void Exchange::resume() {

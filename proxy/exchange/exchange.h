@@ -80,6 +80,12 @@ class Exchange final : public RequestDecoder,
   // A request id for a reply made before the head was parsed.
   const std::string& requestId();
 
+  // drain_timeout: the pool `poolNameId` was drained. A tunnel through it ends now (both
+  // sides, as when its backend closes); a request in flight to it finishes, and its upstream
+  // connection is closed instead of pooled. The exchange may be gone when this returns.
+  enum class Drained : uint8_t { None, Tunnel, Request };
+  Drained drainPool(uint32_t poolNameId);
+
   bool started() const { return s_.started; }
   // Something happened since the last reset() (a request began, a reply went out, an id was
   // made): reset() before reuse.

@@ -38,7 +38,7 @@ void UpstreamRequest::reset() {
   hash_ = startNs_ = attemptNs_ = headNs_ = waitDeadlineMs_ = 0;
   attempts_ = 0;
   requestComplete_ = bodySent_ = staleRetried_ = ready_ = headSeen_ = false;
-  headRequest_ = hostFromBackend_ = false;
+  headRequest_ = hostFromBackend_ = closeOnRelease_ = false;
 }
 
 void UpstreamRequest::stopWaiting() {
@@ -240,7 +240,7 @@ void UpstreamRequest::giveBackSlot() {
 void UpstreamRequest::release(bool reusable) {
   if (!up_) return;
   giveBackSlot();
-  up_->release(reusable, uint64_t(pool_->settings.idleTimeout.count()));
+  up_->release(reusable && !closeOnRelease_, uint64_t(pool_->settings.idleTimeout.count()));
   up_ = nullptr;
 }
 

@@ -74,6 +74,9 @@ class Upstream {
   virtual void enterTunnel() = 0;
   // The response completed: the connection goes back to the pool when `reusable`.
   virtual void release(bool reusable) = 0;
+  // Its pool was drained (drain_timeout): the connection of this request, now or after a
+  // retry, is closed instead of pooled when the response ends.
+  virtual void closeOnRelease() = 0;
   // Drop the attempt (client gone, answered locally, broken response).
   virtual void abort() = 0;
   virtual void reset() = 0;  // back to a fresh request (after release/abort)
@@ -107,6 +110,7 @@ class UpstreamRequest final : public Upstream,
   void resumeReading() override;
   void enterTunnel() override;
   void release(bool reusable) override;
+  void closeOnRelease() override { closeOnRelease_ = true; }
   void abort() override;
   void reset() override;
   const upstream::Backend* backend() const override { return backend_.get(); }
@@ -160,6 +164,7 @@ class UpstreamRequest final : public Upstream,
   bool headSeen_ = false;
   bool headRequest_ = false;
   bool hostFromBackend_ = false;  // no Host from the client: send the backend's address
+  bool closeOnRelease_ = false;   // the pool was drained while this request was in flight
 };
 
 }  // namespace sluice

@@ -55,6 +55,9 @@ struct Split final : upstream::OutcomeSink {
   std::string overrideHeader, overrideCookie;
   config::RollbackRules rollback;    // this snapshot's rules
   std::shared_ptr<Release> release;  // pools in the order of `arms`
+  // drain_timeout: a pool at live weight 0 this long has its open connections closed (see
+  // router/drain.h; the main thread decides, workers close). 0 = off.
+  uint64_t drainTimeoutMs = 0;
 
   uint32_t liveWeight(size_t arm) const { return release->weight(arm); }
   const SplitArm* byPoolName(std::string_view name) const;

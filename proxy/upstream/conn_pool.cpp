@@ -394,15 +394,20 @@ void ConnPool::remove(UpstreamConn* c) {
   if (!l.head) idle_.erase(it);
 }
 
+// Closes connections already taken out of the idle lists.
+void ConnPool::closeDetached(std::vector<UpstreamConn*>& conns) {
+  for (UpstreamConn* c : conns) {
+    c->nextIdle_ = c->prevIdle_ = nullptr;
+    c->close();
+  }
+}
+
 void ConnPool::closeAll() {
   std::vector<UpstreamConn*> all;
   for (auto& [_, l] : idle_)
     for (UpstreamConn* c = l.head; c; c = c->nextIdle_) all.push_back(c);
   idle_.clear();
-  for (UpstreamConn* c : all) {
-    c->nextIdle_ = c->prevIdle_ = nullptr;
-    c->close();
-  }
+  closeDetached(all);
 }
 
 void ConnPool::closeBackend(const Backend* backend) {
@@ -412,11 +417,24 @@ void ConnPool::closeBackend(const Backend* backend) {
     std::vector<UpstreamConn*> conns;
     for (UpstreamConn* c = it->second.head; c; c = c->nextIdle_) conns.push_back(c);
     idle_.erase(it);
-    for (UpstreamConn* c : conns) {
-      c->nextIdle_ = c->prevIdle_ = nullptr;
-      c->close();
-    }
+    closeDetached(conns);
   }
+}
+
+size_t ConnPool::closePool(std::string_view pool) {
+  // By the backends' pool name: backends of older snapshots (a DNS change) count too.
+  std::vector<UpstreamConn*> conns;
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    UpstreamConn* head = it->second.head;
+    if (head == nullptr || head->backend_->pool != pool) {
+      ++it;
+      continue;
+    }
+    for (UpstreamConn* c = head; c; c = c->nextIdle_) conns.push_back(c);
+    it = idle_.erase(it);
+  }
+  closeDetached(conns);
+  return conns.size();
 }
 
 }  // namespace sluice::upstream

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -142,6 +143,9 @@ class ConnPool {
   void closeAll();
   // Closes the idle connections to `backend` (it went down or was ejected).
   void closeBackend(const Backend* backend);
+  // Closes the idle connections to every backend of the pool named `pool` (drain_timeout);
+  // returns how many.
+  size_t closePool(std::string_view pool);
   // The worker's timer heap (set once, before any connection exists).
   void setTimers(net::TimerHeap* t) { timers_ = t; }
   net::TimerHeap& timers() { return *timers_; }
@@ -152,6 +156,7 @@ class ConnPool {
   };
   // Key: the Backend's address with bit 0 set for TLS connections (Backends are aligned).
   static uintptr_t key(const Backend* b, bool tls) { return uintptr_t(b) | (tls ? 1 : 0); }
+  static void closeDetached(std::vector<UpstreamConn*>& conns);
   std::unordered_map<uintptr_t, List> idle_;
   net::TimerHeap* timers_ = nullptr;
 };

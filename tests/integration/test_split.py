@@ -189,12 +189,25 @@ def test_split_config_errors(make_sluice, tmp_path):
         (split_route([("a", 1), ("a", 2)]), "'a' is listed twice"),
         (split_route([("a", 0), ("b", 0)]), "every weight is 0"),
         (split_route([("a", 1), ("b", 1)], sticky="cookie"), "expected \"ip\""),
+        (dict(name="r", path="/", pool="a", drain_timeout="30s"),
+         "route[0].drain_timeout: only allowed on a route with 'split'"),
+        (split_route([("a", 1), ("b", 1)], drain_timeout="soon"),
+         "route[0].drain_timeout: invalid duration 'soon'"),
+        (split_route([("a", 1), ("b", 1)], drain_timeout=30),
+         "route[0].drain_timeout: expected a duration string"),
     ]
     for route, message in cases:
         path = tmp_path / "split.toml"
         path.write_text(s.config(routes=[route], pools=pools))
         r = run_cli(["-t", "-c", str(path)])
         assert r.returncode == 1 and message in r.stderr, (route, r.stderr)
+    # drain_timeout on a split is fine ("0s" is the same as leaving it out).
+    for timeout in ("30s", "0s"):
+        path = tmp_path / "split.toml"
+        path.write_text(s.config(routes=[split_route([("a", 1), ("b", 1)],
+                                                     drain_timeout=timeout)], pools=pools))
+        r = run_cli(["-t", "-c", str(path)])
+        assert r.returncode == 0, (timeout, r.stderr)
 
 
 # ---- live weights through the admin API ----------------------------------------------------

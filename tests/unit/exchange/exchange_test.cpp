@@ -77,11 +77,13 @@ class FakeStream final : public ServerStream {
     return len;
   }
   void encodeEnd() override { ended = true; }
+  int tunnelStarts = 0, tunnelEnds = 0;
+
   void encodeTunnelData(const char*, size_t) override {}
-  void endTunnel() override {}
+  void endTunnel() override { ++tunnelEnds; }
   void readBody() override { ++readBodyCalls; }
   void pauseReading(bool) override {}
-  void startTunnel() override {}
+  void startTunnel() override { ++tunnelStarts; }
   void setTimeout(uint64_t) override {}
   void safePoint() override {}
   size_t queuedBytes() const override { return 0; }
@@ -102,6 +104,8 @@ class FakeUpstream final : public Upstream {
   bool bodyEnded = false;
   int releases = 0;
   bool reusable = false;
+  int aborts = 0;
+  bool closeOnReleaseSet = false;
 
   void start(const upstream::Pool* p, const http::RequestHead* head,
              const http::UpstreamRequestInfo& info, uint64_t, bool requestComplete,
@@ -133,7 +137,11 @@ class FakeUpstream final : public Upstream {
     ++releases;
     reusable = r;
   }
-  void abort() override { isConnected = false; }
+  void closeOnRelease() override { closeOnReleaseSet = true; }
+  void abort() override {
+    ++aborts;
+    isConnected = false;
+  }
   void reset() override {
     starts = 0;
     isConnected = false;
@@ -513,5 +521,53 @@ TEST_SUITE("exchange") {
     CHECK_FALSE(h.ex->holdsResources());
     h.ex->reset();
     CHECK(h.script.destroys == 2);
+  }
+
+  TEST_CASE("drainPool: a tunnel through the pool ends both sides; a request is marked") {
+    const uint32_t pool = test::snapshotFromToml(kConfig)->pool("p")->nameId;
+    {
+      Harness h;
+      h.req.clear();
+      h.req.method = "GET";
+      h.req.target = "/api/ws";
+      h.req.upgrade = true;
+      h.req.headers.add("Host", "a.example");
+      h.req.headers.add("Upgrade", "websocket");
+      h.req.headers.add("Connection", "Upgrade");
+      h.ex->decodeHeaders(h.req, true);
+      REQUIRE(h.up.starts == 1);
+      h.up.isConnected = true;
+      h.cb().onUpstreamReady();
+      CHECK(h.ex->drainPool(pool + 1) == Exchange::Drained::None);  // another pool
+      http::ResponseHead head;
+      head.status = 101;
+      CHECK(h.cb().onUpstreamHeaders(head) == http::Http1Parser::Handler::kUpgrade);
+      h.cb().afterUpstreamRead(true);
+      REQUIRE(h.stream.tunnelStarts == 1);
+      CHECK(h.ex->drainPool(pool + 1) == Exchange::Drained::None);
+      CHECK(h.up.aborts == 0);
+      CHECK(h.ex->drainPool(pool) == Exchange::Drained::Tunnel);
+      CHECK(h.up.aborts == 1);          // the backend side
+      CHECK(h.stream.tunnelEnds == 1);  // the client side, as when the backend closes
+    }
+    {
+      Harness h;
+      h.send("GET", "/api/x");
+      h.up.isConnected = true;
+      h.cb().onUpstreamReady();
+      CHECK(h.ex->drainPool(pool) == Exchange::Drained::Request);
+      CHECK(h.up.closeOnReleaseSet);
+      CHECK(h.up.aborts == 0);  // the request finishes normally
+      h.upstreamResponds(200, {}, "ok");
+      CHECK(h.stream.body == "ok");
+      CHECK(h.up.releases == 1);
+      // Answered: nothing of it is left to drain.
+      CHECK(h.ex->drainPool(pool) == Exchange::Drained::None);
+    }
+    {
+      Harness h;
+      h.send("GET", "/nowhere");  // answered locally, no pool
+      CHECK(h.ex->drainPool(pool) == Exchange::Drained::None);
+    }
   }
 }
