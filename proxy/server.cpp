@@ -32,6 +32,18 @@ Server::~Server() {
   uv_loop_close(&loop_);
 }
 
+// An admin listener reachable from other hosts: say what protects it.
+static void warnPublicAdmin(const config::Config& cfg) {
+  if (!cfg.admin.enabled || admin::isLoopback(cfg.admin.listen)) return;
+  logEvent(LogLevel::Warn,
+           cfg.admin.token.empty()
+               ? "admin listener is not on loopback and has no token: its mutating endpoints "
+                 "answer 403 (set admin.token); /metrics, /health* and /admin/status are open"
+               : "admin listener is not on loopback: /metrics, /health* are open, /admin/* needs "
+                 "the token",
+           {{"admin", config::formatHostPort(cfg.admin.listen)}});
+}
+
 static unsigned workerCount(const config::Config& cfg) {
   if (cfg.server.workers) return cfg.server.workers;
   unsigned n = std::thread::hardware_concurrency();
@@ -159,6 +171,7 @@ bool Server::start() {
   current_ = snap;
   pidFile_ = cfg.server.pidFile;
   writePidFile();
+  warnPublicAdmin(cfg);
   releaseStore_ = std::make_unique<ReleaseStore>(&loop_, releases_);
   releaseStore_->configure(cfg);
   releaseStore_->restore();
@@ -280,6 +293,7 @@ void Server::reload() {
     admin_ = std::move(newAdmin);
   }
   if (admin_) admin_->setToken(cfg.admin.token);
+  if (adminChanged) warnPublicAdmin(cfg);
   current_ = snap;
   health_->sync(current_->pools);
   if (cfg.server.pidFile != pidFile_) {

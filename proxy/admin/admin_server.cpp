@@ -1,6 +1,8 @@
 // Admin listener: a small keep-alive HTTP/1.1 server on the main loop.
 #include "proxy/admin/admin_server.h"
 
+#include <openssl/crypto.h>
+
 #include <cstring>
 
 #include "config/units.h"
@@ -267,6 +269,20 @@ static void appendStatusJson(Server& server, std::string& out) {
 
 static std::string percentDecode(std::string_view s);
 
+bool AdminServer::tokenMatches(std::string_view authorization) const {
+  constexpr std::string_view kBearer = "Bearer ";
+  if (authorization.size() != kBearer.size() + token_.size() ||
+      authorization.substr(0, kBearer.size()) != kBearer)
+    return false;
+  // Constant time over the token: no timing oracle on how much of it matched.
+  return CRYPTO_memcmp(authorization.data() + kBearer.size(), token_.data(), token_.size()) == 0;
+}
+
+bool isLoopback(const config::HostPort& hp) {
+  const std::string& h = hp.host;
+  return h == "::1" || h == "localhost" || h.rfind("127.", 0) == 0;
+}
+
 void AdminServer::handle(AdminConnection* c, const std::string& method, const std::string& target,
                          const std::string& authorization, const std::string& body) {
   std::string path = target.substr(0, target.find('?'));
@@ -287,8 +303,16 @@ void AdminServer::handle(AdminConnection* c, const std::string& method, const st
     return;
   }
   if (path.rfind("/admin/", 0) == 0) {
-    if (!token_.empty() && authorization != "Bearer " + token_) {
+    if (!token_.empty() && !tokenMatches(authorization)) {
       c->respond(401, "application/json", "{\"error\":\"unauthorized\"}");
+      return;
+    }
+    // Without a token, only a loopback listener may change anything: a public admin port must
+    // not let anyone drain pools or flip releases.
+    if (token_.empty() && !read && !isLoopback(addr_)) {
+      c->respond(403, "application/json",
+                 "{\"error\":\"admin_token_required\",\"detail\":\"this admin listener is not on "
+                 "loopback: set admin.token to use the mutating endpoints\"}");
       return;
     }
     // POST /admin/pools/{pool}/backends/{address}/drain | /undrain

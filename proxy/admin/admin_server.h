@@ -21,6 +21,9 @@ class Server;
 
 namespace sluice::admin {
 
+// 127.0.0.0/8, ::1 or localhost: only the host itself can reach it.
+bool isLoopback(const config::HostPort& hp);
+
 class AdminConnection;
 
 class AdminServer {
@@ -51,6 +54,7 @@ class AdminServer {
   bool listening_ = false;
   config::HostPort addr_;
   std::string token_;
+  bool tokenMatches(std::string_view authorization) const;
   std::vector<AdminConnection*> conns_;
   // Metrics gathering: workers merge into `pending_` under a lock and ping `async_`.
   uv_async_t async_{};

@@ -117,3 +117,25 @@ def test_admin_port_does_not_proxy(backend, sluice):
     r = http_request(sluice.admin_port, "GET", "/some/app/path")
     assert r.status == 404
     assert backend.requests == []
+
+
+def test_public_admin_listener_without_token_refuses_changes(backend, sluice):
+    port = free_port()
+    _start(sluice, [backend], admin={"listen": f"0.0.0.0:{port}"})
+    # Reads stay open: health, metrics, status.
+    assert sluice.admin_get("/admin/status")[0] == 200
+    assert sluice.admin_get("/metrics")[0] == 200
+    st, _, body = sluice.admin_get(f"/admin/pools/p/backends/{backend.address}/drain",
+                                   method="POST")
+    assert st == 403 and json.loads(body)["error"] == "admin_token_required"
+    assert "admin listener is not on loopback and has no token" in sluice.stderr()
+
+
+def test_public_admin_listener_with_token(backend, sluice):
+    port = free_port()
+    _start(sluice, [backend], admin={"listen": f"0.0.0.0:{port}", "token": "t0k3n"})
+    path = f"/admin/pools/p/backends/{backend.address}/drain"
+    assert sluice.admin_get(path, method="POST")[0] == 401
+    assert sluice.admin_get(path, method="POST", token="t0k3n-longer")[0] == 401
+    assert sluice.admin_get(path, method="POST", token="t0k3")[0] == 401
+    assert sluice.admin_get(path, method="POST", token="t0k3n")[0] == 200
