@@ -23,9 +23,10 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
+# chromium: the browser-level (CORS) integration tests drive it headless (sluicetest.browser)
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
       libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3
-      python3-pytest nlohmann-json3-dev)
+      python3-pytest nlohmann-json3-dev chromium)
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
 fi

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
 
-from sluicetest import Backend, Sluice  # noqa: E402
+from sluicetest import Backend, Browser, PageServer, Sluice, chromium_path  # noqa: E402
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS, -signal.SIGILL,
@@ -99,3 +99,30 @@ def proxy(make_sluice):
         return s
 
     return start
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium (sluicetest.Browser: fresh profile, *.example.test -> 127.0.0.1),
+    closed at teardown. Skips the test only when no Chromium is installed (scripts/setup.sh
+    installs Debian's `chromium`)."""
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    with Browser() as b:
+        yield b
+
+
+@pytest.fixture
+def make_page():
+    """make_page(html, **kw) -> a started PageServer serving `html` at "/", stopped at
+    teardown."""
+    started = []
+
+    def make(html=None, **kw):
+        p = PageServer(html, **kw).start()
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
