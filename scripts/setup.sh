@@ -4,16 +4,19 @@
 #   scripts/setup.sh          build + test dependencies
 #   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
 #   scripts/setup.sh --lint   also clang-tidy-14 for scripts/lint.sh (options combine)
+#   scripts/setup.sh --browser  also chromium, driven headless by the browser (CORS) tests
 #   scripts/setup.sh --runtime  only what the built binary needs to run (container image)
 set -euo pipefail
 
 want_bench=0
 want_lint=0
+want_browser=0
 runtime_only=0
 for a in "$@"; do
   case "$a" in
     --bench) want_bench=1 ;;
     --lint) want_lint=1 ;;
+    --browser) want_browser=1 ;;
     --runtime) runtime_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
@@ -23,15 +26,19 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
-# chromium: the browser-level (CORS) integration tests drive it headless (sluicetest.browser)
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
       libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3
-      python3-pytest nlohmann-json3-dev chromium)
+      python3-pytest nlohmann-json3-dev)
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
 fi
 if [ "$want_lint" = 1 ]; then
   pkgs+=(clang-tidy-14)
+fi
+if [ "$want_browser" = 1 ]; then
+  # the browser-level (CORS) integration tests drive it headless (sluicetest.browser); without
+  # it those tests are skipped
+  pkgs+=(chromium)
 fi
 if [ "$runtime_only" = 1 ]; then
   pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 ca-certificates curl)
