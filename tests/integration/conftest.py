@@ -107,7 +107,7 @@ def browser():
     closed at teardown. Skips the test only when no Chromium is installed (scripts/setup.sh
     installs Debian's `chromium`)."""
     if chromium_path() is None:
-        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+        pytest.skip("chromium is not installed (scripts/setup.sh --browser installs it)")
     with Browser() as b:
         yield b
 

@@ -4,7 +4,7 @@ saw. The API here is a test Backend that writes its own CORS headers, so these t
 sluice binary and no CORS support in Sluice: they prove that a browser-level CORS test of
 Sluice will fail for Sluice's reasons, not the harness's.
 
-Skipped only when Chromium is not installed (scripts/setup.sh installs it)."""
+Skipped only when Chromium is not installed (scripts/setup.sh --browser installs it)."""
 
 import re
 
