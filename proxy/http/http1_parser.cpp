@@ -214,8 +214,16 @@ int Http1Parser::validateRequestFraming() {
     if (!onlyChunked) return fail(ParseError::Unsupported);
     if (codings != 1) return fail(ParseError::Malformed);
   }
+  // Only HTTP/1.x on this parser: an explicit "HTTP/0.9" (or "HTTP/2.0") request line is a
+  // client confused about the protocol, as nginx also says.
+  if (r.versionMajor != 1) return fail(ParseError::Malformed);
   size_t hosts = r.headers.count(Hdr::Host);
   if (hosts > 1) return fail(ParseError::Malformed);
+  // A host never contains whitespace (RFC 3986 authority); "a b" would be read differently by
+  // different hops.
+  if (hosts == 1 &&
+      trimOws(r.headers.get(Hdr::Host)).find_first_of(" \t") != std::string_view::npos)
+    return fail(ParseError::Malformed);
   if (hosts == 0 && r.versionMajor == 1 && r.versionMinor >= 1) return fail(ParseError::Malformed);
   return 0;
 }
@@ -223,6 +231,20 @@ int Http1Parser::validateRequestFraming() {
 Http1Parser::Result Http1Parser::execute(const char* data, size_t len) {
   if (error_ != ParseError::None) return {Status::Error, 0};
   bufStart_ = data;
+  // Before a request line only empty lines (CRLF, or a bare LF) may come (RFC 9112 2.2); a CR
+  // that is not followed by LF ("\r\r\rGET ...") is refused, as nginx does, not skipped.
+  if (kind_ == Kind::Request && !messageStarted_) {
+    for (size_t i = 0; i < len; ++i) {
+      if (data[i] == '\n') continue;
+      if (data[i] != '\r') break;
+      if (i + 1 == len) break;  // the LF may come in the next read
+      if (data[i + 1] != '\n') {
+        error_ = ParseError::Malformed;
+        return {Status::Error, 0};
+      }
+      ++i;
+    }
+  }
   llhttp_errno_t rc = llhttp_execute(&parser_, data, len);
   size_t consumed = len;
   Status st = Status::NeedMore;

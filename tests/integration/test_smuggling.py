@@ -52,7 +52,23 @@ CASES = {
     "nul_in_header": b"GET /a HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n",
     "http11_missing_host": b"GET /a HTTP/1.1\r\nX-A: b\r\n\r\n",
     "duplicate_host": b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    # HTTPWookiee's findings: bare CRs before the request line, an explicit HTTP/0.9, and
+    # whitespace inside Host (with an absolute-form target too).
+    "bare_crs_before_request_line": b"\r\r\r\rGET /a HTTP/1.1\r\nHost: t\r\n\r\n",
+    "bare_cr_before_request_line": b"\rGET /a HTTP/1.1\r\nHost: t\r\n\r\n",
+    "http09_version": b"GET /a HTTP/0.9\r\nHost: t\r\n\r\n",
+    "host_with_space": b"GET /a HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "host_with_tab_absolute_form": b"GET http://t/a HTTP/1.1\r\nHost: a\tb\r\n\r\n",
+    "host_with_space_absolute_form": b"GET http://t/a HTTP/1.1\r\nHost: a b\r\n\r\n",
 }
+
+
+def test_empty_lines_before_the_request_line_are_ignored(guarded):
+    backend, s = guarded
+    with RawClient(s.port(), timeout=5) as c:
+        c.send(b"\r\n\r\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response().status == 200
+    assert [q.path for q in backend.requests] == ["/a"]
 
 
 def _assert_rejected(c, backend, status=400, code="bad_request"):
