@@ -1,6 +1,7 @@
 """The shipped configs (examples/, docker/) stay valid, and the quickstart demo really proxies."""
 
 import glob
+import signal
 import json
 import os
 import subprocess
@@ -60,3 +61,30 @@ def test_canary_demo_shows_the_rollback():
     assert "live weights: {'stable': 100, 'canary': 0}" in r.stdout, r.stdout
     assert 'sluice_rollbacks_total{route="app",pool="canary"} 1' in r.stdout, r.stdout
     assert '"msg":"canary rolled back"' in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_demo_script_stops_everything_on_any_signal(sig):
+    """scripts/demo.sh stopped by kill, a closed terminal (HUP) or Ctrl-C leaves nothing on its
+    ports (sluice reads HUP as reload: the script must stop it itself)."""
+    ports = (8080, 9901, 9001, 9002)
+    if any(port_is_open(p) for p in ports):
+        pytest.skip("a demo port is already in use on this machine")
+    from sluicetest.process import SLUICE_BIN
+    if os.path.realpath(SLUICE_BIN) != os.path.realpath(os.path.join(ROOT, "build", "sluice")):
+        pytest.skip("scripts/demo.sh runs build/sluice, not $SLUICE_BIN")
+    proc = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "demo.sh")],
+                            env=dict(os.environ, DEMO_SKIP_BUILD="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: all(port_is_open(p) for p in ports), 15, message="demo up")
+        r = http_request(8080, "GET", "/hello")
+        assert r.status == 200
+        proc.send_signal(sig)
+        assert proc.wait(15) != 0 or sig == signal.SIGINT
+        wait_until(lambda: not any(port_is_open(p) for p in ports), 10,
+                   message="every demo port free")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
