@@ -225,7 +225,9 @@ void DownstreamConnection::onCiphertext(const char* data, size_t len) {
         return;
       }
     }
-    close();
+    // The alert OpenSSL wrote (protocol_version, handshake_failure, unrecognized_name...) goes
+    // out before the close: the client learns why instead of seeing an unexpected EOF.
+    closeAfterFlush();
     return;
   }
   if (r == tls::TlsSession::Result::Closed && state_ == State::Open) {

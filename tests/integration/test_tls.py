@@ -193,6 +193,8 @@ def test_tls11_refused_tls12_and_13_accepted(backend, start_tls):
     r = s_client(s.port(), "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", servername="a.test")
     assert r.rc != 0 and not r.handshake_ok, r
     assert "written 0 bytes" not in r.text, "the client never sent a ClientHello"
+    # The client is told why: a protocol_version alert, not an unexpected EOF.
+    assert "alert protocol version" in r.text, r.text
     wait_metric(s, lambda: hs_err(s, "unsupported_protocol"), e0 + 1,
                 'sluice_tls_handshake_errors_total{reason="unsupported_protocol"}')
     for flag, version in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
@@ -205,6 +207,7 @@ def test_tls11_refused_tls12_and_13_accepted(backend, start_tls):
     r = s_client(s.port(), "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA",
                  servername="a.test")
     assert not r.handshake_ok, f"CBC suite accepted: {r}"
+    assert "alert handshake failure" in r.text, r.text
     # The negotiated TLS 1.2 suite is an AEAD ECDHE one.
     r = s_client(s.port(), "-tls1_2", servername="a.test")
     cipher = r._field(r"Cipher is (\S+)")
@@ -217,6 +220,7 @@ def test_min_version_13_refuses_tls12(backend, start_tls):
     e0 = hs_err(s)
     r = s_client(s.port(), "-tls1_2", servername="a.test")
     assert not r.handshake_ok, r
+    assert "alert protocol version" in r.text, r.text
     wait_metric(s, lambda: hs_err(s), e0 + 1, "handshake error counted for TLS 1.2 client")
     r = s_client(s.port(), "-tls1_3", servername="a.test")
     assert r.handshake_ok and r.protocol == "TLSv1.3", r
