@@ -1,7 +1,7 @@
 """A backend that breaks HTTP framing: bad or truncated bodies abort the client connection
 (never a response that looks complete) and the upstream connection is never reused; a bad or
-oversized head is a 502; a 100 Continue from the backend is dropped; HEAD, 204 and 304
-responses that carry a body."""
+oversized head is a 502; 1xx interim responses (only 103 is forwarded, never to HTTP/1.0
+clients); HEAD, 204 and 304 responses that carry a body."""
 
 import time
 
@@ -150,6 +150,46 @@ def test_backend_100_continue_not_forwarded_twice(backend, proxy):
         r = c.request("POST", "/up", body=b"data")
         assert r.status == 200 and r.interim == []
     assert backend.accepted == 1
+
+
+EARLY_HINTS = (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n"
+               b"Connection: x-hop\r\nX-Hop: secret\r\n\r\n"
+               b"HTTP/1.1 103 Early Hints\r\nLink: </app.js>; rel=preload; as=script\r\n\r\n"
+               b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+
+
+def test_early_hints_forwarded_before_final_response(backend, proxy):
+    backend.on("/hints", Response(raw=EARLY_HINTS))
+    s = proxy(backend)
+    with RawClient(s.port(), timeout=10) as c:
+        r = c.request("GET", "/hints")
+        assert r.status == 200 and r.body == b"final"
+        assert [i.status for i in r.interim] == [103, 103]
+        assert r.interim[0].header("link") == "</style.css>; rel=preload; as=style"
+        assert r.interim[1].header("link") == "</app.js>; rel=preload; as=script"
+        # Hop-by-hop headers are not forwarded, nor any framing.
+        for name in ("connection", "x-hop", "content-length", "transfer-encoding"):
+            assert r.interim[0].header(name) is None, name
+        assert c.request("GET", "/after").status == 200
+    assert backend.accepted == 1
+
+
+def test_early_hints_not_sent_to_http10_client(backend, proxy):
+    backend.on("/hints", Response(raw=EARLY_HINTS))
+    s = proxy(backend)
+    with RawClient(s.port(), timeout=10) as c:
+        r = c.request("GET", "/hints", version="HTTP/1.0")
+        assert r.status == 200 and r.body == b"final" and r.interim == []
+
+
+def test_early_hints_then_broken_response_502(backend, proxy):
+    raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nNOT HTTP\r\n\r\n"
+    backend.on("/hints", Response(raw=raw, close=True))
+    s = proxy(backend)
+    with RawClient(s.port(), timeout=10) as c:
+        r = c.request("GET", "/hints")
+        assert [i.status for i in r.interim] == [103]
+        assert_proxy_error(r, 502, "bad_gateway")
 
 
 # ---------------------------------------------------------------- no-body responses with a body
