@@ -327,6 +327,12 @@ int Exchange::onUpstreamHeaders(http::ResponseHead& head) {
   return info.noBody ? http::Http1Parser::Handler::kNoBody : http::Http1Parser::Handler::kBody;
 }
 
+void Exchange::onUpstreamInterim(const http::ResponseHead& head) {
+  // Response filters and listener headers are for the final response only.
+  if (s_.responseStarted || s_.ended) return;
+  s_.bytesSent += stream_->encodeInterim(head);
+}
+
 bool Exchange::onUpstreamData(const char* data, size_t len) {
   s_.bytesSent += stream_->encodeData(data, len);
   s_.bodyBytesSent += len;

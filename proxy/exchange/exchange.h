@@ -121,6 +121,7 @@ class Exchange final : public RequestDecoder,
   // --- UpstreamCallbacks ---
   void onUpstreamReady() override;
   int onUpstreamHeaders(http::ResponseHead& head) override;
+  void onUpstreamInterim(const http::ResponseHead& head) override;
   bool onUpstreamData(const char* data, size_t len) override;
   void onUpstreamEnd() override;
   void onUpstreamFailed(int status, std::string_view code) override;

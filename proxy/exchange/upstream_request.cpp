@@ -224,6 +224,10 @@ int UpstreamRequest::onUpstreamHead(upstream::UpstreamConn*, http::ResponseHead&
   return cb_.onUpstreamHeaders(head);
 }
 
+void UpstreamRequest::onUpstreamInterim(upstream::UpstreamConn*, const http::ResponseHead& head) {
+  cb_.onUpstreamInterim(head);
+}
+
 bool UpstreamRequest::onUpstreamBody(upstream::UpstreamConn*, const char* data, size_t len) {
   return cb_.onUpstreamData(data, len);
 }

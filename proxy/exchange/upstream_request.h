@@ -26,6 +26,8 @@ class UpstreamCallbacks {
   virtual void onUpstreamReady() = 0;
   // Response head; returns the parser action (Http1Parser::Handler codes).
   virtual int onUpstreamHeaders(http::ResponseHead& head) = 0;
+  // An interim response to pass on (103 Early Hints), before the final head.
+  virtual void onUpstreamInterim(const http::ResponseHead& head) = 0;
   virtual bool onUpstreamData(const char* data, size_t len) = 0;
   virtual void onUpstreamEnd() = 0;
   // No (more) attempt: the exchange answers `status` (502/503/504) unless a response started.
@@ -121,6 +123,7 @@ class UpstreamRequest final : public Upstream,
   // upstream::UpstreamHandler
   void onUpstreamConnected(upstream::UpstreamConn* up) override;
   int onUpstreamHead(upstream::UpstreamConn* up, http::ResponseHead& head) override;
+  void onUpstreamInterim(upstream::UpstreamConn* up, const http::ResponseHead& head) override;
   bool onUpstreamBody(upstream::UpstreamConn* up, const char* data, size_t len) override;
   void onUpstreamComplete(upstream::UpstreamConn* up) override;
   void onUpstreamError(upstream::UpstreamConn* up, observe::UpstreamErrorKind kind,

@@ -93,8 +93,9 @@ void serializeUpstreamRequest(const RequestHead& req, const UpstreamRequestInfo&
   out.append("\r\n");
 }
 
-void serializeClientResponse(const ResponseHead& resp, const ClientResponseInfo& info,
-                             std::string& out) {
+// The status line and the backend's end-to-end headers (hop-by-hop ones, those its
+// Connection names, framing and X-Request-Id left out).
+static void appendStatusAndHeaders(const ResponseHead& resp, bool upgrade, std::string& out) {
   out.append("HTTP/1.1 ");
   appendUint(out, uint64_t(resp.status));
   out.push_back(' ');
@@ -109,13 +110,23 @@ void serializeClientResponse(const ResponseHead& resp, const ClientResponseInfo&
     if (h.removedAt(i)) continue;
     const Hdr id = h.idAt(i);
     if (isHopByHop(id)) {
-      if (info.upgrade && id == Hdr::Upgrade) appendHeader(out, h.nameAt(i), h.valueAt(i));
+      if (upgrade && id == Hdr::Upgrade) appendHeader(out, h.nameAt(i), h.valueAt(i));
       continue;
     }
     if (id == Hdr::XRequestId) continue;
     if (connList && !isProtected(id) && namedByConnection(h, h.nameAt(i))) continue;
     appendHeader(out, h.nameAt(i), h.valueAt(i));
   }
+}
+
+void serializeInterimResponse(const ResponseHead& resp, std::string& out) {
+  appendStatusAndHeaders(resp, false, out);
+  out.append("\r\n");
+}
+
+void serializeClientResponse(const ResponseHead& resp, const ClientResponseInfo& info,
+                             std::string& out) {
+  appendStatusAndHeaders(resp, info.upgrade, out);
   appendHeader(out, "X-Request-Id", info.requestId);
   out.append(info.extraHeaders);
   out.append(info.extraHeaders2);

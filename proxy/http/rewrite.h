@@ -46,6 +46,10 @@ struct ClientResponseInfo {
 void serializeClientResponse(const ResponseHead& resp, const ClientResponseInfo& info,
                              std::string& out);
 
+// Appends an interim (1xx) response head for the client: the status line and the backend's
+// end-to-end headers only (no framing, no X-Request-Id).
+void serializeInterimResponse(const ResponseHead& resp, std::string& out);
+
 // Appends a complete proxy-generated JSON error response.
 void serializeLocalReply(int status, std::string_view code, std::string_view requestId,
                          bool keepAlive, bool headRequest, std::string& out,

@@ -30,6 +30,9 @@ class ServerStream {
   virtual ~ServerStream() = default;
   // Queue the response head; returns the bytes queued (for the access log).
   virtual size_t encodeHeaders(const http::ResponseHead& head, const ResponseInfo& info) = 0;
+  // Queue an interim (1xx) head before the response (nothing for clients that cannot take
+  // one, HTTP/1.0); returns the bytes queued.
+  virtual size_t encodeInterim(const http::ResponseHead& head) = 0;
   // Queue body bytes (`data` stays valid until the next flush); returns bytes queued.
   virtual size_t encodeData(const char* data, size_t len) = 0;
   // The response is complete: the stream goes on with the next request or closes.

@@ -245,6 +245,18 @@ size_t ServerCodec::encodeHeaders(const http::ResponseHead& head, const Response
   return n;
 }
 
+size_t ServerCodec::encodeInterim(const http::ResponseHead& head) {
+  // RFC 9110 15.2: no 1xx to an HTTP/1.0 client.
+  if (parser_.request().versionMinor == 0) return 0;
+  net::OutQueue& out = t_->out();
+  std::string& s = out.beginScratch();
+  const size_t before = s.size();
+  http::serializeInterimResponse(head, s);
+  const size_t n = s.size() - before;
+  out.endScratch();
+  return n;
+}
+
 size_t ServerCodec::encodeData(const char* data, size_t len) {
   if (len == 0) return 0;  // a zero-size chunk would end a chunked body
   net::OutQueue& out = t_->out();

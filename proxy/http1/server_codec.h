@@ -65,6 +65,7 @@ class ServerCodec final : public ServerStream, private http::Http1Parser::Handle
 
   // --- ServerStream ---
   size_t encodeHeaders(const http::ResponseHead& head, const ResponseInfo& info) override;
+  size_t encodeInterim(const http::ResponseHead& head) override;
   size_t encodeData(const char* data, size_t len) override;
   void encodeEnd() override;
   void encodeTunnelData(const char* data, size_t len) override;

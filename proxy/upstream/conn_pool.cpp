@@ -311,7 +311,12 @@ void UpstreamConn::onData(const char* data, size_t len) {
 
 int UpstreamConn::onHeadersComplete() {
   http::ResponseHead& head = parser_.response();
-  if (head.status >= 100 && head.status < 200 && head.status != 101) return kNoBody;
+  if (head.status >= 100 && head.status < 200 && head.status != 101) {
+    // 100 is dropped (the proxy answers Expect itself, it is never forwarded); 102 and other
+    // unknown interim codes carry nothing a client needs.
+    if (head.status == 103 && handler_) handler_->onUpstreamInterim(this, head);
+    return kNoBody;
+  }
   if (!handler_) return kAbort;
   return handler_->onUpstreamHead(this, head);
 }

@@ -34,6 +34,8 @@ class UpstreamHandler {
   virtual void onUpstreamConnected(UpstreamConn* up) = 0;
   // Parser action, as Http1Parser::Handler::onHeadersComplete.
   virtual int onUpstreamHead(UpstreamConn* up, http::ResponseHead& head) = 0;
+  // A 103 Early Hints before the final head (other interim responses are dropped).
+  virtual void onUpstreamInterim(UpstreamConn* up, const http::ResponseHead& head) = 0;
   virtual bool onUpstreamBody(UpstreamConn* up, const char* data, size_t len) = 0;
   virtual void onUpstreamComplete(UpstreamConn* up) = 0;
   // The exchange failed. `responseBytes`: whether any response byte had arrived.

@@ -292,5 +292,6 @@ def test_backend_informational_response(backend, proxy):
     with RawClient(s.port()) as c:
         r = c.request("GET", "/hints")
         assert r.status == 200 and r.body == b"final"
-        assert all(i.status == 103 for i in r.interim)
+        assert [i.status for i in r.interim] == [103]
+        assert r.interim[0].header("link") == "</style.css>; rel=preload"
         assert c.request("GET", "/after").status == 200

@@ -43,10 +43,17 @@ def test_invalid_backend_response_502(backend, proxy):
 def test_backend_response_ambiguous_framing_502(backend, proxy):
     raw = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"0\r\n\r\n")
-    backend.on("/amb", Response(raw=raw, close=True))
+    backend.on("/amb", Response(raw=raw, close=False))
     s = proxy(backend)
     r = http_request(s.port(), "GET", "/amb")
     assert_proxy_error(r, 502, "bad_gateway")
+    # The proxy closed that connection (the backend kept it open): the next request dials.
+    deadline = time.monotonic() + 5
+    while backend.closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert backend.closed == 1
+    assert http_request(s.port(), "GET", "/next").status == 200
+    assert backend.accepted == 2
 
 
 def test_response_timeout_504(backend, proxy):

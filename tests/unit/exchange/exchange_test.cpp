@@ -62,6 +62,7 @@ class FakeStream final : public ServerStream {
   bool ended = false;
   int readBodyCalls = 0;
   int resets = 0;
+  std::vector<int> interims;
 
   size_t encodeHeaders(const http::ResponseHead& head, const ResponseInfo& i) override {
     ++heads;
@@ -77,6 +78,10 @@ class FakeStream final : public ServerStream {
     return len;
   }
   void encodeEnd() override { ended = true; }
+  size_t encodeInterim(const http::ResponseHead& head) override {
+    interims.push_back(head.status);
+    return 1;
+  }
   int tunnelStarts = 0, tunnelEnds = 0;
 
   void encodeTunnelData(const char*, size_t) override {}
@@ -415,6 +420,23 @@ TEST_SUITE("exchange") {
     CHECK(h.stream.heads == 1);
     CHECK(h.stream.resets == 1);
     CHECK_FALSE(h.stream.ended);
+  }
+
+  TEST_CASE("a 103 goes to the stream before the final head, never after it") {
+    Harness h;
+    h.send("GET", "/api/x");
+    http::ResponseHead hints;
+    hints.status = 103;
+    h.cb().onUpstreamInterim(hints);
+    CHECK(h.stream.interims == std::vector<int>{103});
+    CHECK(h.stream.heads == 0);
+    http::ResponseHead head;
+    head.status = 200;
+    h.cb().onUpstreamHeaders(head);
+    h.cb().onUpstreamInterim(hints);  // a confused backend: the response already started
+    CHECK(h.stream.interims == std::vector<int>{103});
+    h.cb().onUpstreamEnd();
+    CHECK(h.stream.ended);
   }
 
   TEST_CASE("/health/* is answered when no route takes it") {

@@ -409,6 +409,22 @@ TEST_SUITE("rewrite") {
     CHECK(out.find("Connection: close") == std::string::npos);
   }
 
+  TEST_CASE("interim response: end-to-end headers only, no framing or request id") {
+    ResponseHead r = makeResponse(103, "Early Hints",
+                                  {{"Link", "</a.css>; rel=preload"},
+                                   {"Connection", "X-Hop"},
+                                   {"X-Hop", "1"},
+                                   {"Content-Length", "0"},
+                                   {"X-Request-Id", "backend"},
+                                   {"Link", "</b.js>; rel=preload"}});
+    std::string out = "x";
+    serializeInterimResponse(r, out);
+    CHECK(out ==
+          "xHTTP/1.1 103 Early Hints\r\n"
+          "Link: </a.css>; rel=preload\r\n"
+          "Link: </b.js>; rel=preload\r\n\r\n");
+  }
+
   TEST_CASE("local reply: exact JSON body and matching Content-Length") {
     struct Case {
       int status;
