@@ -306,9 +306,8 @@ void loadPromote(LoadContext& ctx, const toml::node& n, const std::string& route
 // The keys that only mean something on a split route.
 void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string& what,
                       RouteConfig& rc) {
-  for (const char* key :
-       {"sticky", "cohort", "override_header", "override_cookie", "drain_timeout", "rollback",
-        "promote"}) {
+  for (const char* key : {"sticky", "cohort", "override_header", "override_cookie", "drain_timeout",
+                          "rollback", "promote"}) {
     const auto* v = t.get(key);
     if (v == nullptr) continue;
     if (rc.split.empty()) {
@@ -424,8 +423,9 @@ void loadReturn(LoadContext& ctx, const toml::node& n, const std::string& routeW
       if (r.status != 0 && !redirect) {
         ctx.error(posOf(*v), what + ".location: only allowed with a 3xx status");
       } else if (s->empty() || hasSpaceOrControl(*s)) {
-        ctx.error(posOf(*v), what + ".location: must be non-empty, without spaces or control "
-                                    "characters");
+        ctx.error(posOf(*v), what +
+                                 ".location: must be non-empty, without spaces or control "
+                                 "characters");
       } else if (!err.empty()) {
         ctx.error(posOf(*v), what + ".location: " + err);
       } else {
@@ -440,8 +440,7 @@ void loadReturn(LoadContext& ctx, const toml::node& n, const std::string& routeW
   if (bodyNode != nullptr) {
     if (auto s = ctx.getString(*bodyNode, what + ".body")) {
       if (r.status == 204 || r.status == 304) {
-        ctx.error(posOf(*bodyNode), what + ".body: a " + std::to_string(r.status) +
-                                        " has no body");
+        ctx.error(posOf(*bodyNode), what + ".body: a " + std::to_string(r.status) + " has no body");
       } else {
         r.body = *s;
       }
@@ -495,9 +494,25 @@ SourcePos lastPos(std::initializer_list<const toml::node*> nodes) {
 void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const toml::table& t,
                const std::string& what, SourcePos pos) {
   ctx.checkKeys(t,
-                {"name", "host", "path", "path_exact", "path_regex", "prefix_priority", "rewrite",
-                 "methods", "strip_prefix", "pool", "split", "return", "sticky", "cohort",
-                 "override_header", "override_cookie", "drain_timeout", "middleware", "rollback",
+                {"name",
+                 "host",
+                 "path",
+                 "path_exact",
+                 "path_regex",
+                 "prefix_priority",
+                 "rewrite",
+                 "methods",
+                 "strip_prefix",
+                 "pool",
+                 "split",
+                 "return",
+                 "sticky",
+                 "cohort",
+                 "override_header",
+                 "override_cookie",
+                 "drain_timeout",
+                 "middleware",
+                 "rollback",
                  "promote"},
                 {}, "in [[route]]");
   RouteConfig rc;
@@ -510,7 +525,8 @@ void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const tom
   const int matchKeys =
       int(pathNode != nullptr) + int(exactNode != nullptr) + int(regexNode != nullptr);
   if (matchKeys > 1) {
-    ctx.error(lastPos({pathNode, exactNode, regexNode}), what + ": use exactly one of 'path', 'path_exact' and 'path_regex'");
+    ctx.error(lastPos({pathNode, exactNode, regexNode}),
+              what + ": use exactly one of 'path', 'path_exact' and 'path_regex'");
   } else if (matchKeys == 0) {
     ctx.error(rc.pos, what + ": missing required key 'path' (or 'path_exact', 'path_regex')");
   }
@@ -531,8 +547,9 @@ void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const tom
   if (const auto* v = t.get("strip_prefix")) {
     if (auto b = ctx.getBool(*v, what + ".strip_prefix")) {
       if (*b && pathNode == nullptr) {
-        ctx.error(posOf(*v), what + ".strip_prefix: only allowed with 'path' (use 'rewrite' with "
-                                    "'path_regex')");
+        ctx.error(posOf(*v), what +
+                                 ".strip_prefix: only allowed with 'path' (use 'rewrite' with "
+                                 "'path_regex')");
       } else {
         rc.stripPrefix = *b;
       }
@@ -543,7 +560,8 @@ void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const tom
   const int targets =
       int(t.get("pool") != nullptr) + int(splitNode != nullptr) + int(returnNode != nullptr);
   if (targets > 1) {
-    ctx.error(lastPos({t.get("pool"), splitNode, returnNode}), what + ": use exactly one of 'pool', 'split' and 'return'");
+    ctx.error(lastPos({t.get("pool"), splitNode, returnNode}),
+              what + ": use exactly one of 'pool', 'split' and 'return'");
   } else if (splitNode != nullptr) {
     loadSplit(ctx, *splitNode, what, rc);
   } else if (returnNode != nullptr) {

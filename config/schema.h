@@ -183,22 +183,22 @@ struct PromoteRules {
 // requests itself (after its middleware), no pool involved.
 struct ReturnConfig {
   bool enabled = false;
-  int status = 0;            // 200-599
-  std::string location;      // template: {host}, {uri}, {scheme}; required for 3xx
-  std::string body;          // literal; empty = no body
-  std::string contentType;   // with a body; defaults to text/plain
+  int status = 0;           // 200-599
+  std::string location;     // template: {host}, {uri}, {scheme}; required for 3xx
+  std::string body;         // literal; empty = no body
+  std::string contentType;  // with a body; defaults to text/plain
   SourcePos pos;
 };
 
 struct RouteConfig {
   std::string name;
-  std::string host;                  // empty = any; "*.example.com" = wildcard
+  std::string host;  // empty = any; "*.example.com" = wildcard
   // Exactly one of path, pathExact, pathRegex is set.
-  std::string path;                  // prefix match
-  std::string pathExact;             // exact match
-  std::string pathRegex;             // RE2 pattern, searched (unanchored) in the raw path
-  bool prefixPriority = false;       // `path` only: when it is the longest prefix, no regex is tried
-  std::string rewrite;               // pathRegex only: upstream target template ($0..$9)
+  std::string path;             // prefix match
+  std::string pathExact;        // exact match
+  std::string pathRegex;        // RE2 pattern, searched (unanchored) in the raw path
+  bool prefixPriority = false;  // `path` only: when it is the longest prefix, no regex is tried
+  std::string rewrite;          // pathRegex only: upstream target template ($0..$9)
   std::vector<std::string> methods;  // empty = any; upper-case
   bool stripPrefix = false;
   std::string pool;             // or `split`, or `ret`

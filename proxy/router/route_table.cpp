@@ -18,8 +18,8 @@ bool Route::allowsMethod(std::string_view m) const {
 
 static bool matchRegex(const Route& r, std::string_view path, Captures* caps) {
   // Groups are only extracted when a rewrite needs them: a plain search runs on RE2's DFA.
-  const int n = caps != nullptr && !r.rewrite.empty() ? std::min(r.regexGroups + 1, Captures::kMax)
-                                                      : 0;
+  const int n =
+      caps != nullptr && !r.rewrite.empty() ? std::min(r.regexGroups + 1, Captures::kMax) : 0;
   re2::StringPiece groups[Captures::kMax];
   if (!r.regex->Match(re2::StringPiece(path.data(), path.size()), 0, path.size(), RE2::UNANCHORED,
                       groups, n))
@@ -27,9 +27,9 @@ static bool matchRegex(const Route& r, std::string_view path, Captures* caps) {
   if (n > 0) {
     caps->count = n;
     for (int i = 0; i < n; ++i)
-      caps->group[i] = groups[i].data() == nullptr ? std::string_view()
-                                                   : std::string_view(groups[i].data(),
-                                                                      groups[i].size());
+      caps->group[i] = groups[i].data() == nullptr
+                           ? std::string_view()
+                           : std::string_view(groups[i].data(), groups[i].size());
   }
   return true;
 }

@@ -40,16 +40,16 @@ struct Route {
   std::string host;     // lower-case; "" = any
   std::string path;     // prefix or exact path; the pattern of a regex route
   bool exact = false;
-  bool prefixPriority = false;              // a prefix that, as the longest, skips the regexes
-  std::shared_ptr<const re2::RE2> regex;    // set for path_regex routes
-  int regexGroups = 0;                      // its capturing groups
-  std::string rewrite;                      // regex routes: upstream target template ($0..$9)
-  std::vector<std::string> methods;         // empty = any
+  bool prefixPriority = false;            // a prefix that, as the longest, skips the regexes
+  std::shared_ptr<const re2::RE2> regex;  // set for path_regex routes
+  int regexGroups = 0;                    // its capturing groups
+  std::string rewrite;                    // regex routes: upstream target template ($0..$9)
+  std::vector<std::string> methods;       // empty = any
   bool stripPrefix = false;
-  const upstream::Pool* pool = nullptr;  // owned by the snapshot; a split's baseline; null
-                                         // for a fixed answer
-  std::shared_ptr<const Split> split;    // null unless the route splits traffic
-  std::shared_ptr<const FixedAnswer> answer;          // null unless `return`
+  const upstream::Pool* pool = nullptr;       // owned by the snapshot; a split's baseline; null
+                                              // for a fixed answer
+  std::shared_ptr<const Split> split;         // null unless the route splits traffic
+  std::shared_ptr<const FixedAnswer> answer;  // null unless `return`
   std::vector<middleware::FilterFactoryPtr> filters;  // the route's middleware, in order
 
   bool allowsMethod(std::string_view m) const;
