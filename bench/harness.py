@@ -83,6 +83,9 @@ WORKLOADS = [
     Workload("cors", "small GET from an allowed origin through cors + headers (security preset, "
              "a templated response header) middleware", "/cors", proxies=["sluice"],
              compare_to="small", headers=["Origin: https://app.example.com"]),
+    Workload("regex", "small GET on a prefix route of a host that also has 50 path_regex routes "
+             "(none matches: every request tries all 50, then takes the prefix)", "/small",
+             proxies=["sluice"], compare_to="small", headers=["Host: regex.bench"]),
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -352,8 +355,46 @@ def supports_cors(binary, tmp):
     return _SPLIT_SUPPORT[key]
 
 
+def supports_regex(binary, tmp):
+    """Whether this Sluice binary knows path_regex routes (older ones refuse the key: the
+    regex workload then takes the plain route)."""
+    key = (binary, "regex")
+    if key not in _SPLIT_SUPPORT:
+        conf = os.path.join(tmp, "regex-probe.toml")
+        with open(conf, "w") as f:
+            f.write('[[listener]]\nname = "w"\nlisten = "127.0.0.1:1"\n'
+                    '[pool.a]\nbackends = [{ address = "127.0.0.1:1" }]\n'
+                    '[[route]]\nname = "r"\npath_regex = "^/x"\npool = "a"\n')
+        r = subprocess.run([binary, "-t", "-c", conf], capture_output=True, timeout=30)
+        _SPLIT_SUPPORT[key] = r.returncode == 0
+    return _SPLIT_SUPPORT[key]
+
+
+def regex_routes(n=50):
+    """The regex workload's host: n path_regex routes (with captures and rewrites, none
+    matching /small) in front of a plain prefix route."""
+    s = ""
+    for i in range(n):
+        s += f"""
+[[route]]
+name = "re{i}"
+host = "regex.bench"
+path_regex = '^/app{i}/(users|teams)/([0-9]+)(/.*)?$'
+rewrite = "/v2/$1/$2$3"
+pool = "origin"
+"""
+    s += """
+[[route]]
+name = "regex-prefix"
+host = "regex.bench"
+path = "/"
+pool = "origin"
+"""
+    return s
+
+
 def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port, split=True,
-                cors=True):
+                cors=True, regex=True):
     s = f"""[server]
 workers = {workers}
 client_idle_timeout = "300s"
@@ -445,6 +486,9 @@ path = "/cors"
 middleware = ["cors", "secure"]
 pool = "origin"
 """
+    # A host with 50 regex routes before its prefix route (the "regex" workload).
+    if regex:
+        s += regex_routes()
     s += """
 [[route]]
 name = "all"
@@ -548,7 +592,8 @@ class Bench:
             binary = self.a.sluice_baseline if name == BASELINE else self.a.sluice
             text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
                                tls, self.redis_port, split=supports_split(binary, self.tmp),
-                               cors=supports_cors(binary, self.tmp))
+                               cors=supports_cors(binary, self.tmp),
+                               regex=supports_regex(binary, self.tmp))
             argv = [binary, "-c", conf]
         with open(conf, "w") as f:
             f.write(text)

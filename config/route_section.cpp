@@ -1,11 +1,14 @@
-// [[route]]: match (host, path or path_exact, methods), the pool it proxies to and the
-// middleware it applies, in order. Runs after [pool.*] and [middleware.*], whose names it
-// checks.
+// [[route]]: match (host, path, path_exact or path_regex, methods), the pool it proxies to (or
+// its fixed `return` answer) and the middleware it applies, in order. Runs after [pool.*] and
+// [middleware.*], whose names it checks.
 #include <algorithm>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <re2/re2.h>
 
 #include "config/sections.h"
 
@@ -303,9 +306,8 @@ void loadPromote(LoadContext& ctx, const toml::node& n, const std::string& route
 // The keys that only mean something on a split route.
 void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string& what,
                       RouteConfig& rc) {
-  for (const char* key :
-       {"sticky", "cohort", "override_header", "override_cookie", "drain_timeout", "rollback",
-        "promote"}) {
+  for (const char* key : {"sticky", "cohort", "override_header", "override_cookie", "drain_timeout",
+                          "rollback", "promote"}) {
     const auto* v = t.get(key);
     if (v == nullptr) continue;
     if (rc.split.empty()) {
@@ -337,14 +339,139 @@ void loadSplitOptions(LoadContext& ctx, const toml::table& t, const std::string&
   }
 }
 
+// path_regex: compiled here once to report a bad pattern with its position (the router
+// compiles it again for the snapshot). Returns the number of capturing groups, or -1.
+int loadRegex(LoadContext& ctx, const toml::node& v, const std::string& what, RouteConfig& rc) {
+  auto s = ctx.getString(v, what + ".path_regex");
+  if (!s) return -1;
+  if (s->empty()) {
+    ctx.error(posOf(v), what + ".path_regex: must not be empty");
+    return -1;
+  }
+  RE2::Options opt;
+  opt.set_log_errors(false);
+  RE2 re(*s, opt);
+  if (!re.ok()) {
+    ctx.error(posOf(v), what + ".path_regex: invalid regular expression '" + *s +
+                            "': " + re.error() + " (RE2 syntax)");
+    return -1;
+  }
+  rc.pathRegex = *s;
+  return re.NumberOfCapturingGroups();
+}
+
+// rewrite = "/v2/$1": '$' + digit is a capture (at most `groups`), anything else is literal.
+void loadRewrite(LoadContext& ctx, const toml::node& v, const std::string& what, int groups,
+                 RouteConfig& rc) {
+  auto s = ctx.getString(v, what + ".rewrite");
+  if (!s) return;
+  if (!s->starts_with("/")) {
+    ctx.error(posOf(v), what + ".rewrite: must start with '/', got '" + *s + "'");
+    return;
+  }
+  if (hasSpaceOrControl(*s) || s->find('#') != std::string::npos) {
+    ctx.error(posOf(v), what + ".rewrite: must not contain spaces, control characters or '#'");
+    return;
+  }
+  for (size_t i = 0; i + 1 < s->size(); ++i) {
+    const char d = (*s)[i + 1];
+    if ((*s)[i] != '$' || d < '0' || d > '9') continue;
+    if (groups >= 0 && d - '0' > groups) {
+      ctx.error(posOf(v), what + ".rewrite: '$" + std::string(1, d) + "' but path_regex has " +
+                              std::to_string(groups) + " capturing group" +
+                              (groups == 1 ? "" : "s"));
+      return;
+    }
+    ++i;
+  }
+  rc.rewrite = *s;
+}
+
+// A location template: literal text and {host}, {uri}, {scheme}. Returns an error or "".
+std::string checkLocationTemplate(std::string_view tpl) {
+  for (size_t i = 0; i < tpl.size(); ++i) {
+    if (tpl[i] != '{') continue;
+    const size_t close = tpl.find('}', i);
+    const std::string_view name =
+        tpl.substr(i, close == std::string_view::npos ? std::string_view::npos : close - i + 1);
+    if (name != "{host}" && name != "{uri}" && name != "{scheme}")
+      return "unknown placeholder '" + std::string(name) +
+             "' (expected {host}, {uri} or {scheme}; write '{' as %7B)";
+    i = close;
+  }
+  return {};
+}
+
+// return = { status = 301, location = "https://{host}{uri}" } or
+// return = { status = 200, body = "ok", content_type = "text/plain" }
+void loadReturn(LoadContext& ctx, const toml::node& n, const std::string& routeWhat,
+                RouteConfig& rc) {
+  const std::string what = routeWhat + ".return";
+  const auto* t = ctx.tableOf(n, what);
+  if (t == nullptr) return;
+  ctx.checkKeys(*t, {"status", "location", "body", "content_type"}, {}, "in " + what);
+  ReturnConfig& r = rc.ret;
+  r.enabled = true;
+  r.pos = posOf(n);
+  if (const auto* v = ctx.required(*t, "status", r.pos, what, "e.g. status = 301")) {
+    if (auto x = ctx.getInt(*v, what + ".status", 200, 599)) r.status = int(*x);
+  }
+  const bool redirect = r.status >= 300 && r.status <= 399;
+  if (const auto* v = t->get("location")) {
+    if (auto s = ctx.getString(*v, what + ".location")) {
+      std::string err = checkLocationTemplate(*s);
+      if (r.status != 0 && !redirect) {
+        ctx.error(posOf(*v), what + ".location: only allowed with a 3xx status");
+      } else if (s->empty() || hasSpaceOrControl(*s)) {
+        ctx.error(posOf(*v), what +
+                                 ".location: must be non-empty, without spaces or control "
+                                 "characters");
+      } else if (!err.empty()) {
+        ctx.error(posOf(*v), what + ".location: " + err);
+      } else {
+        r.location = *s;
+      }
+    }
+  } else if (redirect) {
+    ctx.error(r.pos, what + ": a " + std::to_string(r.status) +
+                         " needs 'location' (e.g. location = \"https://{host}{uri}\")");
+  }
+  const auto* bodyNode = t->get("body");
+  if (bodyNode != nullptr) {
+    if (auto s = ctx.getString(*bodyNode, what + ".body")) {
+      if (r.status == 204 || r.status == 304) {
+        ctx.error(posOf(*bodyNode), what + ".body: a " + std::to_string(r.status) + " has no body");
+      } else {
+        r.body = *s;
+      }
+    }
+  }
+  if (const auto* v = t->get("content_type")) {
+    if (auto s = ctx.getString(*v, what + ".content_type")) {
+      if (bodyNode == nullptr) {
+        ctx.error(posOf(*v), what + ".content_type: only allowed with 'body'");
+      } else if (s->empty() || s->find_first_of("\r\n") != std::string::npos) {
+        ctx.error(posOf(*v), what + ".content_type: must be a non-empty single-line value");
+      } else {
+        r.contentType = *s;
+      }
+    }
+  } else if (bodyNode != nullptr) {
+    r.contentType = "text/plain";
+  }
+}
+
 using MatchKeys = FirstSeen<std::pair<std::string, SourcePos>>;  // match -> route label, pos
 
 // Two routes that match exactly the same requests: only one can ever be chosen.
-void warnSameMatch(LoadContext& ctx, MatchKeys& matches, const RouteConfig& rc, bool exact,
+void warnSameMatch(LoadContext& ctx, MatchKeys& matches, const RouteConfig& rc,
                    const std::string& what) {
   std::vector<std::string> methods = rc.methods;
   std::sort(methods.begin(), methods.end());
-  std::string key = rc.host + '\n' + (exact ? "=" + rc.pathExact : rc.path) + '\n';
+  const std::string match = !rc.pathExact.empty()   ? "=" + rc.pathExact
+                            : !rc.pathRegex.empty() ? "~" + rc.pathRegex
+                                                    : rc.path;
+  std::string key = rc.host + '\n' + match + '\n';
   for (const auto& m : methods) key += m + ",";
   std::string label = rc.name.empty() ? what : "route '" + rc.name + "'";
   if (const auto* first = matches.claim(key, {label, rc.pos})) {
@@ -353,48 +480,108 @@ void warnSameMatch(LoadContext& ctx, MatchKeys& matches, const RouteConfig& rc, 
   }
 }
 
+// The position of the last of these keys in the file (the one that conflicts with an earlier).
+SourcePos lastPos(std::initializer_list<const toml::node*> nodes) {
+  SourcePos at{};
+  for (const auto* n : nodes) {
+    if (n == nullptr) continue;
+    const SourcePos p = posOf(*n);
+    if (p.line > at.line || (p.line == at.line && p.col > at.col)) at = p;
+  }
+  return at;
+}
+
 void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const toml::table& t,
                const std::string& what, SourcePos pos) {
-  ctx.checkKeys(
-      t,
-      {"name", "host", "path", "path_exact", "methods", "strip_prefix", "pool", "split", "sticky",
-       "cohort", "override_header", "override_cookie", "drain_timeout", "middleware", "rollback",
-       "promote"},
-      {"path_regex"}, "in [[route]]");
+  ctx.checkKeys(t,
+                {"name",
+                 "host",
+                 "path",
+                 "path_exact",
+                 "path_regex",
+                 "prefix_priority",
+                 "rewrite",
+                 "methods",
+                 "strip_prefix",
+                 "pool",
+                 "split",
+                 "return",
+                 "sticky",
+                 "cohort",
+                 "override_header",
+                 "override_cookie",
+                 "drain_timeout",
+                 "middleware",
+                 "rollback",
+                 "promote"},
+                {}, "in [[route]]");
   RouteConfig rc;
   rc.pos = pos;
   rc.name = names.nameKey(t, rc.pos, what);
   if (const auto* v = t.get("host")) loadHost(ctx, *v, what, rc);
   const auto* pathNode = t.get("path");
   const auto* exactNode = t.get("path_exact");
+  const auto* regexNode = t.get("path_regex");
+  const int matchKeys =
+      int(pathNode != nullptr) + int(exactNode != nullptr) + int(regexNode != nullptr);
+  if (matchKeys > 1) {
+    ctx.error(lastPos({pathNode, exactNode, regexNode}),
+              what + ": use exactly one of 'path', 'path_exact' and 'path_regex'");
+  } else if (matchKeys == 0) {
+    ctx.error(rc.pos, what + ": missing required key 'path' (or 'path_exact', 'path_regex')");
+  }
   loadPath(ctx, pathNode, what + ".path", rc.path);
   loadPath(ctx, exactNode, what + ".path_exact", rc.pathExact);
-  if (pathNode != nullptr && exactNode != nullptr) {
-    ctx.error(posOf(*exactNode), what + ": use either 'path' or 'path_exact', not both");
-  } else if (pathNode == nullptr && exactNode == nullptr) {
-    ctx.error(rc.pos, what + ": missing required key 'path' (or 'path_exact')");
+  int groups = -1;
+  if (regexNode != nullptr) groups = loadRegex(ctx, *regexNode, what, rc);
+  if (const auto* v = t.get("prefix_priority")) {
+    if (auto b = ctx.getBool(*v, what + ".prefix_priority")) {
+      if (*b && pathNode == nullptr) {
+        ctx.error(posOf(*v), what + ".prefix_priority: only allowed with 'path'");
+      } else {
+        rc.prefixPriority = *b;
+      }
+    }
   }
   if (const auto* v = t.get("methods")) loadMethods(ctx, *v, what + ".methods", rc);
   if (const auto* v = t.get("strip_prefix")) {
     if (auto b = ctx.getBool(*v, what + ".strip_prefix")) {
-      if (*b && exactNode != nullptr) {
-        ctx.error(posOf(*v), what + ".strip_prefix: only allowed with 'path', not 'path_exact'");
+      if (*b && pathNode == nullptr) {
+        ctx.error(posOf(*v), what +
+                                 ".strip_prefix: only allowed with 'path' (use 'rewrite' with "
+                                 "'path_regex')");
       } else {
         rc.stripPrefix = *b;
       }
     }
   }
   const auto* splitNode = t.get("split");
-  if (splitNode != nullptr && t.get("pool") != nullptr) {
-    ctx.error(posOf(*splitNode), what + ": use either 'pool' or 'split', not both");
+  const auto* returnNode = t.get("return");
+  const int targets =
+      int(t.get("pool") != nullptr) + int(splitNode != nullptr) + int(returnNode != nullptr);
+  if (targets > 1) {
+    ctx.error(lastPos({t.get("pool"), splitNode, returnNode}),
+              what + ": use exactly one of 'pool', 'split' and 'return'");
   } else if (splitNode != nullptr) {
     loadSplit(ctx, *splitNode, what, rc);
-  } else if (const auto* v = ctx.required(t, "pool", rc.pos, what)) {
+  } else if (returnNode != nullptr) {
+    loadReturn(ctx, *returnNode, what, rc);
+  } else if (const auto* v = ctx.required(t, "pool", rc.pos, what,
+                                          "(or 'split', or 'return' for a fixed answer)")) {
     loadRoutePool(ctx, *v, what, rc);
+  }
+  if (const auto* v = t.get("rewrite")) {
+    if (regexNode == nullptr) {
+      ctx.error(posOf(*v), what + ".rewrite: only allowed with 'path_regex'");
+    } else if (returnNode != nullptr) {
+      ctx.error(posOf(*v), what + ".rewrite: not allowed with 'return' (nothing goes upstream)");
+    } else {
+      loadRewrite(ctx, *v, what, groups, rc);
+    }
   }
   loadSplitOptions(ctx, t, what, rc);
   if (const auto* v = t.get("middleware")) loadRouteMiddleware(ctx, *v, what, rc);
-  warnSameMatch(ctx, matches, rc, exactNode != nullptr, what);
+  warnSameMatch(ctx, matches, rc, what);
   ctx.config().routes.push_back(std::move(rc));
 }
 

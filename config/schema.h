@@ -179,14 +179,30 @@ struct PromoteRules {
   SourcePos pos;
 };
 
+// return = { status = 301, location = "https://{host}{uri}" }: the proxy answers the route's
+// requests itself (after its middleware), no pool involved.
+struct ReturnConfig {
+  bool enabled = false;
+  int status = 0;           // 200-599
+  std::string location;     // template: {host}, {uri}, {scheme}; required for 3xx
+  std::string body;         // literal; empty = no body
+  std::string contentType;  // with a body; defaults to text/plain
+  SourcePos pos;
+};
+
 struct RouteConfig {
   std::string name;
-  std::string host;                  // empty = any; "*.example.com" = wildcard
-  std::string path;                  // prefix match; empty when pathExact is used
-  std::string pathExact;             // exact match
+  std::string host;  // empty = any; "*.example.com" = wildcard
+  // Exactly one of path, pathExact, pathRegex is set.
+  std::string path;             // prefix match
+  std::string pathExact;        // exact match
+  std::string pathRegex;        // RE2 pattern, searched (unanchored) in the raw path
+  bool prefixPriority = false;  // `path` only: when it is the longest prefix, no regex is tried
+  std::string rewrite;          // pathRegex only: upstream target template ($0..$9)
   std::vector<std::string> methods;  // empty = any; upper-case
   bool stripPrefix = false;
-  std::string pool;             // or `split`
+  std::string pool;             // or `split`, or `ret`
+  ReturnConfig ret;             // enabled: a fixed answer instead of a pool
   std::vector<SplitArm> split;  // empty unless the route splits traffic
   StickyKind sticky = StickyKind::None;
   std::string stickyName;      // header, cookie or claim name

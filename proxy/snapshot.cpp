@@ -5,6 +5,8 @@
 
 #include "middleware/registry.h"
 
+#include <re2/re2.h>
+
 #include <atomic>
 #include <cstring>
 
@@ -123,9 +125,27 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
     for (char c : rc.host) r.host.push_back((c >= 'A' && c <= 'Z') ? char(c + 32) : c);
     r.exact = !rc.pathExact.empty();
     r.path = r.exact ? rc.pathExact : rc.path;
+    r.prefixPriority = rc.prefixPriority;
+    if (!rc.pathRegex.empty()) {
+      r.path = rc.pathRegex;
+      r.regex = router::compilePathRegex(rc.pathRegex, error);
+      if (!r.regex) {  // the loader compiled it already: not expected
+        error = "route " + rc.name + ": path_regex: " + error;
+        return nullptr;
+      }
+      r.regexGroups = r.regex->NumberOfCapturingGroups();
+      r.rewrite = rc.rewrite;
+    }
     r.methods = rc.methods;
     r.stripPrefix = rc.stripPrefix;
-    if (rc.split.empty()) {
+    if (rc.ret.enabled) {
+      auto a = std::make_shared<router::FixedAnswer>();
+      a->status = rc.ret.status;
+      a->location = rc.ret.location;
+      a->body = rc.ret.body;
+      a->contentType = rc.ret.contentType;
+      r.answer = std::move(a);
+    } else if (rc.split.empty()) {
       r.pool = snap->pool(rc.pool);
     } else {
       auto split = std::make_shared<router::Split>();

@@ -28,7 +28,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
       libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3
-      python3-pytest nlohmann-json3-dev)
+      python3-pytest nlohmann-json3-dev libre2-dev)
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
 fi
@@ -41,7 +41,7 @@ if [ "$want_browser" = 1 ]; then
   pkgs+=(chromium)
 fi
 if [ "$runtime_only" = 1 ]; then
-  pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 ca-certificates curl)
+  pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 libre2-9 ca-certificates curl)
 fi
 
 missing=()

@@ -233,10 +233,18 @@ static void appendStatusJson(Server& server, std::string& out) {
     out.append("\",\"host\":\"");
     observe::appendJsonEscaped(out, routes[i].host);
     out.append("\",\"path\":\"");
-    observe::appendJsonEscaped(out,
-                               routes[i].pathExact.empty() ? routes[i].path : routes[i].pathExact);
+    observe::appendJsonEscaped(out, !routes[i].pathExact.empty()   ? routes[i].pathExact
+                                    : !routes[i].pathRegex.empty() ? routes[i].pathRegex
+                                                                   : routes[i].path);
     out.append("\",\"exact\":");
     out.append(routes[i].pathExact.empty() ? "false" : "true");
+    if (!routes[i].pathRegex.empty()) out.append(",\"regex\":true");
+    if (routes[i].ret.enabled) {
+      out.append(",\"return\":");
+      out.append(std::to_string(routes[i].ret.status));
+      out.append("}");
+      continue;
+    }
     if (routes[i].split.empty()) {
       out.append(",\"pool\":\"");
       observe::appendJsonEscaped(out, routes[i].pool);

@@ -114,7 +114,8 @@ void Exchange::redirectHttps(std::string_view path, std::string_view query) {
 bool Exchange::matchRoute(std::string_view path, std::string_view query,
                           std::string_view hostFromTarget) {
   http::RequestHead& req = *req_;
-  s_.route = snap_->routes.match(host_, path, req.method);
+  router::Captures caps;
+  s_.route = snap_->routes.match(host_, path, req.method, &caps);
   if (!s_.route) {
     int status;
     std::string body;
@@ -130,9 +131,11 @@ bool Exchange::matchRoute(std::string_view path, std::string_view query,
     }
     return false;
   }
-  // The upstream target: strip_prefix, and origin-form for an absolute-form request.
+  // The upstream target: rewrite, strip_prefix, and origin-form for an absolute-form request.
   target_.clear();
-  if (s_.route->stripPrefix && !s_.route->exact) {
+  if (!s_.route->rewrite.empty()) {
+    router::expandRewrite(s_.route->rewrite, caps, query, target_);
+  } else if (s_.route->stripPrefix && !s_.route->exact) {
     std::string_view rest = path.substr(s_.route->path.size());
     if (rest.empty() || rest[0] != '/') target_.push_back('/');
     target_.append(rest);
@@ -149,7 +152,7 @@ bool Exchange::matchRoute(std::string_view path, std::string_view query,
 
 void Exchange::runFilters() {
   if (s_.route->filters.empty()) {
-    startUpstream();
+    answerOrProxy();
     return;
   }
   if (filters_.empty()) {
@@ -164,7 +167,34 @@ void Exchange::runFilters() {
   const uint32_t gen = generation_;
   if (filters_.runRequest(ctx_, [this, gen] { return alive(gen) && !s_.responseStarted; }) ==
       FilterChain::Result::Done)
+    answerOrProxy();
+}
+
+void Exchange::answerOrProxy() {
+  if (s_.route->answer)
+    answerRoute();
+  else
     startUpstream();
+}
+
+void Exchange::answerRoute() {
+  // `return = {...}`: the proxy's own answer, no pool (access log and metrics show pool "-").
+  const router::FixedAnswer& a = *s_.route->answer;
+  http::LocalReply r;
+  r.status = a.status;
+  r.body = a.body;
+  r.contentType = a.contentType;
+  std::string location;
+  if (!a.location.empty()) {
+    // {uri}: the path and query as the client sent them (origin-form of an absolute target).
+    std::string_view hostFromTarget, path, query;
+    std::string_view uri = req_->target;
+    if (router::splitTarget(req_->target, hostFromTarget, path, query))
+      uri = std::string_view(path.data(), path.size() + query.size());
+    router::expandLocation(a.location, host_, uri, down_->tls ? "https" : "http", location);
+    r.header("Location", location);
+  }
+  sendLocalReply(r, false);
 }
 
 const upstream::Pool* Exchange::choosePool() {

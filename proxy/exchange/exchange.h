@@ -6,8 +6,10 @@
 //   begin            snapshot, start time, request id, client IP
 //   normalizeTarget  CONNECT, target form and dot-segments, host, Expect, Content-Length limit
 //   redirectHttps    the listener's redirect policy (a local reply), when it has one
-//   matchRoute       route table, /health* fallback, 404; upstream target (strip_prefix)
+//   matchRoute       route table (exact, ^~ prefix, regex, prefix), /health* fallback, 404;
+//                    upstream target (rewrite, strip_prefix)
 //   runFilters       the route's filters: edit the head, stop/resume, answer locally
+//   answerRoute      a route with `return`: its fixed answer (a local reply), nothing upstream
 //   choosePool       the pool, from the route and the request context after the filters
 //   startUpstream    UpstreamRequest: pick, connect, send head, relay, retry, outcome
 //   response         response filters, then the codec encodes head and body
@@ -108,6 +110,8 @@ class Exchange final : public RequestDecoder,
   void redirectHttps(std::string_view path, std::string_view query);
   bool matchRoute(std::string_view path, std::string_view query, std::string_view hostFromTarget);
   void runFilters();
+  void answerOrProxy();  // after the filters: answerRoute() or startUpstream()
+  void answerRoute();
   const upstream::Pool* choosePool();
   const upstream::Pool* pickPool();
   void startUpstream();

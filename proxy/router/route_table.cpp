@@ -1,6 +1,8 @@
 // Route matching.
 #include "proxy/router/route_table.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
 
 #include "proxy/http/message.h"
@@ -14,12 +16,39 @@ bool Route::allowsMethod(std::string_view m) const {
   return false;
 }
 
-const Route* RouteTable::PathSet::find(std::string_view path, std::string_view method) const {
+static bool matchRegex(const Route& r, std::string_view path, Captures* caps) {
+  // Groups are only extracted when a rewrite needs them: a plain search runs on RE2's DFA.
+  const int n =
+      caps != nullptr && !r.rewrite.empty() ? std::min(r.regexGroups + 1, Captures::kMax) : 0;
+  re2::StringPiece groups[Captures::kMax];
+  if (!r.regex->Match(re2::StringPiece(path.data(), path.size()), 0, path.size(), RE2::UNANCHORED,
+                      groups, n))
+    return false;
+  if (n > 0) {
+    caps->count = n;
+    for (int i = 0; i < n; ++i)
+      caps->group[i] = groups[i].data() == nullptr
+                           ? std::string_view()
+                           : std::string_view(groups[i].data(), groups[i].size());
+  }
+  return true;
+}
+
+const Route* RouteTable::PathSet::find(std::string_view path, std::string_view method,
+                                       Captures* caps) const {
   for (const Route* r : exact)
     if (r->path == path && r->allowsMethod(method)) return r;
-  for (const Route* r : prefixes)
-    if (path.substr(0, r->path.size()) == r->path && r->allowsMethod(method)) return r;
-  return nullptr;
+  const Route* prefix = nullptr;
+  for (const Route* r : prefixes) {
+    if (path.substr(0, r->path.size()) == r->path && r->allowsMethod(method)) {
+      prefix = r;
+      break;
+    }
+  }
+  if (prefix != nullptr && prefix->prefixPriority) return prefix;
+  for (const Route* r : regexes)
+    if (r->allowsMethod(method) && matchRegex(*r, path, caps)) return r;
+  return prefix;
 }
 
 void RouteTable::build(std::vector<Route> routes) {
@@ -44,7 +73,7 @@ void RouteTable::build(std::vector<Route> routes) {
     } else {
       set = &exactHosts_[r.host];
     }
-    (r.exact ? set->exact : set->prefixes).push_back(&r);
+    (r.regex ? set->regexes : r.exact ? set->exact : set->prefixes).push_back(&r);
   }
   auto byLength = [](const Route* a, const Route* b) { return a->path.size() > b->path.size(); };
   auto sortSet = [&](PathSet& s) {
@@ -58,18 +87,72 @@ void RouteTable::build(std::vector<Route> routes) {
 }
 
 const Route* RouteTable::match(std::string_view host, std::string_view path,
-                               std::string_view method) const {
+                               std::string_view method, Captures* caps) const {
   if (!exactHosts_.empty()) {
     // Host is already normalized by the caller (lower case, no port).
     auto it = exactHosts_.find(host);
     if (it != exactHosts_.end())
-      if (const Route* r = it->second.find(path, method)) return r;
+      if (const Route* r = it->second.find(path, method, caps)) return r;
   }
   for (const auto& [suffix, set] : wildcards_) {
     if (host.size() > suffix.size() && host.substr(host.size() - suffix.size()) == suffix)
-      if (const Route* r = set.find(path, method)) return r;
+      if (const Route* r = set.find(path, method, caps)) return r;
   }
-  return anyHost_.find(path, method);
+  return anyHost_.find(path, method, caps);
+}
+
+std::shared_ptr<const re2::RE2> compilePathRegex(const std::string& pattern, std::string& error) {
+  RE2::Options opt;
+  opt.set_log_errors(false);
+  auto re = std::make_shared<const RE2>(pattern, opt);
+  if (!re->ok()) {
+    error = re->error();
+    return nullptr;
+  }
+  return re;
+}
+
+void expandRewrite(std::string_view tpl, const Captures& caps, std::string_view query,
+                   std::string& out) {
+  out.clear();
+  const size_t q = tpl.find('?');
+  const bool dropQuery = q != std::string_view::npos && q + 1 == tpl.size();
+  if (dropQuery) tpl.remove_suffix(1);
+  for (size_t i = 0; i < tpl.size(); ++i) {
+    const char c = tpl[i];
+    if (c == '$' && i + 1 < tpl.size() && tpl[i + 1] >= '0' && tpl[i + 1] <= '9') {
+      const int g = tpl[++i] - '0';
+      if (g < caps.count) out.append(caps.group[g]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (dropQuery || query.size() <= 1) return;  // none, or a bare '?'
+  if (q == std::string_view::npos) {
+    out.append(query);
+  } else {
+    out.push_back('&');
+    out.append(query.substr(1));
+  }
+}
+
+void expandLocation(std::string_view tpl, std::string_view host, std::string_view uri,
+                    std::string_view scheme, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < tpl.size();) {
+    if (tpl.compare(i, 6, "{host}") == 0) {
+      out.append(host);
+      i += 6;
+    } else if (tpl.compare(i, 5, "{uri}") == 0) {
+      out.append(uri);
+      i += 5;
+    } else if (tpl.compare(i, 8, "{scheme}") == 0) {
+      out.append(scheme);
+      i += 8;
+    } else {
+      out.push_back(tpl[i++]);
+    }
+  }
 }
 
 static bool hasDotSegment(std::string_view path) {

@@ -225,11 +225,6 @@ listen = "127.0.0.1:80"
   expectError(r, "unknown key 'surprise' at the top level", 1, 1);
   expectError(r, "unknown key 'weight' in [[route]]", 11, 1);
 
-  // Keys from product.md that this version does not implement say so.
-  r = load(std::string(kBase) + "name = \"r\"\npath = \"/\"\npool = \"p\"\n" +
-           "path_regex = \"^/x\"\n");
-  expectError(r, "unknown key 'path_regex' in [[route]] (not supported in this version)", 10, 1);
-
   r = load(R"([[listener]]
 name = "web"
 listen = "127.0.0.1:8443"
@@ -349,7 +344,7 @@ host = "a.example.com"
   expectError(r, "pool.p: missing required key 'backends'", 7, 1);
   expectError(r, "pool.q.backends[0]: missing required key 'address'", 12, 3);
   expectError(r, "route[0]: missing required key 'name'", 15, 1);
-  expectError(r, "route[0]: missing required key 'path' (or 'path_exact')", 15, 1);
+  expectError(r, "route[0]: missing required key 'path' (or 'path_exact', 'path_regex')", 15, 1);
   expectError(r, "route[0]: missing required key 'pool'", 15, 1);
 
   r = load("[pool.p]\nbackends = []\n");
@@ -535,7 +530,7 @@ pool = "p"
   expectError(r, "pool.p.connect_timeout: invalid duration '2 s'", 17, 19);
   expectError(r, "pool.q.backends[0].address: expected host:port (missing port)", 19, 25);
   expectError(r, "pool.q.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got 'random'", 20, 11);
-  expectError(r, "route[0]: use either 'path' or 'path_exact', not both", 24, 14);
+  expectError(r, "route[0]: use exactly one of 'path', 'path_exact' and 'path_regex'", 24, 14);
   expectError(r, "route[1].strip_prefix: only allowed with 'path'", 29, 16);
   expectError(r, "route[1].methods[0]: invalid method 'get'", 30, 12);
   expectError(r, "route[1].host: invalid host 'bad host'", 31, 8);
