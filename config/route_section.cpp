@@ -514,7 +514,7 @@ void loadRoute(LoadContext& ctx, NameRules& names, MatchKeys& matches, const tom
                  "middleware",
                  "rollback",
                  "promote"},
-                {}, "in [[route]]");
+                {"static"}, "in [[route]]");
   RouteConfig rc;
   rc.pos = pos;
   rc.name = names.nameKey(t, rc.pos, what);
