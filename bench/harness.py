@@ -319,55 +319,36 @@ backend be
 """
 
 
-_SPLIT_SUPPORT = {}
+_FEATURE_SUPPORT = {}
+
+# A config snippet per feature that a Sluice binary from before it refuses (a baseline binary
+# then sends that workload through the plain route, which the before/after table shows).
+_PROBE_LISTENER = '[[listener]]\nname = "w"\nlisten = "127.0.0.1:1"\n'
+_PROBE_POOLS = ('[pool.a]\nbackends = [{ address = "127.0.0.1:1" }]\n'
+                '[pool.b]\nbackends = [{ address = "127.0.0.1:1" }]\n')
+FEATURE_PROBES = {
+    # route splits with automatic rollback
+    "split": _PROBE_POOLS + '[[route]]\nname = "r"\npath = "/"\n'
+             'split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 1 }]\n'
+             '[route.rollback]\nmax_error_rate = 0.05\n',
+    # the cors and headers middleware
+    "cors": '[middleware.c]\ntype = "cors"\nallow_origins = ["https://a.com"]\n'
+            '[middleware.h]\ntype = "headers"\npreset = "security"\n',
+    # path_regex routes
+    "regex": _PROBE_POOLS + '[[route]]\nname = "r"\npath_regex = "^/x"\npool = "a"\n',
+}
 
 
-def supports_split(binary, tmp):
-    """Whether this Sluice binary knows route splits with rollback (a baseline from before them
-    does not: its /split requests then take the plain route, which the before/after table
-    shows)."""
-    if binary not in _SPLIT_SUPPORT:
-        conf = os.path.join(tmp, "split-probe.toml")
+def supports(binary, tmp, feature):
+    """Whether this Sluice binary accepts FEATURE_PROBES[feature] (`sluice -t`, cached)."""
+    key = (binary, feature)
+    if key not in _FEATURE_SUPPORT:
+        conf = os.path.join(tmp, f"{feature}-probe.toml")
         with open(conf, "w") as f:
-            f.write('[[listener]]\nname = "w"\nlisten = "127.0.0.1:1"\n'
-                    '[pool.a]\nbackends = [{ address = "127.0.0.1:1" }]\n'
-                    '[pool.b]\nbackends = [{ address = "127.0.0.1:1" }]\n'
-                    '[[route]]\nname = "r"\npath = "/"\n'
-                    'split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 1 }]\n'
-                    '[route.rollback]\nmax_error_rate = 0.05\n')
+            f.write(_PROBE_LISTENER + FEATURE_PROBES[feature])
         r = subprocess.run([binary, "-t", "-c", conf], capture_output=True, timeout=30)
-        _SPLIT_SUPPORT[binary] = r.returncode == 0
-    return _SPLIT_SUPPORT[binary]
-
-
-def supports_cors(binary, tmp):
-    """Whether this Sluice binary knows the cors and headers middleware (older ones send /cors
-    through the plain route)."""
-    key = (binary, "cors")
-    if key not in _SPLIT_SUPPORT:
-        conf = os.path.join(tmp, "cors-probe.toml")
-        with open(conf, "w") as f:
-            f.write('[[listener]]\nname = "w"\nlisten = "127.0.0.1:1"\n'
-                    '[middleware.c]\ntype = "cors"\nallow_origins = ["https://a.com"]\n'
-                    '[middleware.h]\ntype = "headers"\npreset = "security"\n')
-        r = subprocess.run([binary, "-t", "-c", conf], capture_output=True, timeout=30)
-        _SPLIT_SUPPORT[key] = r.returncode == 0
-    return _SPLIT_SUPPORT[key]
-
-
-def supports_regex(binary, tmp):
-    """Whether this Sluice binary knows path_regex routes (older ones refuse the key: the
-    regex workload then takes the plain route)."""
-    key = (binary, "regex")
-    if key not in _SPLIT_SUPPORT:
-        conf = os.path.join(tmp, "regex-probe.toml")
-        with open(conf, "w") as f:
-            f.write('[[listener]]\nname = "w"\nlisten = "127.0.0.1:1"\n'
-                    '[pool.a]\nbackends = [{ address = "127.0.0.1:1" }]\n'
-                    '[[route]]\nname = "r"\npath_regex = "^/x"\npool = "a"\n')
-        r = subprocess.run([binary, "-t", "-c", conf], capture_output=True, timeout=30)
-        _SPLIT_SUPPORT[key] = r.returncode == 0
-    return _SPLIT_SUPPORT[key]
+        _FEATURE_SUPPORT[key] = r.returncode == 0
+    return _FEATURE_SUPPORT[key]
 
 
 def regex_routes(n=50):
@@ -591,9 +572,9 @@ class Bench:
                 self.start_redis()
             binary = self.a.sluice_baseline if name == BASELINE else self.a.sluice
             text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
-                               tls, self.redis_port, split=supports_split(binary, self.tmp),
-                               cors=supports_cors(binary, self.tmp),
-                               regex=supports_regex(binary, self.tmp))
+                               tls, self.redis_port, split=supports(binary, self.tmp, "split"),
+                               cors=supports(binary, self.tmp, "cors"),
+                               regex=supports(binary, self.tmp, "regex"))
             argv = [binary, "-c", conf]
         with open(conf, "w") as f:
             f.write(text)

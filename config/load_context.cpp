@@ -79,6 +79,17 @@ bool hasSpaceOrControl(std::string_view s) {
   return false;
 }
 
+bool isHttpToken(std::string_view s) {
+  static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  if (s.empty()) return false;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    kSpecials.find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
 LoadContext::LoadContext(std::string file, MiddlewareParsers middlewareTypes)
     : file_(std::move(file)), middlewareTypes_(middlewareTypes) {}
 

@@ -30,6 +30,8 @@ SourcePos posOf(const toml::node& n);
 std::string typeName(const toml::node& n);  // "a table", "a string", ...
 std::string lineRef(SourcePos p);           // "line 12"
 bool hasSpaceOrControl(std::string_view s);
+// An HTTP token (RFC 9110 tchar+): method and header-name syntax.
+bool isHttpToken(std::string_view s);
 
 // Orders anything with a `pos` by file position (toml++ tables iterate in key order, the
 // schema promises file order).

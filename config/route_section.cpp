@@ -19,13 +19,9 @@ namespace {
 // An HTTP method token (RFC 9110 tchar) with no lower-case letters: methods are
 // case-sensitive and every standard one is upper-case, so "get" is almost surely a typo.
 bool isUpperToken(std::string_view m) {
-  if (m.empty()) return false;
-  static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
-  for (char c : m) {
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              kSpecials.find(c) != std::string_view::npos;
-    if (!ok) return false;
-  }
+  if (!isHttpToken(m)) return false;
+  for (char c : m)
+    if (c >= 'a' && c <= 'z') return false;
   return true;
 }
 

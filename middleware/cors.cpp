@@ -108,6 +108,18 @@ std::optional<Origin> parseOrigin(std::string_view s, bool allowWildcard) {
   return o;
 }
 
+std::optional<OriginPattern> parseOriginPattern(std::string_view s) {
+  auto o = parseOrigin(s, true);
+  if (!o) return std::nullopt;
+  OriginPattern p;
+  p.origin = std::move(*o);
+  if (p.origin.host.rfind("*.", 0) == 0) {
+    p.wildcard = true;
+    p.origin.host.erase(0, 2);
+  }
+  return p;
+}
+
 bool OriginPattern::matches(const Origin& o) const {
   if (o.opaque || origin.opaque) return o.opaque && origin.opaque && !wildcard;
   if (o.scheme != origin.scheme || o.port != origin.port) return false;

@@ -44,6 +44,9 @@ struct OriginPattern {
   bool matches(const Origin& o) const;
 };
 
+// An allow_origins entry (not "*"): an exact origin, "null", or scheme://*.domain[:port].
+std::optional<OriginPattern> parseOriginPattern(std::string_view s);
+
 struct CorsPolicy {
   bool anyOrigin = false;  // "*"
   std::vector<OriginPattern> origins;

@@ -10,18 +10,6 @@ namespace {
 
 using config::posOf;
 
-bool tokenChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool isToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s)
-    if (!tokenChar(c)) return false;
-  return true;
-}
-
 bool loadOrigins(const config::MiddlewareTable& table, CorsPolicy& p) {
   config::LoadContext& ctx = table.ctx;
   const std::string what = table.what + ".allow_origins";
@@ -39,8 +27,8 @@ bool loadOrigins(const config::MiddlewareTable& table, CorsPolicy& p) {
       p.anyOrigin = true;
       continue;
     }
-    auto o = parseOrigin(value, true);
-    if (!o) {
+    auto pat = parseOriginPattern(value);
+    if (!pat) {
       std::string hint = value.find("://") == std::string::npos
                              ? " (an origin has a scheme: \"https://" + value + "\")"
                          : value.size() > 3 && value.back() == '/'
@@ -53,13 +41,7 @@ bool loadOrigins(const config::MiddlewareTable& table, CorsPolicy& p) {
       ok = false;
       continue;
     }
-    OriginPattern pat;
-    pat.origin = *o;
-    if (o->host.rfind("*.", 0) == 0) {
-      pat.wildcard = true;
-      pat.origin.host = o->host.substr(2);
-    }
-    p.origins.push_back(std::move(pat));
+    p.origins.push_back(std::move(*pat));
   }
   return ok;
 }
@@ -78,7 +60,7 @@ bool loadTokens(const config::MiddlewareTable& table, const char* key, bool lowe
       *star = true;
       continue;
     }
-    if (!isToken(value)) {
+    if (!config::isHttpToken(value)) {
       table.ctx.error(pos,
                       what + ": '" + value + "' is not a valid " +
                           (std::string_view(key) == "allow_methods" ? "method" : "header name"));

@@ -88,24 +88,21 @@ void HeaderTemplate::expand(const RequestContext& ctx, std::string& out) const {
 void applyHeaderEdits(const HeaderEdits& edits, const RequestContext& ctx,
                       http::HeaderMap& headers) {
   thread_local std::string value;
+  // A literal value is added as it is; a template is expanded into a reused buffer.
+  auto add = [&](const HeaderEdit& e) {
+    if (e.value.literal()) {
+      headers.add(e.name, e.value.pieces.empty() ? "" : e.value.pieces[0].text);
+      return;
+    }
+    e.value.expand(ctx, value);
+    headers.add(e.name, value);
+  };
   for (const auto& name : edits.remove) headers.remove(name);
   for (const auto& e : edits.set) {
     headers.remove(e.name);
-    if (e.value.literal()) {
-      headers.add(e.name, e.value.pieces.empty() ? "" : e.value.pieces[0].text);
-    } else {
-      e.value.expand(ctx, value);
-      headers.add(e.name, value);
-    }
+    add(e);
   }
-  for (const auto& e : edits.add) {
-    if (e.value.literal()) {
-      headers.add(e.name, e.value.pieces.empty() ? "" : e.value.pieces[0].text);
-    } else {
-      e.value.expand(ctx, value);
-      headers.add(e.name, value);
-    }
-  }
+  for (const auto& e : edits.add) add(e);
 }
 
 namespace {

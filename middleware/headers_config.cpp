@@ -11,18 +11,11 @@ namespace {
 
 using config::posOf;
 
-bool tokenChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
 // A header name the policy may touch: a token, and not one the proxy owns (framing,
 // hop-by-hop, Host).
 bool checkName(config::LoadContext& ctx, const std::string& name, config::SourcePos pos,
                const std::string& what) {
-  bool token = !name.empty();
-  for (char c : name) token = token && tokenChar(c);
-  if (!token) {
+  if (!config::isHttpToken(name)) {
     ctx.error(pos, what + ": '" + name + "' is not a valid header name");
     return false;
   }

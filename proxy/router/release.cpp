@@ -162,6 +162,11 @@ std::vector<uint32_t> Release::fileWeights() const {
   return fileWeights_;
 }
 
+uint32_t Release::stepsAtOrBelow(uint32_t pct) const {
+  return uint32_t(std::upper_bound(promote_.steps.begin(), promote_.steps.end(), pct) -
+                  promote_.steps.begin());
+}
+
 uint32_t Release::canaryPercent(const std::vector<uint32_t>& w) const {
   if (w.size() != 2) return 0;
   const uint64_t total = uint64_t(w[0]) + w[1];
@@ -186,8 +191,7 @@ void Release::configure(const config::RouteConfig& rc, bool reset, int64_t nowUn
   const uint32_t pct = canaryPercent(s.weights);
   if (promote_.enabled && pct > 0) {
     s.phase = ReleasePhase::Promoting;
-    s.step = uint32_t(std::upper_bound(promote_.steps.begin(), promote_.steps.end(), pct) -
-                      promote_.steps.begin());
+    s.step = stepsAtOrBelow(pct);
     if (s.step == promote_.steps.size()) s.phase = ReleasePhase::Complete;
     s.stepStartedUnixMs = nowUnixMs;
   }
@@ -240,11 +244,14 @@ std::string Release::violation(size_t arm, uint64_t nowMs,
   t.requests += peerRequests_[arm].load(std::memory_order_relaxed);
   t.errors += peerErrors_[arm].load(std::memory_order_relaxed);
   if (t.requests < rules.minRequests) return {};
-  const std::string over = " requests in the last " + std::to_string(rules.window.count()) + "ms";
+  // Built only for a verdict: this runs on every judged outcome.
+  auto over = [&] {
+    return " requests in the last " + std::to_string(rules.window.count()) + "ms";
+  };
   if (rules.maxErrorRate >= 0 && double(t.errors) > rules.maxErrorRate * double(t.requests)) {
     return "error rate " + formatRate(double(t.errors) / double(t.requests)) + " > " +
            formatRate(rules.maxErrorRate) + " (" + std::to_string(t.errors) + " errors in " +
-           std::to_string(t.requests) + over + ")";
+           std::to_string(t.requests) + over() + ")";
   }
   if (rules.maxP99Ratio > 0) {
     // Percentiles cost more than counts: at most every 50 ms per route.
@@ -257,7 +264,7 @@ std::string Release::violation(size_t arm, uint64_t nowMs,
     const uint64_t c = windows_[arm]->p99Us(nowMs), b = windows_[0]->p99Us(nowMs);
     if (b > 0 && double(c) > rules.maxP99Ratio * double(b)) {
       return "p99 " + formatMs(c) + "ms > " + formatRate(rules.maxP99Ratio) + " x baseline p99 " +
-             formatMs(b) + "ms (" + std::to_string(t.requests) + over + ")";
+             formatMs(b) + "ms (" + std::to_string(t.requests) + over() + ")";
     }
   }
   return {};
@@ -299,8 +306,7 @@ ReleaseResult Release::setWeights(const std::vector<uint32_t>& w, int64_t nowUni
   }
   if (promote_.enabled) {
     const uint32_t pct = canaryPercent(w);
-    st_.step = uint32_t(std::upper_bound(promote_.steps.begin(), promote_.steps.end(), pct) -
-                        promote_.steps.begin());
+    st_.step = stepsAtOrBelow(pct);
   }
   changed(nowUnixMs, "weights", "", "admin API", ReleaseSource::Api);
   return {};
@@ -349,8 +355,7 @@ ReleaseResult Release::promote(int64_t nowUnixMs) {
       msg = "100";
     } else {
       const uint32_t pct = canaryPercent(st_.weights);
-      size_t next = size_t(std::upper_bound(promote_.steps.begin(), promote_.steps.end(), pct) -
-                           promote_.steps.begin());
+      size_t next = size_t(stepsAtOrBelow(pct));
       if (st_.phase == ReleasePhase::RolledBack) next = 0;
       if (next >= promote_.steps.size()) next = promote_.steps.size() - 1;
       if (st_.weights[1] == 0) windows_[1]->clear();

@@ -180,7 +180,9 @@ class Release {
   // mu_ held: takes canary `arm` out; false when it has no traffic.
   bool takeOut(size_t arm, std::vector<uint32_t>& w);
   uint32_t canaryPercent(const std::vector<uint32_t>& w) const;  // two-pool splits
-  void enterStep(size_t index, int64_t nowUnixMs);               // mu_ held
+  // How many promotion steps are at or below `pct` (the step a canary share stands at).
+  uint32_t stepsAtOrBelow(uint32_t pct) const;
+  void enterStep(size_t index, int64_t nowUnixMs);  // mu_ held
 
   const std::string route_;
   const std::vector<std::string> pools_;

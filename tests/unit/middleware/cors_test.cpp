@@ -19,15 +19,9 @@ CorsPolicy policy(std::initializer_list<const char*> origins) {
       p.anyOrigin = true;
       continue;
     }
-    auto parsed = parseOrigin(o, true);
-    REQUIRE(parsed);
-    OriginPattern pat;
-    pat.origin = *parsed;
-    if (parsed->host.rfind("*.", 0) == 0) {
-      pat.wildcard = true;
-      pat.origin.host = parsed->host.substr(2);
-    }
-    p.origins.push_back(pat);
+    auto pat = parseOriginPattern(o);
+    REQUIRE(pat);
+    p.origins.push_back(*pat);
   }
   p.methods = {"GET", "POST", "PUT"};
   p.headers = {"authorization", "content-type"};
