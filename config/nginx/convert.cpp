@@ -602,8 +602,9 @@ void Converter::globalSettings() {
 }
 
 void Converter::bodySize() {
-  // client_max_body_size: Sluice has one limit for everything. nginx's default (1m) applies
-  // wherever no level sets it; the largest limit is kept so that no upload that worked fails.
+  // client_max_body_size: Sluice has one limit for everything, so the largest effective one
+  // is kept (no upload that worked starts failing). nginx's default (1m) is effective in
+  // every server that neither it nor the http level sets.
   std::vector<const Directive*> found;
   std::function<void(const std::vector<Directive>&)> collect = [&](const auto& list) {
     for (const Directive& c : list) {
@@ -613,35 +614,35 @@ void Converter::bodySize() {
     }
   };
   collect(http_->children);
-  uint64_t best = 1024 * 1024;
-  bool unlimited = false;
+  bool defaultApplies = !httpScope_->here("client_max_body_size");
+  if (defaultApplies) {
+    bool serverWithout = false;
+    for (const ServerInfo& s : servers_) serverWithout = serverWithout || !s.scope->here("client_max_body_size");
+    defaultApplies = serverWithout || servers_.empty();
+  }
+  std::optional<uint64_t> best;  // 0 = unlimited
   const Directive* bestAt = nullptr;
-  bool httpLevel = httpScope_->here("client_max_body_size");
+  if (defaultApplies) best = 1024 * 1024;
   for (const Directive* d : found) {
     auto v = d->args.size() == 1 ? parseSize(d->arg(0)) : std::nullopt;
     if (!v) {
       tracker_.skip(*d, "invalid size");
       continue;
     }
-    if (*v == 0) {
-      unlimited = true;
+    const bool larger = !best || (*best != 0 && (*v == 0 || *v > *best));
+    if (larger) {
+      best = *v;
       bestAt = d;
-    } else if (!unlimited && (*v > best || bestAt == nullptr)) {
-      if (*v >= best || !httpLevel || bestAt == nullptr) {
-        best = std::max(best, *v);
-        if (*v == best) bestAt = d;
-      }
     }
   }
-  if (!httpLevel && !found.empty()) best = std::max<uint64_t>(best, 1024 * 1024);
-  const std::string chosen = unlimited ? "0" : formatSize(best);
+  const std::string chosen = formatSize(best.value_or(1024 * 1024));
   maxBody_ = chosen;
   serverComments_["max_body_size"] =
-      bestAt != nullptr ? display(bestAt->at) : "nginx's default client_max_body_size";
+      bestAt != nullptr ? "the largest client_max_body_size, " + display(bestAt->at)
+                        : "nginx's default client_max_body_size";
   for (const Directive* d : found) {
     if (tracker_.fate(*d) == Fate::NotConverted) continue;
-    auto v = parseSize(d->arg(0));
-    if (d == bestAt || (v && formatSize(*v) == chosen && !unlimited) || (unlimited && v == 0u))
+    if (formatSize(*parseSize(d->arg(0))) == chosen)
       tracker_.converted(*d);
     else
       tracker_.differs(*d, "Sluice has one max_body_size for every route: " + chosen +
@@ -1142,7 +1143,7 @@ void Converter::emitServerRoutes(ServerInfo& s, const std::string& host, bool ho
     if (!s.hasRootLocation && (!hostless || s.scope->last("root") != nullptr))
       list.push_back(catchAll(s));
   }
-  const std::string label = hostless ? (host.empty() ? "" : host) : host;
+  const std::string label = host.starts_with("*.") ? "any." + host.substr(2) : host;
   for (RouteOut& r : list) {
     r.host = host;
     if (labelled) r.hint = (label.empty() ? std::string("default") : label) + "-" + r.hint;
