@@ -173,6 +173,8 @@ void Exchange::runFilters() {
 void Exchange::answerOrProxy() {
   if (s_.route->answer)
     answerRoute();
+  else if (s_.route->files)
+    serveFiles();
   else
     startUpstream();
 }
@@ -195,6 +197,50 @@ void Exchange::answerRoute() {
     r.header("Location", location);
   }
   sendLocalReply(r, false);
+}
+
+void Exchange::serveFiles() {
+  // `static = {...}`: files from a directory (access log and metrics show pool "-").
+  if (req_->method != "GET" && !s_.headRequest) {
+    http::LocalReply r(405, "method_not_allowed");
+    r.header("Allow", "GET, HEAD");
+    sendLocalReply(r, false);
+    return;
+  }
+  std::string_view hostFromTarget, path, query;
+  router::splitTarget(req_->target, hostFromTarget, path, query);  // checked by normalizeTarget
+  if (!files_.start(w_.loop(), s_.route->files, *req_, path, query, *stream_, *this))
+    sendLocalReply({400, "bad_request"}, false);
+}
+
+void Exchange::fileHead(http::ResponseHead& head, bool noBody) {
+  s_.status = head.status;
+  ResponseInfo info;
+  info.noBody = noBody;
+  info.close = !s_.requestComplete;
+  encodeHeaders(head, info);
+}
+
+void Exchange::fileReply(const http::LocalReply& reply) {
+  ServerStream* st = stream_;
+  sendLocalReply(reply, false);
+  st->safePoint();  // from the thread pool's callback: the stream may go back now
+}
+
+void Exchange::fileBodySent(size_t n) {
+  s_.bytesSent += n;
+  s_.bodyBytesSent += n;
+}
+
+void Exchange::fileEnd() {
+  finish();
+  ServerStream* st = stream_;
+  endExchange();
+  st->safePoint();
+}
+
+void Exchange::fileBroken() {
+  stream_->reset();  // a short answer must not look complete
 }
 
 const upstream::Pool* Exchange::choosePool() {
@@ -418,6 +464,10 @@ void Exchange::afterUpstreamRead(bool current) {
 }
 
 void Exchange::onClientDrained() {
+  if (files_.active()) {
+    files_.onWritable();  // may end this exchange: touch nothing after
+    return;
+  }
   if (s_.upstreamPaused && stream_->queuedBytes() < kHighWater / 4) {
     s_.upstreamPaused = false;
     upstream_->resumeReading();
@@ -522,12 +572,14 @@ void Exchange::abandon() {
   }
   upstream_->abort();
   upstream_->reset();
+  files_.cancel();
   filters_.destroy();
   s_.ended = true;
 }
 
 void Exchange::reset() {
   dirty_ = false;
+  files_.cancel();
   filters_.destroy();
   upstream_->reset();
   s_ = Scalars{};
