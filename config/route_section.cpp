@@ -487,8 +487,10 @@ void loadStatic(LoadContext& ctx, const toml::node& n, const std::string& routeW
   const std::string what = routeWhat + ".static";
   const auto* t = ctx.tableOf(n, what);
   if (t == nullptr) return;
-  ctx.checkKeys(*t, {"root", "alias", "index", "try_files", "cache_control", "precompressed"}, {},
-                "in " + what);
+  ctx.checkKeys(*t,
+                {"root", "alias", "index", "try_files", "cache_control", "precompressed",
+                 "cache_valid"},
+                {}, "in " + what);
   StaticConfig& f = rc.files;
   f.enabled = true;
   f.pos = posOf(n);
@@ -553,6 +555,14 @@ void loadStatic(LoadContext& ctx, const toml::node& n, const std::string& routeW
   }
   if (const auto* v = t->get("precompressed")) {
     if (auto b = ctx.getBool(*v, what + ".precompressed")) f.precompressed = *b;
+  }
+  if (const auto* v = t->get("cache_valid")) {
+    if (auto d = ctx.getDuration(*v, what + ".cache_valid", true)) {
+      if (d->count() > 3600 * 1000)
+        ctx.error(posOf(*v), what + ".cache_valid: at most 1h");
+      else
+        f.cacheValid = *d;
+    }
   }
 }
 

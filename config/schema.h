@@ -202,6 +202,9 @@ struct StaticConfig {
   std::vector<std::string> tryFiles;
   std::string cacheControl;   // Cache-Control of file answers; empty = none
   bool precompressed = false;  // serve FILE.br / FILE.gz when the client accepts them
+  // How long a worker reuses a small file's lookup (content and validators) without asking the
+  // disk again; 0 = look up on every request.
+  Duration cacheValid{1000};
   SourcePos pos;
 };
 

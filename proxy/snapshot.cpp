@@ -157,6 +157,7 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
       site->tryFiles = rc.files.tryFiles;
       site->cacheControl = rc.files.cacheControl;
       site->precompressed = rc.files.precompressed;
+      site->cacheValidMs = uint64_t(rc.files.cacheValid.count());
       site->mime = mime;
       r.files = std::move(site);
     } else if (rc.split.empty()) {

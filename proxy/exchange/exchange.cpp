@@ -209,8 +209,12 @@ void Exchange::serveFiles() {
   }
   std::string_view hostFromTarget, path, query;
   router::splitTarget(req_->target, hostFromTarget, path, query);  // checked by normalizeTarget
-  if (!files_.start(w_.loop(), s_.route->files, *req_, path, query, *stream_, *this))
-    sendLocalReply({400, "bad_request"}, false);
+  filesInline_ = true;  // a cache hit answers from inside start()
+  bool answered = false;
+  const bool ok =
+      files_.start(w_.loop(), s_.route->files, *req_, path, query, *stream_, *this, answered);
+  filesInline_ = false;
+  if (!ok) sendLocalReply({400, "bad_request"}, false);
 }
 
 void Exchange::fileHead(http::ResponseHead& head, bool noBody) {
@@ -223,8 +227,10 @@ void Exchange::fileHead(http::ResponseHead& head, bool noBody) {
 
 void Exchange::fileReply(const http::LocalReply& reply) {
   ServerStream* st = stream_;
+  const bool inline_ = filesInline_;
+  filesInline_ = false;
   sendLocalReply(reply, false);
-  st->safePoint();  // from the thread pool's callback: the stream may go back now
+  if (!inline_) st->safePoint();  // from the thread pool's callback: the stream may go back now
 }
 
 void Exchange::fileBodySent(size_t n) {
@@ -235,8 +241,10 @@ void Exchange::fileBodySent(size_t n) {
 void Exchange::fileEnd() {
   finish();
   ServerStream* st = stream_;
+  const bool inline_ = filesInline_;
+  filesInline_ = false;  // endExchange may start the next (pipelined) request on this exchange
   endExchange();
-  st->safePoint();
+  if (!inline_) st->safePoint();
 }
 
 void Exchange::fileBroken() {

@@ -200,6 +200,7 @@ class Exchange final : public RequestDecoder,
   UpstreamRequest request_;
   Upstream* upstream_;  // &request_ (tests substitute a fake)
   files::FileResponder files_;
+  bool filesInline_ = false;  // inside files_.start(): its callbacks come from the codec's
 };
 
 }  // namespace sluice

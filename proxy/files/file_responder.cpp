@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <ctime>
+#include <list>
 #include <string>
+#include <unordered_map>
 
 #include "config/schema.h"
 #include "proxy/files/conditional.h"
@@ -45,6 +47,81 @@ std::string_view errorCode(int status) {
 }
 }  // namespace
 
+// A small file's lookup, reused by one worker for the site's cache_valid.
+struct CachedFile {
+  std::shared_ptr<const Site> site;  // keeps the key's address unique while the entry lives
+  std::string key;
+  std::string_view contentType;  // into site->mime
+  std::string_view encoding;     // a literal
+  uint64_t size = 0;
+  std::time_t mtime = 0;
+  std::string body;
+  uint64_t expiresMs = 0;
+};
+
+namespace {
+
+// Per worker thread, LRU, bounded in entries and bytes. Entries are evicted only by put(),
+// which runs in thread-pool completions, never inside a codec callback: a body handed to the
+// stream by a hit stays valid until that callback's flush.
+class FileCache {
+ public:
+  static FileCache& forThread() {
+    thread_local FileCache cache;
+    return cache;
+  }
+
+  static void makeKey(const Site* site, uint8_t variant, std::string_view uri, std::string& key) {
+    key.assign(reinterpret_cast<const char*>(&site), sizeof site);
+    key.push_back(char(variant));
+    key.append(uri);
+  }
+
+  const CachedFile* find(const std::string& key, uint64_t nowMs) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    if (it->second->expiresMs <= nowMs) return nullptr;  // put() refreshes it
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return &*it->second;
+  }
+
+  void put(std::string key, const std::shared_ptr<const Site>& site, const Lookup& l,
+           uint64_t nowMs) {
+    if (auto it = index_.find(key); it != index_.end()) drop(it->second);
+    if (l.body.size() > kMaxBytes / 16) return;
+    lru_.emplace_front();
+    CachedFile& e = lru_.front();
+    e.site = site;
+    e.key = std::move(key);
+    e.contentType = l.contentType;
+    e.encoding = l.encoding;
+    e.size = l.size;
+    e.mtime = l.mtime;
+    e.body = l.body;
+    e.expiresMs = nowMs + site->cacheValidMs;
+    bytes_ += e.body.size() + e.key.size();
+    index_.emplace(e.key, lru_.begin());
+    while (index_.size() > kMaxEntries || bytes_ > kMaxBytes) drop(std::prev(lru_.end()));
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 1024;
+  static constexpr size_t kMaxBytes = 16u << 20;
+  using List = std::list<CachedFile>;
+
+  void drop(List::iterator it) {
+    bytes_ -= it->body.size() + it->key.size();
+    index_.erase(it->key);
+    lru_.erase(it);
+  }
+
+  List lru_;
+  std::unordered_map<std::string, List::iterator> index_;
+  size_t bytes_ = 0;
+};
+
+}  // namespace
+
 struct FileResponder::Job {
   uv_work_t work{};
   uv_fs_t fs{};
@@ -55,6 +132,8 @@ struct FileResponder::Job {
   Lookup lookup;
   std::string buf;  // TLS chunk reads
   std::string text;  // header values (ETag, Last-Modified, Content-Range)
+  std::string cacheKey;  // set when the site caches small files
+  const std::string* body = &lookup.body;  // the lookup's or a cache entry's
 
   Job() = default;
   Job(const Job&) = delete;
@@ -64,7 +143,9 @@ struct FileResponder::Job {
 
 bool FileResponder::start(uv_loop_t* loop, std::shared_ptr<const Site> site,
                           const http::RequestHead& req, std::string_view rawPath,
-                          std::string_view query, ServerStream& stream, FileCallbacks& cb) {
+                          std::string_view query, ServerStream& stream, FileCallbacks& cb,
+                          bool& answered) {
+  answered = false;
   cancel();
   stream_ = &stream;
   cb_ = &cb;
@@ -88,6 +169,25 @@ bool FileResponder::start(uv_loop_t* loop, std::shared_ptr<const Site> site,
     l.acceptGzip = acceptsEncoding(ae, "gzip");
   }
   l.readLimit = req.method == "HEAD" ? 0 : kReadLimit;
+  if (l.site->cacheValidMs > 0) {
+    const uint8_t variant = uint8_t(l.acceptBr) | uint8_t(l.acceptGzip << 1);
+    FileCache::makeKey(l.site, variant, l.uri, j->cacheKey);
+    if (const CachedFile* hit = FileCache::forThread().find(j->cacheKey, uv_now(loop))) {
+      l.outcome = Lookup::Outcome::File;
+      l.contentType = hit->contentType;
+      l.encoding = hit->encoding;
+      l.size = hit->size;
+      l.mtime = hit->mtime;
+      l.bodyRead = true;
+      j->body = &hit->body;
+      job_ = j;
+      answered = true;
+      sync_ = true;
+      respond(*j);
+      sync_ = false;
+      return true;
+    }
+  }
   j->work.data = j;
   j->busy = true;
   job_ = j;
@@ -104,6 +204,10 @@ void FileResponder::runWork(uv_work_t* w) {
 void FileResponder::afterWork(uv_work_t* w, int /*status*/) {
   auto* j = static_cast<Job*>(w->data);
   j->busy = false;
+  const Lookup& l = j->lookup;
+  if (!j->cacheKey.empty() && l.outcome == Lookup::Outcome::File && l.bodyRead) {
+    FileCache::forThread().put(j->cacheKey, j->site, l, uv_now(j->loop));
+  }
   if (j->owner == nullptr) {
     delete j;
     return;
@@ -227,10 +331,12 @@ void FileResponder::sendBody() {
   switch (mode_) {
     case Mode::Memory: {
       const size_t n = size_t(remaining_);
-      stream_->encodeData(j->lookup.body.data() + offset_, n);
+      stream_->encodeData(j->body->data() + offset_, n);
       remaining_ = 0;
       cb_->fileBodySent(n);
-      stream_->flush();  // the body's bytes are copied or sent before the job goes
+      // The bytes are copied or sent before the job goes. A cache hit answers inside the
+      // codec's callback, which flushes at its end (the cache keeps the body until then).
+      if (!sync_) stream_->flush();
       if (job_ == j) complete();
       return;
     }

@@ -9,6 +9,10 @@
 //     queued, the next one started when the client has taken the last.
 // The exchange may go away at any point (client gone, reset): a request in the thread pool is
 // then detached and cleans up after itself when it comes back.
+//
+// Small files' lookups (content and validators) are kept per worker thread for the route's
+// `cache_valid` (FileCache, LRU, bounded): a hit answers at once, with no thread-pool trip and
+// no system call but the write.
 #pragma once
 
 #include <uv.h>
@@ -47,12 +51,13 @@ class FileResponder {
 
   // Starts answering `req` (GET or HEAD; `rawPath` is its path without the query, both views
   // into the request, valid until the exchange ends). `site` is kept alive by the lookup. The
-  // callbacks always come later, from the loop (never from inside start()). False, with no
-  // callback, when the path cannot name a file (a NUL, an encoded dot segment, a bad escape):
-  // the caller answers 400.
+  // callbacks come later, from the loop, except for a cache hit, answered from inside start()
+  // (`answered` is then true: the caller is still inside the codec's callbacks). False, with
+  // no callback, when the path cannot name a file (a NUL, an encoded dot segment, a bad
+  // escape): the caller answers 400.
   bool start(uv_loop_t* loop, std::shared_ptr<const Site> site, const http::RequestHead& req,
              std::string_view rawPath, std::string_view query, ServerStream& stream,
-             FileCallbacks& cb);
+             FileCallbacks& cb, bool& answered);
   // The client took what was queued for it (or the socket is writable again).
   void onWritable();
   // The exchange is done with this answer (ended, reset or abandoned).
@@ -80,6 +85,7 @@ class FileResponder {
   const http::RequestHead* req_ = nullptr;
   std::string_view rawPath_, query_;
   Mode mode_ = Mode::Memory;
+  bool sync_ = false;  // answering a cache hit from inside start()
   uint64_t offset_ = 0;
   uint64_t remaining_ = 0;
   http::ResponseHead head_;  // capacity reused

@@ -91,11 +91,17 @@ class Resolver {
     return fd;
   }
 
+  int openSelf() {
+    const int fd = ::open(l_.site->dir.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    return fd < 0 ? -errno : fd;
+  }
+
   enum class Kind : uint8_t { Missing, Denied, File, Dir, Failed };
-  // Opens and classifies one candidate (a File or Dir keeps its fd in fd_).
-  Kind probe(std::string_view rel) {
+  // Opens and classifies one candidate (a File or Dir keeps its fd in fd_). `self`: the
+  // configured path itself (an alias that names a file), which needs no containment check.
+  Kind probe(std::string_view rel, bool self = false) {
     closeProbe();
-    const int fd = open(rel);
+    const int fd = self ? openSelf() : open(rel);
     if (fd < 0) {
       switch (-fd) {
         case ENOENT:
@@ -300,7 +306,7 @@ void runLookup(Lookup& l) {
     if (!S_ISDIR(rootSt.st_mode)) {
       // An exact route aliased to one file ("location = /favicon.ico { alias ...; }").
       if (s.alias && (l.uri.empty() || l.uri == "/")) {
-        const Resolver::Kind k = r.probe("");
+        const Resolver::Kind k = r.probe("", true);
         if (k == Resolver::Kind::File)
           r.serveFile(s.dir);
         else

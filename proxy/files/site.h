@@ -42,6 +42,7 @@ struct Site {
   std::vector<std::string> tryFiles;  // empty: the path itself (directories redirect to "/")
   std::string cacheControl;
   bool precompressed = false;
+  uint64_t cacheValidMs = 0;  // small files' lookups reused this long per worker (FileCache)
   std::shared_ptr<const MimeTypes> mime;
 };
 
