@@ -223,6 +223,9 @@ void Exchange::fileHead(http::ResponseHead& head, bool noBody) {
   info.noBody = noBody;
   info.close = !s_.requestComplete;
   encodeHeaders(head, info);
+  // A client that stops taking the body is dropped after client_idle_timeout without progress
+  // (re-armed in onClientDrained), as nginx's send_timeout.
+  if (!noBody) stream_->setTimeout(uint64_t(snap_->config.server.clientIdleTimeout.count()));
 }
 
 void Exchange::fileReply(const http::LocalReply& reply) {
@@ -366,6 +369,11 @@ void Exchange::decodeTunnelEnd() {
 }
 
 void Exchange::onTimeout() {
+  if (files_.active()) {  // the client took no file bytes for client_idle_timeout
+    files_.cancel();
+    stream_->reset();
+    return;
+  }
   if (upstream_->waiting()) {
     upstream_->onDeadline();
     stream_->flush();
@@ -473,6 +481,7 @@ void Exchange::afterUpstreamRead(bool current) {
 
 void Exchange::onClientDrained() {
   if (files_.active()) {
+    stream_->setTimeout(uint64_t(snap_->config.server.clientIdleTimeout.count()));
     files_.onWritable();  // may end this exchange: touch nothing after
     return;
   }

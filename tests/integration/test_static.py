@@ -294,6 +294,36 @@ def test_client_vanishing_mid_file_leaks_nothing(static):
     assert get(static, "/app.css").status == 200
 
 
+def test_client_that_stops_reading_is_dropped(make_sluice, site):
+    s = make_sluice()
+    s.start(s.config(pools={}, server={"client_idle_timeout": "1s"},
+                     routes=[{"name": "site", "path": "/", "static": {"root": str(site)}}]))
+    pid = s.pid
+    before = _fd_count(pid)
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", s.port()))
+    c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_until(lambda: _fd_count(pid) > before, timeout=5, message="connection accepted")
+    t0 = time.monotonic()
+    # never read: after ~1s without progress the server gives up on this client
+    wait_until(lambda: _fd_count(pid) <= before, timeout=6, message="stalled download dropped")
+    assert time.monotonic() - t0 >= 0.8
+    got = b""
+    c.settimeout(5)
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            got += d
+    except ConnectionResetError:
+        pass
+    c.close()
+    assert len(got) < BIG  # it never looked complete
+    assert http_request(s.port(), "GET", "/app.css").status == 200
+
+
 def test_large_file_over_tls(make_sluice, site, tmp_path):
     ca = TestCA(tmp_path / "ca")
     cert, key = ca.issue("web", ["a.test"], "ec", cn="a.test")
