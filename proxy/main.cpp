@@ -128,8 +128,6 @@ int convertNginx(int argc, char** argv) {
   if (!res.errors.empty()) return 1;
   for (const auto& w : res.warnings) std::fprintf(stderr, "%s: warning: %s\n", w.at.str().c_str(), w.message.c_str());
   for (const auto& n : res.notes) std::fprintf(stderr, "%s: note: %s\n", n.at.str().c_str(), n.message.c_str());
-  std::fprintf(stderr, "sluice convert-nginx: %d directives in %d file%s: %d converted, %d not converted\n",
-               res.directives, parsed.files, parsed.files == 1 ? "" : "s", res.converted, res.notConverted);
   // The result must pass `sluice -t`; a failure here is a converter bug or a file (certificate,
   // key) that this machine cannot read.
   const std::string name = out.empty() ? "<stdout>" : out;
@@ -154,6 +152,8 @@ int convertNginx(int argc, char** argv) {
     std::fprintf(stderr, "sluice convert-nginx: the result does not pass sluice -t here\n");
     rc = 1;
   }
+  std::fprintf(stderr, "sluice convert-nginx: %d directives in %d file%s: %d converted, %d not converted\n",
+               res.directives, parsed.files, parsed.files == 1 ? "" : "s", res.converted, res.notConverted);
   return rc;
 }
 

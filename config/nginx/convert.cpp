@@ -329,6 +329,8 @@ ConvertResult Converter::run(const std::vector<Directive>& main) {
     tracker_.finish(res);
     return res;
   }
+  liftHsts();
+  for (ServerInfo& s : servers_) locations(s);
   hostGroups();
   nameRoutes();
   unusedUpstreams();
@@ -367,6 +369,8 @@ void Converter::mainContext(const std::vector<Directive>& list) {
     } else if (n == "pid" && d.args.size() == 1) {
       if (d.arg(0) == "off") {
         tracker_.converted(d);
+      } else if (d.arg(0).find('$') != std::string::npos) {
+        tracker_.skip(d, "a path with variables is not converted");
       } else {
         pidFile_ = resolvePath(d.arg(0), false);
         serverComments_["pid_file"] = display(d.at);
@@ -685,6 +689,10 @@ void Converter::accessLogDirective(const Directive& d) {
     tracker_.converted(d);
     return;
   }
+  if (path.find('$') != std::string::npos) {
+    tracker_.skip(d, "an access log path with variables is not converted");
+    return;
+  }
   if (path.starts_with("syslog:")) {
     tracker_.skip(d, "Sluice writes its access log to a file or stdout, not to syslog");
     return;
@@ -736,7 +744,7 @@ void Converter::server(const Directive& d) {
       if (!spec.unsupported.empty()) {
         std::string list;
         for (const auto& u : spec.unsupported) list += (list.empty() ? "" : ", ") + u;
-        notes.push_back("not converted: " + list);
+        notes.push_back("parameters left out: " + list);
       }
       if (spec.ipv6 && !spec.ipv6only)
         notes.push_back("ipv6only=off: Sluice's IPv6 listeners accept IPv6 only; add a "
@@ -785,7 +793,6 @@ void Converter::server(const Directive& d) {
   }
   if (s.label.empty()) s.label = "server-" + std::to_string(d.at.line);
   serverRewritePhase(s);
-  locations(s);
   servers_.push_back(std::move(s));
 }
 
@@ -831,7 +838,7 @@ void Converter::serverNames(ServerInfo& s, const Directive& d) {
   if (s.hosts.empty())
     tracker_.skip(d, list);
   else
-    tracker_.differs(d, "not converted: " + list);
+    tracker_.differs(d, "names left out: " + list);
 }
 
 // The server-level rewrite phase runs for every request before any location is chosen: a
@@ -1024,6 +1031,65 @@ void Converter::listenerTls(ListenerOut& l) {
   if (tickets && !*tickets) l.sessionTickets = false;
 }
 
+// add_header Strict-Transport-Security "..." always, set once for every server of a TLS
+// listener (and overridden by none of their locations), is the listener's `hsts`.
+void Converter::liftHsts() {
+  auto stsOf = [&](const ServerInfo& s) -> const Directive* {
+    for (const Directive* d : s.scope->all("add_header")) {
+      std::string name = d->args.empty() ? "" : d->arg(0);
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return char(std::tolower(c)); });
+      if (d->args.size() == 3 && d->arg(2) == "always" && name == "strict-transport-security" &&
+          d->arg(1).find("max-age=") != std::string::npos && findVariables(d->arg(1)).empty() &&
+          d->arg(1).find_first_of("\r\n") == std::string::npos)
+        return d;
+    }
+    return nullptr;
+  };
+  auto serverOk = [&](const ServerInfo& s) {
+    for (const auto& [spec, at] : s.listens)
+      if (!spec.ssl) return false;
+    for (const Directive* loc : s.locations)
+      for (const Directive& c : loc->children)
+        if (c.name == "add_header") return false;
+    return stsOf(s) != nullptr;
+  };
+  std::vector<bool> candidate(listeners_.size(), false);
+  for (size_t k = 0; k < listeners_.size(); ++k) {
+    const ListenerOut& l = listeners_[k];
+    if (!l.tls || !l.redirect.empty()) continue;
+    bool ok = true;
+    std::string value;
+    for (size_t i : l.servers) {
+      const ServerInfo& s = servers_[i];
+      if (!serverOk(s)) {
+        ok = false;
+        break;
+      }
+      const std::string v = stsOf(s)->arg(1);
+      if (!value.empty() && v != value) ok = false;
+      value = v;
+    }
+    candidate[k] = ok;
+  }
+  // A server's header moves to its listeners only if every one of them takes it.
+  for (size_t k = 0; k < listeners_.size(); ++k) {
+    if (!candidate[k]) continue;
+    bool all = true;
+    for (size_t i : listeners_[k].servers)
+      for (const auto& [spec, at] : servers_[i].listens)
+        for (size_t j = 0; j < listeners_.size(); ++j)
+          if (listeners_[j].address == spec.address && !candidate[j]) all = false;
+    if (!all) continue;
+    for (size_t i : listeners_[k].servers) {
+      const Directive* d = stsOf(servers_[i]);
+      listeners_[k].hsts = d->arg(1);
+      liftedHsts_.insert(d);
+      tracker_.converted(*d);
+    }
+  }
+}
+
 // ---- host groups -----------------------------------------------------------------------
 
 namespace {
@@ -1114,7 +1180,7 @@ RouteOut Converter::catchAll(ServerInfo& s) {
     m.kind = LocationMatch::Kind::Prefix;
     m.path = "/";
     r.comments.push_back("paths no location matches: nginx serves them from the server's root");
-    if (staticRoute(*s.d, m, *s.scope, r)) return r;
+    if (staticRoute(nullptr, *s.d, m, *s.scope, r)) return r;
     (void)root;
   }
   ReturnOut ret;

@@ -250,7 +250,7 @@ void Converter::location(ServerInfo& s, const Directive& loc, const Scope& paren
     if (proxyPass != nullptr)
       ok = proxyRoute(s, loc, m, sc, *proxyPass, r);
     else
-      ok = staticRoute(loc, m, sc, r);
+      ok = staticRoute(&s, loc, m, sc, r);
   }
   if (!ok) {
     tracker_.skip(loc, "nothing in this location could be converted (see the warnings inside)");
@@ -646,8 +646,8 @@ void Converter::serverRewrite(ServerInfo& s, const Directive& rw) {
   s.routes.push_back(r);
 }
 
-bool Converter::staticRoute(const Directive& loc, const LocationMatch& m, const Scope& sc,
-                            RouteOut& r) {
+bool Converter::staticRoute(const ServerInfo* s, const Directive& loc, const LocationMatch& m,
+                            const Scope& sc, RouteOut& r) {
   StaticOut st;
   const bool isLocation = loc.name == "location";
   const Directive* alias = nullptr;
@@ -688,6 +688,12 @@ bool Converter::staticRoute(const Directive& loc, const LocationMatch& m, const 
   // index: the entries of the nearest level's index directives.
   std::vector<std::string> index;
   for (const Directive* d : sc.all("index")) {
+    bool fixed = true;
+    for (const Arg& a : d->args) fixed = fixed && a.text.find_first_of("$/") == std::string::npos;
+    if (!fixed) {
+      tracker_.skip(*d, "index entries with variables or paths are not converted");
+      continue;
+    }
     for (const Arg& a : d->args) index.push_back(a.text);
     tracker_.converted(*d);
   }
@@ -696,7 +702,9 @@ bool Converter::staticRoute(const Directive& loc, const LocationMatch& m, const 
     std::vector<std::string> entries;
     std::string problem;
     for (size_t i = 0; i < tryFiles->args.size(); ++i) {
-      const std::string& e = tryFiles->arg(i);
+      std::string e = tryFiles->arg(i);
+      for (size_t at = e.find("${uri}"); at != std::string::npos; at = e.find("${uri}"))
+        e.replace(at, 6, "$uri");
       const bool last = i + 1 == tryFiles->args.size();
       if (last && e.starts_with("@")) {
         problem = "falls back to the named location " + e +
@@ -730,6 +738,15 @@ bool Converter::staticRoute(const Directive& loc, const LocationMatch& m, const 
     }
     if (entries.size() == 1 && entries[0].starts_with("=")) entries.insert(entries.begin(), "$uri");
     if (!entries.empty()) st.tryFiles = entries;
+    // nginx routes a fallback path through the locations again; Sluice serves it here.
+    const std::string& fallback = entries.empty() ? std::string() : entries.back();
+    if (problem.empty() && s != nullptr && isLocation && fallback.starts_with("/")) {
+      const Directive* lands = findLocation(*s, fallback);
+      if (lands != nullptr && lands != &loc)
+        problem = "nginx routes the fallback " + fallback + " through the locations again (it "
+                  "lands in " + display(lands->at) + "); Sluice serves it from this route's "
+                  "files";
+    }
     if (problem.empty()) {
       tracker_.converted(*tryFiles);
     } else if (entries.empty()) {
@@ -940,6 +957,7 @@ void Converter::headerPolicy(const Scope& sc, bool proxied, RouteOut& r) {
     }
   }
   for (const Directive* d : sc.all("add_header")) {
+    if (liftedHsts_.count(d) != 0) continue;  // the listener's hsts
     const bool always = d->args.size() == 3 && d->arg(2) == "always";
     if (d->args.size() != 2 && !always) {
       tracker_.skip(*d, "expected a name, a value and optionally always");

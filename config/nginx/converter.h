@@ -45,9 +45,11 @@ class Tracker {
   void mark(const Directive& d, Fate f);
   void markTree(const Directive& d, Fate f);
   void add(std::vector<std::pair<size_t, Diag>>& list, const Directive& d, std::string msg);
-  void walk(const std::vector<Directive>& list, bool counted);
+  void walk(const std::vector<Directive>& list, const Directive* parent, bool counted);
+  const Directive* parentOf(const Directive* d) const;
 
   std::map<const Directive*, size_t> order_;
+  std::map<const Directive*, const Directive*> parent_;
   std::map<const Directive*, Fate> fate_;
   std::vector<const Directive*> counted_;
   std::vector<std::pair<size_t, Diag>> warnings_, notes_;
@@ -206,6 +208,7 @@ class Converter {
   void serverRewritePhase(ServerInfo& s);
   void listeners();
   void listenerTls(ListenerOut& l);
+  void liftHsts();
   void hostGroups();
   void emitServerRoutes(ServerInfo& s, const std::string& host, bool hostless, bool labelled);
   RouteOut catchAll(ServerInfo& s);
@@ -223,7 +226,8 @@ class Converter {
                        const Directive& rw, const Scope& sc, std::vector<RouteOut>& extra);
   bool redirectRewrite(ServerInfo& s, const Directive& rw, RouteOut& r);
   void serverRewrite(ServerInfo& s, const Directive& rw);
-  bool staticRoute(const Directive& loc, const LocationMatch& m, const Scope& sc, RouteOut& r);
+  bool staticRoute(const ServerInfo* s, const Directive& loc, const LocationMatch& m,
+                   const Scope& sc, RouteOut& r);
   void middlewareOf(const Scope& sc, bool answered, bool proxied, RouteOut& r);
   void rateLimits(const Scope& sc, RouteOut& r);
   void headerPolicy(const Scope& sc, bool proxied, RouteOut& r);
@@ -281,6 +285,7 @@ class Converter {
   std::map<std::string, uint64_t> zoneBursts_;  // the first burst each zone was used with
   std::set<std::string> upgradeMaps_;           // variables of the WebSocket `map` idiom
   std::map<std::string, const Directive*> otherMaps_;
+  std::set<const Directive*> liftedHsts_;  // add_header STS written as a listener's hsts
   std::vector<ServerInfo> servers_;
   std::vector<RouteOut> routes_;  // final, with hosts and names
 };

@@ -33,15 +33,16 @@ std::string quoted(const Directive& d) { return "\"" + d.name + "\""; }
 
 }  // namespace
 
-void Tracker::walk(const std::vector<Directive>& list, bool counted) {
+void Tracker::walk(const std::vector<Directive>& list, const Directive* parent, bool counted) {
   for (const Directive& d : list) {
     order_[&d] = order_.size();
+    parent_[&d] = parent;
     if (counted) counted_.push_back(&d);
-    walk(d.children, counted && !isTableBlock(d.name));
+    walk(d.children, &d, counted && !isTableBlock(d.name));
   }
 }
 
-void Tracker::index(const std::vector<Directive>& list) { walk(list, true); }
+void Tracker::index(const std::vector<Directive>& list) { walk(list, nullptr, true); }
 
 void Tracker::mark(const Directive& d, Fate f) {
   Fate& cur = fate_[&d];
@@ -79,8 +80,26 @@ void Tracker::noEffect(const Directive& d, const std::string& why) {
 }
 
 void Tracker::skipBlock(const Directive& d, const std::string& why) {
-  skip(d, why);
+  size_t inside = 0;
+  for (const Directive* c : counted_) {
+    if (c == &d) continue;
+    for (const Directive* p = c; p != nullptr; p = parentOf(p))
+      if (p == &d) {
+        ++inside;
+        break;
+      }
+  }
+  std::string msg = why;
+  if (inside > 0)
+    msg += " (with the " + std::to_string(inside) + " director" + (inside == 1 ? "y" : "ies") +
+           " inside it)";
+  skip(d, msg);
   markTree(d, Fate::NotConverted);
+}
+
+const Directive* Tracker::parentOf(const Directive* d) const {
+  auto it = parent_.find(d);
+  return it == parent_.end() ? nullptr : it->second;
 }
 
 Fate Tracker::fate(const Directive& d) const {

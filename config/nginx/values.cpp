@@ -315,6 +315,10 @@ std::string toRe2(std::string_view pcre, bool caseless, std::string& err) {
     }
     re.push_back(pcre[i]);
   }
+  if (re.find("${") != std::string::npos) {
+    err = "'${' would be read as an environment variable by Sluice's loader";
+    return "";
+  }
   RE2::Options opt;
   opt.set_log_errors(false);
   RE2 compiled(re, opt);
