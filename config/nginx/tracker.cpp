@@ -91,7 +91,7 @@ void Tracker::skipBlock(const Directive& d, const std::string& why) {
   }
   std::string msg = why;
   if (inside > 0)
-    msg += " (with the " + std::to_string(inside) + " director" + (inside == 1 ? "y" : "ies") +
+    msg += " (with the " + std::to_string(inside) + " directive" + (inside == 1 ? "" : "s") +
            " inside it)";
   skip(d, msg);
   markTree(d, Fate::NotConverted);
