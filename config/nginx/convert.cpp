@@ -861,12 +861,32 @@ void Converter::serverRewritePhase(ServerInfo& s) {
     } else if (n == "rewrite") {
       s.rewrites.push_back(&c);
     } else if (n == "if") {
-      tracker_.skipBlock(c, "if blocks are not converted (Sluice routes on host, path and method "
-                            "only)");
+      if (!schemeRedirect(s, c))
+        tracker_.skipBlock(c, "if blocks are not converted (Sluice routes on host, path and "
+                              "method only)");
     } else {
       tracker_.skip(c, "variables and rewrite-phase control are not converted");
     }
   }
+}
+
+// if ($scheme = http) { return 301 https://$host$request_uri; } in a server that listens with
+// and without TLS: the redirect of its plain listeners (decided in listeners()).
+bool Converter::schemeRedirect(ServerInfo& s, const Directive& c) {
+  std::string cond;
+  for (const Arg& a : c.args) cond += a.text;
+  const bool plainOnly = cond == "($scheme=http)" || cond == "($scheme!=https)" ||
+                         cond == "($scheme=\"http\")" || cond == "($scheme!=\"https\")";
+  bool tls = false, plain = false;
+  for (const auto& [spec, at] : s.listens) (spec.ssl ? tls : plain) = true;
+  if (!plainOnly || !tls || !plain || c.children.size() != 1 || c.children[0].name != "return")
+    return false;
+  RouteOut r;
+  if (!returnRoute(s, c.children[0], *s.scope, r) || r.ret->location.empty()) return false;
+  s.plainRedirect = r.ret;
+  s.plainRedirectAt = &c.children[0];
+  s.plainRedirectIf = &c;
+  return true;
 }
 
 // ---- listeners -------------------------------------------------------------------------
@@ -915,26 +935,48 @@ void Converter::listeners() {
     l.name = base;
   }
   // A listener on which every server answers with the same redirect is a redirect_https
-  // listener (the HTTP -> HTTPS idiom).
+  // listener (the HTTP -> HTTPS idiom): a server-level `return`, or on a plain listener the
+  // `if ($scheme = http) { return 301 https://... }` of a server that also listens with TLS.
+  auto redirectOf = [&](const ServerInfo& s, const ListenerOut& l) -> const ReturnOut* {
+    if (s.returnAll) return s.returnAll->status >= 300 && s.returnAll->status < 400 ? &*s.returnAll : nullptr;
+    if (!l.tls && s.plainRedirect) return &*s.plainRedirect;
+    return nullptr;
+  };
   for (auto& l : listeners_) {
-    const ServerInfo& first = servers_[l.servers.front()];
-    bool same = true;
+    const ReturnOut* first = redirectOf(servers_[l.servers.front()], l);
+    bool same = first != nullptr;
     for (size_t i : l.servers) {
-      const ServerInfo& s = servers_[i];
-      same = same && s.returnAll && s.returnAll->status >= 300 && s.returnAll->status < 400 &&
-             first.returnAll && s.returnAll->location == first.returnAll->location;
+      const ReturnOut* r = redirectOf(servers_[i], l);
+      same = same && r != nullptr && r->location == first->location;
     }
     if (!same) continue;
-    const std::string& target = first.returnAll->location;
+    const std::string& target = first->location;
     if (!target.starts_with("https://") && target.find("{uri}") == std::string::npos) continue;
     l.redirect = target;
     for (size_t i : l.servers) {
       const ServerInfo& s = servers_[i];
-      if (s.returnAll->status != 308)
-        tracker_.differs(*s.returnAllAt, "this listener answers every request with a redirect "
-                                         "(redirect_https), which Sluice sends as 308 Permanent "
-                                         "Redirect instead of " +
-                                             std::to_string(s.returnAll->status));
+      const ReturnOut* r = redirectOf(s, l);
+      const Directive* at = s.returnAll ? s.returnAllAt : s.plainRedirectAt;
+      if (r->status != 308)
+        tracker_.differs(*at, "this listener answers every request with a redirect "
+                              "(redirect_https), which Sluice sends as 308 Permanent Redirect "
+                              "instead of " + std::to_string(r->status));
+    }
+  }
+  // An `if ($scheme = http)` redirect is converted when every plain listener of its server
+  // became a redirect listener.
+  for (ServerInfo& s : servers_) {
+    if (!s.plainRedirect) continue;
+    bool all = true;
+    for (const auto& [spec, at] : s.listens)
+      for (const auto& l : listeners_)
+        if (l.address == spec.address && !l.tls && l.redirect.empty()) all = false;
+    if (all) {
+      tracker_.converted(*s.plainRedirectIf);
+    } else {
+      tracker_.skipBlock(*s.plainRedirectIf, "its plain-HTTP listener is shared with servers that "
+                                             "do not redirect; Sluice cannot redirect per server");
+      s.plainRedirect.reset();
     }
   }
   for (auto& l : listeners_) {

@@ -175,6 +175,10 @@ struct ServerInfo {
   std::vector<const Directive*> locations;  // of this server, file order (not nested ones)
   bool hasRootLocation = false;             // `location /` or `location ^~ /`
   bool sslOn = false;                       // `ssl on;`
+  // if ($scheme = http) { return 3xx https://...; }: the redirect of its plain listeners.
+  std::optional<ReturnOut> plainRedirect;
+  const Directive* plainRedirectAt = nullptr;  // the return
+  const Directive* plainRedirectIf = nullptr;  // the if
 };
 
 // A location reduced to what matching needs.
@@ -206,6 +210,7 @@ class Converter {
   void server(const Directive& d);
   void serverNames(ServerInfo& s, const Directive& d);
   void serverRewritePhase(ServerInfo& s);
+  bool schemeRedirect(ServerInfo& s, const Directive& c);
   void listeners();
   void listenerTls(ListenerOut& l);
   void liftHsts();

@@ -237,6 +237,13 @@ CASES = {
     "no-proxy-headers": Case(
         warnings=["without proxy_set_header Host"],
         requests=[R("http", "/x?y=1", host="site.test", known={"host": HOST_UPSTREAM})]),
+    "scheme-redirect": Case(
+        certs={"app": ["app.test"]},
+        warnings=['"return": this listener answers every request with a redirect'],
+        requests=[
+            R("http", "/x?y=1", known={"status": (301, 308)}),
+            R("https", "/x?y=1"),
+        ]),
     "tls-sni-vhosts": Case(
         certs={"a": ["a.test"], "b": ["b.test"]},
         requests=[
