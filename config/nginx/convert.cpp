@@ -918,21 +918,31 @@ void Converter::listeners() {
       }
     }
   }
-  // Names: http-80, https-443, then the address when a port is used twice.
-  std::map<std::string, int> uses;
-  for (auto& l : listeners_) ++uses[(l.tls ? "https-" : "http-") + std::to_string(l.port)];
-  for (auto& l : listeners_) {
-    std::string base = (l.tls ? "https-" : "http-") + std::to_string(l.port);
-    if (uses[base] > 1) {
-      std::string ip = l.address.substr(0, l.address.rfind(':'));
-      std::string clean;
-      for (char c : ip)
-        if (std::isalnum(static_cast<unsigned char>(c))) clean.push_back(c);
-        else if (!clean.empty() && clean.back() != '-') clean.push_back('-');
-      while (!clean.empty() && clean.back() == '-') clean.pop_back();
-      base += "-" + (clean.empty() ? std::string("v6") : clean);
+  // Names: http-80, https-443; another address on a port already named adds "v6" ([::]) or
+  // the address.
+  std::set<std::string> taken;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (auto& l : listeners_) {
+      const bool wildcard = l.address.starts_with("0.0.0.0:");
+      if ((pass == 0) != wildcard) continue;  // 0.0.0.0 first: it gets the plain name
+      std::string base = (l.tls ? "https-" : "http-") + std::to_string(l.port);
+      if (taken.count(base) != 0) {
+        const std::string ip = l.address.substr(0, l.address.rfind(':'));
+        std::string clean;
+        for (char c : ip) {
+          if (std::isalnum(static_cast<unsigned char>(c)))
+            clean.push_back(c);
+          else if (!clean.empty() && clean.back() != '-')
+            clean.push_back('-');
+        }
+        while (!clean.empty() && clean.back() == '-') clean.pop_back();
+        base += "-" + (ip == "[::]" || clean.empty() ? std::string("v6") : clean);
+      }
+      std::string name = base;
+      for (int n = 2; taken.count(name) != 0; ++n) name = base + "-" + std::to_string(n);
+      taken.insert(name);
+      l.name = name;
     }
-    l.name = base;
   }
   // A listener on which every server answers with the same redirect is a redirect_https
   // listener (the HTTP -> HTTPS idiom): a server-level `return`, or on a plain listener the

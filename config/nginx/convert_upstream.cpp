@@ -376,9 +376,22 @@ std::string Converter::poolVariant(const std::string& base, const PoolOut& wante
   std::string name = base;
   for (int n = 2; pools_.count(name) != 0; ++n) name = base + "-" + std::to_string(n);
   p.name = name;
-  if (!firstName.empty())
-    p.comments.push_back("the backends of pool " + firstName +
-                         ", with other settings for the locations that use these");
+  if (!firstName.empty()) {
+    const PoolOut& first = pools_[firstName];
+    std::string what;
+    auto differs = [&](bool d, const std::string& key) {
+      if (d) what += (what.empty() ? "" : ", ") + key;
+    };
+    differs(first.connectMs != p.connectMs, "connect_timeout");
+    differs(first.responseMs != p.responseMs, "response_timeout");
+    differs(first.retries != p.retries, "retries");
+    differs(first.tls != p.tls || first.tlsVerify != p.tlsVerify || first.tlsCa != p.tlsCa ||
+                first.tlsServerName != p.tlsServerName,
+            "TLS settings");
+    p.comments.push_back("the backends of pool " + firstName + " with another " +
+                         (what.empty() ? std::string("setting") : what) +
+                         " (nginx sets it per location)");
+  }
   pools_[name] = p;
   poolOrder_.push_back(name);
   return name;
