@@ -20,7 +20,8 @@ std::string folderOf(const std::string& path) {
 std::string joined(const Directive& d) {
   std::string s = d.name;
   for (const Arg& a : d.args) {
-    const bool needQuotes = a.text.empty() || a.text.find_first_of(" \t;{}\"'") != std::string::npos;
+    const bool needQuotes =
+        a.text.empty() || a.text.find_first_of(" \t;{}\"'") != std::string::npos;
     s += " ";
     s += needQuotes ? "\"" + a.text + "\"" : a.text;
   }
@@ -91,8 +92,7 @@ constexpr Known kKnown[] = {
     {"charset_types", Fate::NoEffect, "no charset conversion in Sluice"},
     {"msie_padding", Fate::NoEffect, "nginx error page detail"},
     {"ignore_invalid_headers", Fate::NoEffect, "Sluice refuses malformed header names itself"},
-    {"merge_slashes", Fate::NoEffect,
-     "Sluice matches the path as sent (see the migration guide)"},
+    {"merge_slashes", Fate::NoEffect, "Sluice matches the path as sent (see the migration guide)"},
     {"lingering_close", Fate::NoEffect, "Sluice lingers on close itself"},
     {"lingering_time", Fate::NoEffect, "Sluice lingers on close itself"},
     {"lingering_timeout", Fate::NoEffect, "Sluice lingers on close itself"},
@@ -293,7 +293,9 @@ ConvertResult convert(const std::vector<Directive>& mainContext, const ConvertOp
   return c.run(mainContext);
 }
 
-std::string Converter::display(const Where& w) const { return w.str(); }
+std::string Converter::display(const Where& w) const {
+  return w.str();
+}
 
 std::string Converter::from(const Directive& d) const {
   std::string text = joined(d);
@@ -358,8 +360,9 @@ void Converter::mainContext(const std::vector<Directive>& list) {
       if (v == "auto") {
         workers_ = "\"auto\"";
         tracker_.converted(d);
-      } else if (auto w = parseSize(v); w && v.find_first_not_of("0123456789") == std::string::npos &&
-                                          *w >= 1 && *w <= 256) {
+      } else if (auto w = parseSize(v); w &&
+                                        v.find_first_not_of("0123456789") == std::string::npos &&
+                                        *w >= 1 && *w <= 256) {
         workers_ = v;
         tracker_.converted(d);
       } else {
@@ -441,8 +444,10 @@ void Converter::errorLog(const Directive& d, bool mainLevel) {
   if (f == "stderr" || f == "/dev/stderr")
     tracker_.converted(d);
   else
-    tracker_.differs(d, "Sluice writes its event log to stderr (the systemd journal, or "
-                        "redirect it), not to " + f + "; level " + level + " kept");
+    tracker_.differs(d,
+                     "Sluice writes its event log to stderr (the systemd journal, or "
+                     "redirect it), not to " +
+                         f + "; level " + level + " kept");
 }
 
 // ---- http ------------------------------------------------------------------------------
@@ -486,8 +491,8 @@ void Converter::mapBlock(const Directive& d) {
     bool idiom = true;
     for (const Directive& e : d.children) {
       const std::string v = e.args.empty() ? "" : e.arg(0);
-      const bool ok = (e.name == "default" && (v == "upgrade" || v == "Upgrade" || v == "keep-alive" ||
-                                               v == "close" || v.empty())) ||
+      const bool ok = (e.name == "default" && (v == "upgrade" || v == "Upgrade" ||
+                                               v == "keep-alive" || v == "close" || v.empty())) ||
                       (e.name.empty() && (v == "close" || v.empty())) || e.name == "hostnames";
       if (!ok || e.args.size() != 1) idiom = false;
     }
@@ -498,8 +503,9 @@ void Converter::mapBlock(const Directive& d) {
     }
   }
   if (d.args.size() == 2) otherMaps_[d.arg(1).size() > 1 ? d.arg(1).substr(1) : d.arg(1)] = &d;
-  tracker_.skip(d, "variables are not converted (only the WebSocket `map $http_upgrade` idiom "
-                   "is recognised: Sluice tunnels WebSocket upgrades itself)");
+  tracker_.skip(d,
+                "variables are not converted (only the WebSocket `map $http_upgrade` idiom "
+                "is recognised: Sluice tunnels WebSocket upgrades itself)");
 }
 
 void Converter::limitReqZone(const Directive& d) {
@@ -569,8 +575,9 @@ void Converter::globalSettings() {
         continue;
       }
       if (*ms == 0 && std::string(g.name) == "keepalive_timeout") {
-        tracker_.skip(*c, "Sluice always keeps client connections alive (client_idle_timeout "
-                          "bounds the wait)");
+        tracker_.skip(*c,
+                      "Sluice always keeps client connections alive (client_idle_timeout "
+                      "bounds the wait)");
         continue;
       }
       if (chosen == nullptr) {
@@ -584,8 +591,8 @@ void Converter::globalSettings() {
       } else if (parseTimeMs(c->arg(0)) == parseTimeMs(chosen->arg(0))) {
         tracker_.converted(*c);
       } else {
-        tracker_.differs(*c, std::string("Sluice has one ") + g.key + " for every server: " +
-                                 **g.dst + " from " + display(chosen->at));
+        tracker_.differs(*c, std::string("Sluice has one ") + g.key +
+                                 " for every server: " + **g.dst + " from " + display(chosen->at));
       }
     }
   }
@@ -621,7 +628,8 @@ void Converter::bodySize() {
   bool defaultApplies = !httpScope_->here("client_max_body_size");
   if (defaultApplies) {
     bool serverWithout = false;
-    for (const ServerInfo& s : servers_) serverWithout = serverWithout || !s.scope->here("client_max_body_size");
+    for (const ServerInfo& s : servers_)
+      serverWithout = serverWithout || !s.scope->here("client_max_body_size");
     defaultApplies = serverWithout || servers_.empty();
   }
   std::optional<uint64_t> best;  // 0 = unlimited
@@ -656,8 +664,7 @@ void Converter::bodySize() {
 
 void Converter::accessLog() {
   const Directive* chosen = nullptr;
-  std::function<void(const std::vector<Directive>&, int)> walk = [&](const auto& list,
-                                                                      int depth) {
+  std::function<void(const std::vector<Directive>&, int)> walk = [&](const auto& list, int depth) {
     for (const Directive& c : list) {
       if (c.name == "access_log") {
         if (chosen == nullptr && depth == 0) {
@@ -666,8 +673,9 @@ void Converter::accessLog() {
         } else if (chosen != nullptr && joined(c) == joined(*chosen)) {
           tracker_.converted(c);
         } else if (c.args.size() == 1 && c.arg(0) == "off") {
-          tracker_.differs(c, "Sluice has one access log for every route: these requests are "
-                              "logged too");
+          tracker_.differs(c,
+                           "Sluice has one access log for every route: these requests are "
+                           "logged too");
         } else {
           tracker_.differs(c, "Sluice has one access log for every server and route" +
                                   std::string(chosen ? " (" + display(chosen->at) + ")" : ""));
@@ -698,9 +706,8 @@ void Converter::accessLogDirective(const Directive& d) {
     return;
   }
   logAccess_ = path == "/dev/stdout" ? "stdout" : resolvePath(path, false);
-  const std::string format = d.args.size() > 1 && d.arg(1).find('=') == std::string::npos
-                                 ? d.arg(1)
-                                 : "combined";
+  const std::string format =
+      d.args.size() > 1 && d.arg(1).find('=') == std::string::npos ? d.arg(1) : "combined";
   if (format == "combined") {
     logFormat_ = "combined";
     tracker_.converted(d);
@@ -739,16 +746,18 @@ void Converter::server(const Directive& d) {
       }
       std::vector<std::string> notes;
       if (spec.http2)
-        notes.push_back("HTTP/2 is not supported yet: clients speak HTTP/1.1 (ALPN offers "
-                        "http/1.1)");
+        notes.push_back(
+            "HTTP/2 is not supported yet: clients speak HTTP/1.1 (ALPN offers "
+            "http/1.1)");
       if (!spec.unsupported.empty()) {
         std::string list;
         for (const auto& u : spec.unsupported) list += (list.empty() ? "" : ", ") + u;
         notes.push_back("parameters left out: " + list);
       }
       if (spec.ipv6 && !spec.ipv6only)
-        notes.push_back("ipv6only=off: Sluice's IPv6 listeners accept IPv6 only; add a "
-                        "listener for 0.0.0.0 as well");
+        notes.push_back(
+            "ipv6only=off: Sluice's IPv6 listeners accept IPv6 only; add a "
+            "listener for 0.0.0.0 as well");
       if (spec.localhost) notes.push_back("'localhost' is written as 127.0.0.1");
       if (notes.empty()) {
         tracker_.converted(c);
@@ -787,8 +796,9 @@ void Converter::server(const Directive& d) {
       spec.port = 80;
       spec.ssl = s.sslOn;
       s.listens.emplace_back(spec, &d);
-      tracker_.differs(d, "no listen directive: nginx listens on *:80 when started as root "
-                          "(*:8000 otherwise); the listener is 0.0.0.0:80");
+      tracker_.differs(d,
+                       "no listen directive: nginx listens on *:80 when started as root "
+                       "(*:8000 otherwise); the listener is 0.0.0.0:80");
     }
   }
   if (s.label.empty()) s.label = "server-" + std::to_string(d.at.line);
@@ -862,8 +872,9 @@ void Converter::serverRewritePhase(ServerInfo& s) {
       s.rewrites.push_back(&c);
     } else if (n == "if") {
       if (!schemeRedirect(s, c))
-        tracker_.skipBlock(c, "if blocks are not converted (Sluice routes on host, path and "
-                              "method only)");
+        tracker_.skipBlock(c,
+                           "if blocks are not converted (Sluice routes on host, path and "
+                           "method only)");
     } else {
       tracker_.skip(c, "variables and rewrite-phase control are not converted");
     }
@@ -948,7 +959,8 @@ void Converter::listeners() {
   // listener (the HTTP -> HTTPS idiom): a server-level `return`, or on a plain listener the
   // `if ($scheme = http) { return 301 https://... }` of a server that also listens with TLS.
   auto redirectOf = [&](const ServerInfo& s, const ListenerOut& l) -> const ReturnOut* {
-    if (s.returnAll) return s.returnAll->status >= 300 && s.returnAll->status < 400 ? &*s.returnAll : nullptr;
+    if (s.returnAll)
+      return s.returnAll->status >= 300 && s.returnAll->status < 400 ? &*s.returnAll : nullptr;
     if (!l.tls && s.plainRedirect) return &*s.plainRedirect;
     return nullptr;
   };
@@ -968,9 +980,11 @@ void Converter::listeners() {
       const ReturnOut* r = redirectOf(s, l);
       const Directive* at = s.returnAll ? s.returnAllAt : s.plainRedirectAt;
       if (r->status != 308)
-        tracker_.differs(*at, "this listener answers every request with a redirect "
-                              "(redirect_https), which Sluice sends as 308 Permanent Redirect "
-                              "instead of " + std::to_string(r->status));
+        tracker_.differs(*at,
+                         "this listener answers every request with a redirect "
+                         "(redirect_https), which Sluice sends as 308 Permanent Redirect "
+                         "instead of " +
+                             std::to_string(r->status));
     }
   }
   // An `if ($scheme = http)` redirect is converted when every plain listener of its server
@@ -984,8 +998,9 @@ void Converter::listeners() {
     if (all) {
       tracker_.converted(*s.plainRedirectIf);
     } else {
-      tracker_.skipBlock(*s.plainRedirectIf, "its plain-HTTP listener is shared with servers that "
-                                             "do not redirect; Sluice cannot redirect per server");
+      tracker_.skipBlock(*s.plainRedirectIf,
+                         "its plain-HTTP listener is shared with servers that "
+                         "do not redirect; Sluice cannot redirect per server");
       s.plainRedirect.reset();
     }
   }
@@ -1019,7 +1034,8 @@ void Converter::listenerTls(ListenerOut& l) {
     auto certs = sc.all("ssl_certificate");
     auto keys = sc.all("ssl_certificate_key");
     if (certs.size() != keys.size()) {
-      for (const auto* c : certs) tracker_.skip(*c, "every ssl_certificate needs its ssl_certificate_key");
+      for (const auto* c : certs)
+        tracker_.skip(*c, "every ssl_certificate needs its ssl_certificate_key");
       continue;
     }
     for (size_t k = 0; k < certs.size(); ++k) {
@@ -1037,9 +1053,10 @@ void Converter::listenerTls(ListenerOut& l) {
       if (std::find(l.certs.begin(), l.certs.end(), pair) == l.certs.end()) {
         l.certs.push_back(pair);
         if (certs.size() > 1 && k > 0)
-          tracker_.differs(c, "Sluice picks a certificate by the name the client asks for "
-                              "(SNI), not by its key type: with two certificates for the same "
-                              "names the first one listed is used");
+          tracker_.differs(c,
+                           "Sluice picks a certificate by the name the client asks for "
+                           "(SNI), not by its key type: with two certificates for the same "
+                           "names the first one listed is used");
       }
       tracker_.converted(c);
       tracker_.converted(key);
@@ -1065,16 +1082,18 @@ void Converter::listenerTls(ListenerOut& l) {
     if (const Directive* t = sc.last("ssl_session_tickets")) {
       const bool on = t->args.size() == 1 && t->arg(0) == "on";
       if (tickets && *tickets != on)
-        tracker_.differs(*t, "Sluice sets session tickets per listener; the first server's "
-                             "setting is used");
+        tracker_.differs(*t,
+                         "Sluice sets session tickets per listener; the first server's "
+                         "setting is used");
       else
         tracker_.converted(*t);
       if (!tickets) tickets = on;
     }
     if (const Directive* c = sc.last("ssl_session_cache")) {
       if (c->args.size() == 1 && (c->arg(0) == "off" || c->arg(0) == "none"))
-        tracker_.differs(*c, "Sluice always keeps a session cache (20,000 sessions shared by "
-                             "every worker)");
+        tracker_.differs(*c,
+                         "Sluice always keeps a session cache (20,000 sessions shared by "
+                         "every worker)");
       else
         tracker_.converted(*c);
     }
@@ -1212,8 +1231,9 @@ void Converter::hostGroups() {
     } else {
       for (const auto& h : names[i]) groups.emplace_back(i, h);
       if (names[i].empty())
-        tracker_.skipBlock(*servers_[i].d, "this server is not reachable in Sluice: it has no "
-                                           "server_name of its own and is not the default server");
+        tracker_.skipBlock(*servers_[i].d,
+                           "this server is not reachable in Sluice: it has no "
+                           "server_name of its own and is not the default server");
     }
   }
   for (const auto& [i, host] : groups)
@@ -1239,8 +1259,9 @@ RouteOut Converter::catchAll(ServerInfo& s) {
   ret.status = 404;
   r.ret = ret;
   r.stat.reset();
-  r.comments = {"paths no location of this server matches: nginx answers 404 (from its default "
-                "root) and never asks another server"};
+  r.comments = {
+      "paths no location of this server matches: nginx answers 404 (from its default "
+      "root) and never asks another server"};
   return r;
 }
 
@@ -1289,7 +1310,8 @@ void Converter::nameRoutes() {
   for (RouteOut& r : routes_) {
     std::string base;
     for (char c : r.hint) {
-      const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+      const bool ok =
+          std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
       if (ok)
         base.push_back(c);
       else if (!base.empty() && base.back() != '-')

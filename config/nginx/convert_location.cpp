@@ -166,8 +166,9 @@ void Converter::location(ServerInfo& s, const Directive& loc, const Scope& paren
     return;
   }
   if (m.kind == LocationMatch::Kind::Named) {
-    tracker_.skipBlock(loc, "named locations are only reached by internal redirects "
-                            "(try_files, error_page), which Sluice does not have");
+    tracker_.skipBlock(loc,
+                       "named locations are only reached by internal redirects "
+                       "(try_files, error_page), which Sluice does not have");
     return;
   }
   Scope sc(&parent);
@@ -178,8 +179,9 @@ void Converter::location(ServerInfo& s, const Directive& loc, const Scope& paren
   for (const Directive& c : loc.children) {
     const std::string& n = c.name;
     if (n == "location") {
-      tracker_.skipBlock(c, "nested locations are not converted: write them at the server level "
-                            "(Sluice's routes are not nested)");
+      tracker_.skipBlock(c,
+                         "nested locations are not converted: write them at the server level "
+                         "(Sluice's routes are not nested)");
     } else if (n == "rewrite" || n == "return" || n == "if" || n == "set" || n == "break") {
       phase.push_back(&c);
     } else if (n == "proxy_pass") {
@@ -187,8 +189,9 @@ void Converter::location(ServerInfo& s, const Directive& loc, const Scope& paren
     } else if (n == "internal") {
       internal = &c;
     } else if (n == "limit_except") {
-      tracker_.skipBlock(c, "method restrictions are not converted (a route's `methods` would "
-                            "let other methods fall through to other routes instead of 403)");
+      tracker_.skipBlock(c,
+                         "method restrictions are not converted (a route's `methods` would "
+                         "let other methods fall through to other routes instead of 403)");
     } else if (n == "allow" || n == "deny") {
       access.push_back(&c);
     } else if (n == "error_log") {
@@ -228,8 +231,9 @@ void Converter::location(ServerInfo& s, const Directive& loc, const Scope& paren
     } else if (c->name == "rewrite") {
       locationRewrite(s, loc, m, *c, sc, extra);
     } else if (c->name == "if") {
-      tracker_.skipBlock(*c, "if blocks are not converted (Sluice routes on host, path and "
-                             "method only)");
+      tracker_.skipBlock(*c,
+                         "if blocks are not converted (Sluice routes on host, path and "
+                         "method only)");
     } else {
       tracker_.skip(*c, "variables and rewrite-phase control are not converted");
     }
@@ -280,8 +284,9 @@ bool Converter::proxyRoute(ServerInfo& s, const Directive& loc, const LocationMa
   for (const Directive* h : sc.all("proxy_set_header"))
     if (!h->args.empty() && lower(h->arg(0)) == "host") hasHost = true;
   if (!hasHost)
-    diffs.push_back("without proxy_set_header Host, nginx sends the upstream's name as Host; "
-                    "Sluice forwards the client's Host header (it cannot be set)");
+    diffs.push_back(
+        "without proxy_set_header Host, nginx sends the upstream's name as Host; "
+        "Sluice forwards the client's Host header (it cannot be set)");
   if (hasUri) {
     if (uri.find('?') != std::string::npos || uri.find('#') != std::string::npos ||
         uri.find(' ') != std::string::npos) {
@@ -358,11 +363,13 @@ std::optional<std::string> Converter::redirectTarget(const ServerInfo& s, const 
   }
   std::string check = *t;
   for (const char* p : {"{scheme}", "{host}", "{uri}"}) {
-    for (size_t at = check.find(p); at != std::string::npos; at = check.find(p)) check.erase(at, std::string_view(p).size());
+    for (size_t at = check.find(p); at != std::string::npos; at = check.find(p))
+      check.erase(at, std::string_view(p).size());
   }
   if (check.find_first_of("{} \t\r\n") != std::string::npos || t->empty()) {
-    tracker_.skip(d, "the target has characters Sluice's redirect templates cannot carry "
-                     "(braces, spaces)");
+    tracker_.skip(d,
+                  "the target has characters Sluice's redirect templates cannot carry "
+                  "(braces, spaces)");
     return std::nullopt;
   }
   if (url.find("$http_host") != std::string_view::npos)
@@ -457,8 +464,9 @@ void Converter::locationRewrite(ServerInfo& s, const Directive& loc, const Locat
       ((m.kind == LocationMatch::Kind::Prefix || m.kind == LocationMatch::Kind::Priority) &&
        lit.starts_with(m.path));
   if (!inside) {
-    tracker_.skip(rw, "only rewrites whose pattern starts with ^ and this location's prefix (or "
-                      "repeats its pattern) are converted");
+    tracker_.skip(rw,
+                  "only rewrites whose pattern starts with ^ and this location's prefix (or "
+                  "repeats its pattern) are converted");
     return;
   }
   RouteOut r;
@@ -471,7 +479,9 @@ void Converter::locationRewrite(ServerInfo& s, const Directive& loc, const Locat
     tracker_.skip(rw, "RE2 cannot compile the pattern (" + err + ")");
     return;
   }
-  r.order = m.kind == LocationMatch::Kind::Priority ? 0 : m.kind == LocationMatch::Kind::Regex ? 1 : 2;
+  r.order = m.kind == LocationMatch::Kind::Priority ? 0
+            : m.kind == LocationMatch::Kind::Regex  ? 1
+                                                    : 2;
   if (flag == "redirect" || flag == "permanent") {
     extra.push_back(r);
     if (!redirectRewrite(s, rw, extra.back())) extra.pop_back();
@@ -493,18 +503,19 @@ void Converter::locationRewrite(ServerInfo& s, const Directive& loc, const Locat
     if (c.name == "proxy_pass") pp = &c;
   if (pp == nullptr || pp->args.size() != 1) {
     tracker_.skip(rw, "the rewritten request is not proxied by " +
-                          std::string(target == &loc ? "this location" : "the location it lands in (" + display(target->at) + ")"));
+                          std::string(target == &loc ? "this location"
+                                                     : "the location it lands in (" +
+                                                           display(target->at) + ")"));
     return;
   }
   std::string uri;
   bool hasUri = false;
-  Scope targetScope(target == &loc ? &sc : s.scope.get());
+  Scope targetScope(s.scope.get());  // the location the new URI lands in, for `last`
+  if (target != &loc)
+    for (const Directive& c : target->children) targetScope.add(c);
   const std::string pool = poolFor(*pp, target == &loc ? sc : targetScope, uri, hasUri);
   if (pool.empty()) return;
   const std::string& repl = rw.arg(1);
-  if (repl.find("?") != std::string::npos && !repl.ends_with("?")) {
-    // Sluice keeps the same rule: a rewrite with its own query gets the client's after '&'.
-  }
   const int groups = captureGroups(r.path);
   for (const VarRef& v : findVariables(repl)) {
     if (v.name.size() != 1 || !std::isdigit(static_cast<unsigned char>(v.name[0])) ||
@@ -523,7 +534,8 @@ void Converter::locationRewrite(ServerInfo& s, const Directive& loc, const Locat
   std::vector<std::string> diffs;
   if (hasUri) diffs.push_back("the proxy_pass URI part is not applied after a rewrite (as nginx)");
   std::string why;
-  if (m.kind != LocationMatch::Kind::Regex && !prefixAsRegexIsExact(s, m, why)) diffs.push_back(why);
+  if (m.kind != LocationMatch::Kind::Regex && !prefixAsRegexIsExact(s, m, why))
+    diffs.push_back(why);
   if (diffs.empty())
     tracker_.converted(rw);
   else
@@ -565,8 +577,9 @@ bool Converter::redirectRewrite(ServerInfo& s, const Directive& rw, RouteOut& r)
   r.pool.clear();
   if (tracker_.fate(rw) == Fate::Unseen) {
     if (keepQuery && target.find("$request_uri") == std::string::npos)
-      tracker_.differs(rw, "nginx appends the request's query to the target; Sluice's "
-                           "redirect does not");
+      tracker_.differs(rw,
+                       "nginx appends the request's query to the target; Sluice's "
+                       "redirect does not");
     else
       tracker_.converted(rw);
   }
@@ -640,9 +653,10 @@ void Converter::serverRewrite(ServerInfo& s, const Directive& rw) {
   r.pool = pool;
   r.rewrite = repl;
   r.comments.push_back("the rewritten URI lands in " + from(*target));
-  tracker_.differs(rw, "Sluice tries exact and ^~ routes before this pattern (nginx runs server "
-                       "rewrites before choosing a location), and the target location's "
-                       "middleware is not applied");
+  tracker_.differs(rw,
+                   "Sluice tries exact and ^~ routes before this pattern (nginx runs server "
+                   "rewrites before choosing a location), and the target location's "
+                   "middleware is not applied");
   s.routes.push_back(r);
 }
 
@@ -664,8 +678,9 @@ bool Converter::staticRoute(const ServerInfo* s, const Directive& loc, const Loc
   if (alias != nullptr) {
     if (m.kind == LocationMatch::Kind::Regex || alias->args.size() != 1 ||
         alias->arg(0).find('$') != std::string::npos) {
-      tracker_.skip(*alias, "alias is converted for prefix and exact locations without variables "
-                            "only");
+      tracker_.skip(*alias,
+                    "alias is converted for prefix and exact locations without variables "
+                    "only");
       return false;
     }
     st.alias = resolvePath(alias->arg(0), false);
@@ -743,8 +758,11 @@ bool Converter::staticRoute(const ServerInfo* s, const Directive& loc, const Loc
     if (problem.empty() && s != nullptr && isLocation && fallback.starts_with("/")) {
       const Directive* lands = findLocation(*s, fallback);
       if (lands != nullptr && lands != &loc)
-        problem = "nginx routes the fallback " + fallback + " through the locations again (it "
-                  "lands in " + display(lands->at) + "); Sluice serves it from this route's "
+        problem = "nginx routes the fallback " + fallback +
+                  " through the locations again (it "
+                  "lands in " +
+                  display(lands->at) +
+                  "); Sluice serves it from this route's "
                   "files";
     }
     if (problem.empty()) {
@@ -843,21 +861,24 @@ void Converter::rateLimits(const Scope& sc, RouteOut& r) {
       tracker_.converted(*z.d);
     else
       tracker_.differs(*z.d, "Sluice's bucket holds rate + burst requests at once (" +
-                                 std::to_string(n) + " + burst) where nginx's holds burst + 1; "
+                                 std::to_string(n) +
+                                 " + burst) where nginx's holds burst + 1; "
                                  "the refill rate is the same");
     std::vector<std::string> diffs;
     if (!nodelay && burst > 0)
-      diffs.push_back("without nodelay nginx delays the requests over the rate (up to burst); "
-                      "Sluice answers them at once while the bucket has room (as nodelay)");
+      diffs.push_back(
+          "without nodelay nginx delays the requests over the rate (up to burst); "
+          "Sluice answers them at once while the bucket has room (as nodelay)");
     std::string status = "503";
     if (const Directive* st = sc.last("limit_req_status")) {
       if (st->args.size() == 1) status = st->arg(0);
       tracker_.converted(*st);
     }
     if (status != "429")
-      diffs.push_back("Sluice answers 429 Too Many Requests (with Retry-After) where nginx "
-                      "answered " +
-                      status);
+      diffs.push_back(
+          "Sluice answers 429 Too Many Requests (with Retry-After) where nginx "
+          "answered " +
+          status);
     MiddlewareOut mw;
     mw.name = zone + (burst != 0 ? "-burst" + std::to_string(burst) : "");
     mw.comments.push_back(from(*z.d));
@@ -869,8 +890,9 @@ void Converter::rateLimits(const Scope& sc, RouteOut& r) {
     const std::string name = uniqueMiddleware(mw);
     auto [prev, fresh] = zoneBursts_.emplace(zone, burst);
     if (!fresh && prev->second != burst)
-      diffs.push_back("nginx shares the zone's counters between every location; Sluice keeps "
-                      "one bucket per middleware, and this burst needs its own");
+      diffs.push_back(
+          "nginx shares the zone's counters between every location; Sluice keeps "
+          "one bucket per middleware, and this burst needs its own");
     r.middleware.push_back(name);
     if (diffs.empty()) {
       tracker_.converted(*d);
@@ -905,11 +927,14 @@ void Converter::headerPolicy(const Scope& sc, bool proxied, RouteOut& r) {
       };
       if (ln == "host") {
         if (value == "$proxy_host" || value == "$upstream_addr")
-          tracker_.differs(*d, "Sluice forwards the client's Host header; it cannot send the "
-                               "upstream's name");
+          tracker_.differs(*d,
+                           "Sluice forwards the client's Host header; it cannot send the "
+                           "upstream's name");
         else
-          builtIn({"$host", "$http_host"}, "Sluice forwards the client's Host header as sent; it "
-                                            "cannot be set to '" + value + "'");
+          builtIn({"$host", "$http_host"},
+                  "Sluice forwards the client's Host header as sent; it "
+                  "cannot be set to '" +
+                      value + "'");
       } else if (ln == "x-forwarded-for") {
         builtIn({"$proxy_add_x_forwarded_for"},
                 "Sluice appends the client address to X-Forwarded-For itself");
@@ -919,8 +944,9 @@ void Converter::headerPolicy(const Scope& sc, bool proxied, RouteOut& r) {
         builtIn({"$host", "$http_host", "$server_name"},
                 "Sluice sets X-Forwarded-Host to the client's Host header");
       } else if (ln == "x-request-id") {
-        builtIn({"$request_id"}, "Sluice sets X-Request-Id itself (kept from the client when "
-                                 "sane, else generated)");
+        builtIn({"$request_id"},
+                "Sluice sets X-Request-Id itself (kept from the client when "
+                "sane, else generated)");
       } else if (ln == "upgrade") {
         builtIn({"$http_upgrade"}, "Sluice forwards WebSocket upgrades itself");
       } else if (ln == "connection") {
@@ -929,8 +955,9 @@ void Converter::headerPolicy(const Scope& sc, bool proxied, RouteOut& r) {
         if (idiom)
           tracker_.converted(*d);
         else
-          tracker_.differs(*d, "Sluice manages Connection to the backend itself (keep-alive, "
-                               "WebSocket upgrades)");
+          tracker_.differs(*d,
+                           "Sluice manages Connection to the backend itself (keep-alive, "
+                           "WebSocket upgrades)");
       } else if (proxyOwned(ln) || !isToken(name)) {
         tracker_.skip(*d, "Sluice manages " + name + " itself; it cannot be set");
       } else if (value.empty()) {
@@ -943,8 +970,9 @@ void Converter::headerPolicy(const Scope& sc, bool proxied, RouteOut& r) {
         tracker_.converted(*d);
       } else {
         tracker_.skip(*d, v ? "the value has characters Sluice's templates cannot carry"
-                            : "the value uses " + unknown + "; Sluice's header templates have "
-                              "$remote_addr, $host, $scheme and $request_id only");
+                            : "the value uses " + unknown +
+                                  "; Sluice's header templates have "
+                                  "$remote_addr, $host, $scheme and $request_id only");
       }
     }
     for (const Directive* d : sc.all("proxy_hide_header")) {
@@ -985,8 +1013,9 @@ void Converter::headerPolicy(const Scope& sc, bool proxied, RouteOut& r) {
       if (always)
         tracker_.converted(*d);
       else
-        tracker_.differs(*d, "without always nginx adds it to 2xx and 3xx answers only; Sluice "
-                             "adds it to every answer of the route");
+        tracker_.differs(*d,
+                         "without always nginx adds it to 2xx and 3xx answers only; Sluice "
+                         "adds it to every answer of the route");
     }
   }
   if (requestSet.empty() && requestRemove.empty() && responseAdd.empty() && responseRemove.empty())

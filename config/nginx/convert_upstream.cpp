@@ -94,8 +94,9 @@ void Converter::upstream(const Directive& d) {
           conns = num(10);
         } else if (a == "backup") {
           be.disabled = "backup server: Sluice has no backup servers";
-          diffs.push_back("Sluice has no backup servers: this one is left out (written as a "
-                          "comment); when every other server fails, requests get 503 instead");
+          diffs.push_back(
+              "Sluice has no backup servers: this one is left out (written as a "
+              "comment); when every other server fails, requests get 503 instead");
         } else if (a == "down") {
           be.disabled = "marked down in nginx";
         } else if (a == "resolve") {
@@ -138,8 +139,9 @@ void Converter::upstream(const Directive& d) {
     } else if (n == "ip_hash") {
       p.balance = "hash";
       p.hashKey = "ip";
-      tracker_.differs(c, "Sluice hashes the whole client address on a consistent ring: clients "
-                          "stay on one backend, but not the one nginx chose");
+      tracker_.differs(c,
+                       "Sluice hashes the whole client address on a consistent ring: clients "
+                       "stay on one backend, but not the one nginx chose");
     } else if (n == "hash" && !c.args.empty()) {
       const std::string& key = c.arg(0);
       std::string hk;
@@ -159,20 +161,23 @@ void Converter::upstream(const Directive& d) {
       p.balance = "hash";
       p.hashKey = hk;
       if (c.args.size() == 2 && c.arg(1) == "consistent")
-        tracker_.differs(c, "the same keys stay together, but the ring is Sluice's own (160 "
-                            "points per weight), so a key may land on another backend than "
-                            "with nginx");
+        tracker_.differs(c,
+                         "the same keys stay together, but the ring is Sluice's own (160 "
+                         "points per weight), so a key may land on another backend than "
+                         "with nginx");
       else
-        tracker_.differs(c, "Sluice's hash is always consistent: keys map to other backends "
-                            "than nginx's modulo hash");
+        tracker_.differs(c,
+                         "Sluice's hash is always consistent: keys map to other backends "
+                         "than nginx's modulo hash");
     } else if (n == "random") {
       if (c.args.size() >= 1 && c.arg(0) == "two" &&
           (c.args.size() == 1 || c.arg(1) == "least_conn")) {
         p.balance = "p2c";
         tracker_.converted(c);
       } else {
-        tracker_.differs(c, "Sluice has no plain random balancing: smooth weighted round robin "
-                            "spreads the same shares");
+        tracker_.differs(c,
+                         "Sluice has no plain random balancing: smooth weighted round robin "
+                         "spreads the same shares");
       }
     } else if (n == "keepalive") {
       tracker_.converted(c);  // Sluice always keeps idle upstream connections per worker
@@ -185,8 +190,9 @@ void Converter::upstream(const Directive& d) {
         tracker_.skip(c, "invalid time");
       }
     } else if (n == "keepalive_requests" || n == "keepalive_time" || n == "zone") {
-      tracker_.noEffect(c, "Sluice manages its upstream connections and shares backend state "
-                           "between workers itself");
+      tracker_.noEffect(c,
+                        "Sluice manages its upstream connections and shares backend state "
+                        "between workers itself");
     } else {
       tracker_.skip(c, "not converted (Sluice has no equivalent)");
     }
@@ -195,14 +201,16 @@ void Converter::upstream(const Directive& d) {
     p.outlierFailures = *maxFails;
     p.outlierMs = failTimeout.value_or(10000);
     p.keyComments["outlier"] = "max_fails / fail_timeout, " + display(failsAt->at);
-    tracker_.differs(*failsAt, "Sluice ejects a backend after max_fails failures in a row (5xx "
-                               "answers count too) for fail_timeout, longer after repeated "
-                               "ejections; nginx counts failures within fail_timeout");
+    tracker_.differs(*failsAt,
+                     "Sluice ejects a backend after max_fails failures in a row (5xx "
+                     "answers count too) for fail_timeout, longer after repeated "
+                     "ejections; nginx counts failures within fail_timeout");
   }
   if (maxConns && !maxConnsMixed && *maxConns > 0) p.maxConnections = *maxConns;
   if (maxConnsMixed)
-    tracker_.differs(d, "servers with different max_conns: Sluice has one max_connections per "
-                        "pool, not converted");
+    tracker_.differs(d,
+                     "servers with different max_conns: Sluice has one max_connections per "
+                     "pool, not converted");
   if (info.usable == 0) {
     tracker_.skip(d, "no server that is neither backup nor down: nothing to send requests to");
   }
@@ -228,8 +236,9 @@ std::string Converter::poolFor(const Directive& pp, const Scope& sc, std::string
     return "";
   }
   if (rest.find('$') != std::string::npos) {
-    tracker_.skip(pp, "a proxy_pass with variables chooses its backend per request; Sluice's "
-                      "pools are fixed");
+    tracker_.skip(pp,
+                  "a proxy_pass with variables chooses its backend per request; Sluice's "
+                  "pools are fixed");
     return "";
   }
   if (rest.starts_with("unix:")) {
@@ -292,7 +301,7 @@ std::string Converter::poolFor(const Directive& pp, const Scope& sc, std::string
   // timeout, proxy_next_upstream_tries 0).
   int retries = int(std::min<size_t>(usable > 0 ? usable - 1 : 0, 10));
   std::string retryWhy = usable > 1 ? "nginx tries every server on an error or timeout"
-                                     : "one server: nothing else to try";
+                                    : "one server: nothing else to try";
   if (const Directive* d = sc.last("proxy_next_upstream")) {
     bool off = false, statuses = false;
     for (const Arg& a : d->args) {
@@ -304,8 +313,9 @@ std::string Converter::poolFor(const Directive& pp, const Scope& sc, std::string
       retryWhy = "proxy_next_upstream off, " + display(d->at);
       tracker_.converted(*d);
     } else if (statuses) {
-      tracker_.differs(*d, "Sluice retries connect failures and resets, never an answer with a "
-                           "status");
+      tracker_.differs(*d,
+                       "Sluice retries connect failures and resets, never an answer with a "
+                       "status");
     } else {
       tracker_.converted(*d);
     }

@@ -166,8 +166,8 @@ struct ServerInfo {
   const Directive* d = nullptr;
   std::unique_ptr<Scope> scope;
   std::vector<std::pair<ListenSpec, const Directive*>> listens;
-  std::vector<std::string> hosts;  // names a route can use: "a.example.com", "*.example.com"
-  std::string label;               // first usable name, else "server"
+  std::vector<std::string> hosts;      // names a route can use: "a.example.com", "*.example.com"
+  std::string label;                   // first usable name, else "server"
   std::optional<ReturnOut> returnAll;  // a server-level `return` answers every request
   const Directive* returnAllAt = nullptr;
   std::vector<const Directive*> rewrites;   // server-level rewrites, in order
@@ -247,8 +247,7 @@ class Converter {
   void upstream(const Directive& d);
   // The pool for `proxy_pass` in a location with scope `sc`; "" when it cannot be converted
   // (the reason is on the directive). `uri` receives the URI part of proxy_pass.
-  std::string poolFor(const Directive& proxyPass, const Scope& sc, std::string& uri,
-                      bool& hasUri);
+  std::string poolFor(const Directive& proxyPass, const Scope& sc, std::string& uri, bool& hasUri);
   std::string poolVariant(const std::string& base, const PoolOut& wanted);
 
   // emit.cpp
@@ -266,8 +265,8 @@ class Converter {
   std::unique_ptr<Scope> httpScope_;
 
   // [server] and [log]
-  std::optional<std::string> workers_, pidFile_, maxBody_, maxHeader_, headerTimeout_,
-      idleTimeout_, shutdownTimeout_, logAccess_, logFormat_, logLevel_;
+  std::optional<std::string> workers_, pidFile_, maxBody_, maxHeader_, headerTimeout_, idleTimeout_,
+      shutdownTimeout_, logAccess_, logFormat_, logLevel_;
   std::map<std::string, std::string> serverComments_;  // key -> where it came from
 
   std::vector<ListenerOut> listeners_;

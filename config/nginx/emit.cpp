@@ -40,7 +40,8 @@ std::string stringList(const std::vector<std::string>& v) {
 // A table name part: bare when TOML allows it, else quoted ("127.0.0.1-9000" has dots).
 std::string tableKey(const std::string& name) {
   for (char c : name)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return tomlString(name);
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
+      return tomlString(name);
   return name;
 }
 
@@ -92,10 +93,10 @@ std::string tomlPattern(std::string_view s) {
 
 std::string Converter::toml(const ConvertResult& res) const {
   std::string out;
-  comment(out, "Sluice configuration converted from " + opt_.source + " by " + opt_.generator +
-                   ".");
-  comment(out, std::to_string(res.directives) + " nginx directives: " +
-                   std::to_string(res.converted) + " converted, " +
+  comment(out,
+          "Sluice configuration converted from " + opt_.source + " by " + opt_.generator + ".");
+  comment(out, std::to_string(res.directives) +
+                   " nginx directives: " + std::to_string(res.converted) + " converted, " +
                    std::to_string(res.notConverted) + " not converted.");
   if (!res.warnings.empty() || !res.notes.empty()) {
     comment(out, "Every directive that was not converted, or that Sluice runs differently, is");
@@ -170,8 +171,7 @@ std::string Converter::toml(const ConvertResult& res) const {
     if (p.idleMs)
       kv(out, "idle_timeout", tomlString(formatDuration(*p.idleMs)),
          noteOf(p.keyComments, "idle_timeout"));
-    if (p.retries)
-      kv(out, "retries", std::to_string(*p.retries), noteOf(p.keyComments, "retries"));
+    if (p.retries) kv(out, "retries", std::to_string(*p.retries), noteOf(p.keyComments, "retries"));
     if (p.maxConnections) kv(out, "max_connections", std::to_string(*p.maxConnections));
     if (p.tls) {
       kv(out, "tls", "true");

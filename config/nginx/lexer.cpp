@@ -4,7 +4,9 @@ namespace sluice::config::nginx {
 
 namespace {
 
-bool isSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+bool isSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
 std::string quoteChar(char c) {
   if (c == '"') return "'\"'";

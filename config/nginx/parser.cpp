@@ -20,7 +20,9 @@ constexpr size_t kMaxDirectives = 100000;
 constexpr int kMaxFiles = 1000;
 constexpr std::streamsize kMaxFileSize = 16 << 20;
 
-bool hasGlobChars(std::string_view p) { return p.find_first_of("*?[") != std::string_view::npos; }
+bool hasGlobChars(std::string_view p) {
+  return p.find_first_of("*?[") != std::string_view::npos;
+}
 
 class Reader {
  public:
@@ -38,16 +40,20 @@ class Reader {
     std::filesystem::path canon = std::filesystem::canonical(path, ec);
     const std::string key = ec ? path : canon.string();
     for (const auto& open : stack_) {
-      if (open.first == key) return fail(from, "include cycle: \"" + path + "\" is already being read (" + chain() + ")");
+      if (open.first == key)
+        return fail(from,
+                    "include cycle: \"" + path + "\" is already being read (" + chain() + ")");
     }
     if (int(stack_.size()) > kMaxIncludeDepth)
-      return fail(from, "includes nested more than " + std::to_string(kMaxIncludeDepth) + " deep (" + chain() + ")");
+      return fail(from, "includes nested more than " + std::to_string(kMaxIncludeDepth) +
+                            " deep (" + chain() + ")");
     if (files_ >= kMaxFiles)
       return fail(from, "more than " + std::to_string(kMaxFiles) + " files included");
     std::ifstream f(path, std::ios::binary);
     if (!f) {
       const int err = errno;
-      return fail(from, "open() \"" + path + "\" failed (" + std::to_string(err) + ": " + std::strerror(err) + ")");
+      return fail(from, "open() \"" + path + "\" failed (" + std::to_string(err) + ": " +
+                            std::strerror(err) + ")");
     }
     std::ostringstream ss;
     char buf[65536];
@@ -130,13 +136,15 @@ class Reader {
         case TokenKind::Semicolon:
         case TokenKind::BlockStart: {
           const bool opens = t.kind == TokenKind::BlockStart;
-          if (!started) return fail({file, t.line}, opens ? "unexpected \"{\"" : "unexpected \";\"");
+          if (!started)
+            return fail({file, t.line}, opens ? "unexpected \"{\"" : "unexpected \";\"");
           if (++count_ > kMaxDirectives)
             return fail(cur.at, "more than " + std::to_string(kMaxDirectives) + " directives");
           cur.block = opens;
           if (opens) {
             if (depth + 1 > kMaxBlockDepth)
-              return fail(cur.at, "blocks nested more than " + std::to_string(kMaxBlockDepth) + " deep");
+              return fail(cur.at,
+                          "blocks nested more than " + std::to_string(kMaxBlockDepth) + " deep");
             if (!block(lex, file, depth + 1, true, cur.children)) return false;
           }
           if (cur.name == "include") {

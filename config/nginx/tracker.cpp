@@ -29,7 +29,9 @@ int rank(Fate f) {
   return 0;
 }
 
-std::string quoted(const Directive& d) { return "\"" + d.name + "\""; }
+std::string quoted(const Directive& d) {
+  return "\"" + d.name + "\"";
+}
 
 }  // namespace
 
@@ -42,7 +44,9 @@ void Tracker::walk(const std::vector<Directive>& list, const Directive* parent, 
   }
 }
 
-void Tracker::index(const std::vector<Directive>& list) { walk(list, nullptr, true); }
+void Tracker::index(const std::vector<Directive>& list) {
+  walk(list, nullptr, true);
+}
 
 void Tracker::mark(const Directive& d, Fate f) {
   Fate& cur = fate_[&d];
@@ -54,15 +58,16 @@ void Tracker::markTree(const Directive& d, Fate f) {
   for (const Directive& c : d.children) markTree(c, f);
 }
 
-void Tracker::add(std::vector<std::pair<size_t, Diag>>& list, const Directive& d,
-                  std::string msg) {
+void Tracker::add(std::vector<std::pair<size_t, Diag>>& list, const Directive& d, std::string msg) {
   Diag diag{d.at, std::move(msg)};
   if (!seen_.insert(diag.str()).second) return;
   auto it = order_.find(&d);
   list.emplace_back(it == order_.end() ? order_.size() : it->second, std::move(diag));
 }
 
-void Tracker::converted(const Directive& d) { mark(d, Fate::Converted); }
+void Tracker::converted(const Directive& d) {
+  mark(d, Fate::Converted);
+}
 
 void Tracker::differs(const Directive& d, const std::string& how) {
   mark(d, Fate::Differs);
@@ -124,6 +129,7 @@ void Tracker::finish(ConvertResult& res) {
     std::stable_sort(list.begin(), list.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
     std::vector<Diag> out;
+    out.reserve(list.size());
     for (auto& [o, d] : list) out.push_back(std::move(d));
     return out;
   };

@@ -49,8 +49,8 @@ struct ListenSpec {
   bool http2 = false;
   bool defaultServer = false;
   bool ipv6only = true;
-  bool localhost = false;             // written as the name "localhost"
-  std::vector<std::string> ignored;   // parameters without effect in Sluice (backlog=...)
+  bool localhost = false;                // written as the name "localhost"
+  std::vector<std::string> ignored;      // parameters without effect in Sluice (backlog=...)
   std::vector<std::string> unsupported;  // parameters Sluice cannot do (proxy_protocol, ...)
 };
 // False with `err` for what Sluice cannot listen on (unix sockets, host names).

@@ -54,8 +54,8 @@ Converted conv(std::string_view text) {
 
 // A server block around `body`, on 127.0.0.1:8080.
 std::string server(std::string_view body, std::string_view http = "") {
-  return "http {\n" + std::string(http) + "server {\nlisten 127.0.0.1:8080;\n" +
-         std::string(body) + "\n}\n}\n";
+  return "http {\n" + std::string(http) + "server {\nlisten 127.0.0.1:8080;\n" + std::string(body) +
+         "\n}\n}\n";
 }
 
 }  // namespace
@@ -176,10 +176,11 @@ upstream unused { server 10.9.9.9; }
   CHECK(c.warned(11, "no converted location uses it"));
   CHECK_FALSE(c.has("[pool.unused]"));
 
-  c = conv(server(R"(proxy_set_header Host $host;
+  c = conv(server(
+      R"(proxy_set_header Host $host;
 location /u/ { proxy_pass http://users; }
 location /s/ { proxy_pass http://sess; proxy_read_timeout 5m; proxy_next_upstream off; })",
-                  R"(upstream users { hash $http_x_user_id consistent; server 10.0.0.1; server 10.0.0.2; }
+      R"(upstream users { hash $http_x_user_id consistent; server 10.0.0.1; server 10.0.0.2; }
 upstream sess { ip_hash; server 10.0.0.1; server 10.0.0.2; server 10.0.0.3; }
 )"));
   INFO(c.dump());
@@ -249,8 +250,9 @@ TEST_CASE("convert: header idioms and the headers middleware") {
   REQUIRE(c.load.config);
   CHECK(c.has("request_set = { \"X-Real-IP\" = \"{client_ip}\" }"));
   CHECK(c.has("request_remove = [\"Accept-Encoding\"]"));
-  CHECK(c.has("response_add = { \"X-Frame-Options\" = \"SAMEORIGIN\", \"Cache-Control\" = "
-              "\"no-store\" }"));
+  CHECK(
+      c.has("response_add = { \"X-Frame-Options\" = \"SAMEORIGIN\", \"Cache-Control\" = "
+            "\"no-store\" }"));
   CHECK(c.has("response_remove = [\"X-Powered-By\"]"));
   CHECK(c.warned(14, "the value uses $msec"));
   CHECK(c.warned(17, "without always nginx adds it to 2xx and 3xx answers only"));
@@ -279,10 +281,12 @@ location /old/ { rewrite ^/old/(.*)$ /new/$1 permanent; })"));
   INFO(c.dump());
   REQUIRE(c.load.config);
   CHECK(c.has("path_regex = '^/legacy$'\nreturn = { status = 301, location = \"/modern\" }"));
-  CHECK(c.has("path_regex = '^(.*)$'\nreturn = { status = 302, location = "
-              "\"https://example.com{uri}\" }"));
-  CHECK(c.has("return = { status = 200, body = \"{\\\"ok\\\":true}\", content_type = "
-              "\"application/json\" }"));
+  CHECK(
+      c.has("path_regex = '^(.*)$'\nreturn = { status = 302, location = "
+            "\"https://example.com{uri}\" }"));
+  CHECK(
+      c.has("return = { status = 200, body = \"{\\\"ok\\\":true}\", content_type = "
+            "\"application/json\" }"));
   CHECK(c.has("return = { status = 302, location = \"{scheme}://{host}:8443{uri}\" }"));
   CHECK(c.warned(9, "uses $uri"));
   CHECK(c.warned(10, "444 closes the connection"));
@@ -301,10 +305,12 @@ location /app { try_files $uri @backend; }
 location @backend { proxy_pass http://127.0.0.1:1; })"));
   INFO(c.dump());
   REQUIRE(c.load.config);
-  CHECK(c.has("static = { root = \"/srv/site\", index = [\"index.html\", \"index.htm\"], "
-              "try_files = [\"$uri\", \"$uri/\", \"/index.html\"] }"));
-  CHECK(c.has("static = { root = \"/srv/site\", index = [\"index.html\", \"index.htm\"], "
-              "cache_control = \"max-age=2592000\", precompressed = true }"));
+  CHECK(
+      c.has("static = { root = \"/srv/site\", index = [\"index.html\", \"index.htm\"], "
+            "try_files = [\"$uri\", \"$uri/\", \"/index.html\"] }"));
+  CHECK(
+      c.has("static = { root = \"/srv/site\", index = [\"index.html\", \"index.htm\"], "
+            "cache_control = \"max-age=2592000\", precompressed = true }"));
   CHECK(c.has("static = { alias = \"/srv/files/\""));
   CHECK(c.warned(9, "alias is converted for prefix and exact locations"));
   CHECK(c.warned(10, "falls back to the named location @backend"));
@@ -341,7 +347,8 @@ http {
   CHECK(c.has("access = \"/var/log/nginx/access.log\""));
   CHECK(c.has("format = \"combined\""));
   CHECK(c.has("level = \"info\""));
-  CHECK(c.has("certificates = [\n  { cert = \"/nonexistent/c.pem\", key = \"/nonexistent/k.pem\" },\n]"));
+  CHECK(c.has(
+      "certificates = [\n  { cert = \"/nonexistent/c.pem\", key = \"/nonexistent/k.pem\" },\n]"));
   CHECK(c.has("min_version = \"1.3\""));
   CHECK(c.has("hsts = \"max-age=63072000\""));
   CHECK(c.has("session_tickets = false"));
@@ -375,8 +382,9 @@ http {
   REQUIRE(c.load.config);
   CHECK(c.warned(1, "\"user\" not converted"));
   CHECK(c.warned(2, "\"load_module\" not converted"));
-  CHECK(c.warned(4, "Sluice proxies HTTP only (no TCP/UDP or mail proxying) (with the 3 "
-                    "directives inside it)"));
+  CHECK(c.warned(4,
+                 "Sluice proxies HTTP only (no TCP/UDP or mail proxying) (with the 3 "
+                 "directives inside it)"));
   CHECK(c.warned(11, "(with the 1 directive inside it)"));
   CHECK(c.warned(6, "\"sendfile\" not converted"));
   CHECK(c.warned(7, "\"frobnicate\" not converted: Sluice has no equivalent"));
@@ -423,9 +431,11 @@ http {
   std::vector<std::string> lines;
   std::istringstream in(base);
   for (std::string l; std::getline(in, l);) lines.push_back(l);
-  const char* junk[] = {"", "$x", "0", "-1", "99999999999999999999", "a b", "{", "}", "\"",
-                        "${e}", "unix:/x", "[::1]:0", "~*", "=", "^~", "@n", "http://$h/",
-                        "/a{b}", "=999", "TLSv1", "off"};
+  const char* junk[] = {"",        "$x",         "0",     "-1",   "99999999999999999999",
+                        "a b",     "{",          "}",     "\"",   "${e}",
+                        "unix:/x", "[::1]:0",    "~*",    "=",    "^~",
+                        "@n",      "http://$h/", "/a{b}", "=999", "TLSv1",
+                        "off"};
   std::mt19937 rng(13);
   int loaded = 0, tried = 0;
   for (int round = 0; round < 600; ++round) {

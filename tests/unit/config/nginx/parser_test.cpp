@@ -29,7 +29,9 @@ std::vector<Token> tokens(std::string_view text) {
   }
 }
 
-ParseResult parse(std::string_view text) { return parseText(text, "t.conf", ""); }
+ParseResult parse(std::string_view text) {
+  return parseText(text, "t.conf", "");
+}
 
 // A scratch folder with files, removed at the end of the test.
 struct Dir {
@@ -41,7 +43,7 @@ struct Dir {
   }
   ~Dir() { (void)std::system(("rm -rf '" + path + "'").c_str()); }
   std::string write(const std::string& name, const std::string& text) const {
-    const std::string p = path + "/" + name;
+    std::string p = path + "/" + name;
     const size_t slash = p.rfind('/');
     (void)std::system(("mkdir -p '" + p.substr(0, slash) + "'").c_str());
     std::ofstream(p) << text;
@@ -104,7 +106,8 @@ TEST_CASE("lexer: after a closing quote only a separator, ';', '{' or ')' may fo
 }
 
 TEST_CASE("parser: blocks, arguments and positions") {
-  auto r = parse("http {\n  server {\n    listen 80;\n    location = /x { return 200 'ok'; }\n  }\n}\n");
+  auto r =
+      parse("http {\n  server {\n    listen 80;\n    location = /x { return 200 'ok'; }\n  }\n}\n");
   REQUIRE(r.errors.empty());
   REQUIRE(r.directives.size() == 1);
   const Directive& http = r.directives[0];
@@ -164,8 +167,9 @@ TEST_CASE("parser: deep nesting and too many directives are errors, not a crash"
   CHECK(r.errors[0].message == "more than 100000 directives");
 }
 
-TEST_CASE("parser: include globs are relative to the main file's folder, sorted, may match "
-          "nothing") {
+TEST_CASE(
+    "parser: include globs are relative to the main file's folder, sorted, may match "
+    "nothing") {
   Dir d;
   d.write("conf.d/b.conf", "server { listen 82; }\n");
   d.write("conf.d/a.conf", "server { listen 81; }\n");

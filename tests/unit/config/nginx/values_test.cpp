@@ -108,7 +108,7 @@ TEST_CASE("PCRE patterns as RE2") {
   CHECK(toRe2("^/u/(?<id>\\d+)$", false, err) == "^/u/(?P<id>\\d+)$");
   CHECK(toRe2("^/a(?=b)", false, err).empty());  // lookahead: RE2 has none
   CHECK_FALSE(err.empty());
-  CHECK(toRe2("(a)\\1", false, err).empty());  // backreference
+  CHECK(toRe2("(a)\\1", false, err).empty());   // backreference
   CHECK(toRe2("^/x${y}", false, err).empty());  // Sluice's loader reads ${...} as environment
   CHECK(captureGroups("^/(a)/(b)") == 2);
   CHECK(regexMatches("^/docs/", "/docs/x"));
