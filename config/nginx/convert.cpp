@@ -759,13 +759,7 @@ void Converter::server(const Directive& d) {
             "ipv6only=off: Sluice's IPv6 listeners accept IPv6 only; add a "
             "listener for 0.0.0.0 as well");
       if (spec.localhost) notes.push_back("'localhost' is written as 127.0.0.1");
-      if (notes.empty()) {
-        tracker_.converted(c);
-      } else {
-        std::string all;
-        for (const auto& x : notes) all += (all.empty() ? "" : "; ") + x;
-        tracker_.differs(c, all);
-      }
+      tracker_.outcome(c, notes);
       s.listens.emplace_back(spec, &c);
     } else if (n == "server_name") {
       serverNames(s, c);

@@ -332,13 +332,7 @@ bool Converter::proxyRoute(ServerInfo& s, const Directive& loc, const LocationMa
         return false;
     }
   }
-  if (diffs.empty()) {
-    tracker_.converted(pp);
-  } else {
-    std::string all;
-    for (const auto& d : diffs) all += (all.empty() ? "" : "; ") + d;
-    tracker_.differs(pp, all);
-  }
+  tracker_.outcome(pp, diffs);
   return true;
 }
 
@@ -516,18 +510,7 @@ void Converter::locationRewrite(ServerInfo& s, const Directive& loc, const Locat
   const std::string pool = poolFor(*pp, target == &loc ? sc : targetScope, uri, hasUri);
   if (pool.empty()) return;
   const std::string& repl = rw.arg(1);
-  const int groups = captureGroups(r.path);
-  for (const VarRef& v : findVariables(repl)) {
-    if (v.name.size() != 1 || !std::isdigit(static_cast<unsigned char>(v.name[0])) ||
-        v.name[0] - '0' > groups) {
-      tracker_.skip(rw, "the replacement uses $" + v.name + "; Sluice's rewrite has $0..$9 only");
-      return;
-    }
-  }
-  if (!repl.starts_with("/") || repl.find_first_of(" #") != std::string::npos) {
-    tracker_.skip(rw, "Sluice's rewrite must start with '/' and have no spaces or '#'");
-    return;
-  }
+  if (!rewriteTarget(rw, r.path, repl)) return;
   r.rewrite = repl;
   r.pool = pool;
   if (target != &loc) r.comments.push_back("the rewritten URI lands in " + from(*target));
@@ -541,6 +524,25 @@ void Converter::locationRewrite(ServerInfo& s, const Directive& loc, const Locat
   else
     tracker_.differs(rw, diffs.front());
   extra.push_back(r);
+}
+
+// A rewrite's replacement as Sluice's `rewrite`: captures $0..$9 of `pattern` only, starting
+// with '/', no spaces or '#'. False (with the reason on `rw`) otherwise.
+bool Converter::rewriteTarget(const Directive& rw, const std::string& pattern,
+                              const std::string& repl) {
+  const int groups = captureGroups(pattern);
+  for (const VarRef& v : findVariables(repl)) {
+    if (v.name.size() != 1 || !std::isdigit(static_cast<unsigned char>(v.name[0])) ||
+        v.name[0] - '0' > groups) {
+      tracker_.skip(rw, "the replacement uses $" + v.name + "; Sluice's rewrite has $0..$9 only");
+      return false;
+    }
+  }
+  if (!repl.starts_with("/") || repl.find_first_of(" #") != std::string::npos) {
+    tracker_.skip(rw, "Sluice's rewrite must start with '/' and have no spaces or '#'");
+    return false;
+  }
+  return true;
 }
 
 // rewrite REGEX URL redirect|permanent: a fixed redirect, when the URL uses no capture (or
@@ -629,18 +631,7 @@ void Converter::serverRewrite(ServerInfo& s, const Directive& rw) {
     tracker_.skip(rw, "only rewrites whose new URI lands in a proxied location are converted");
     return;
   }
-  const int groups = captureGroups(r.path);
-  for (const VarRef& v : findVariables(repl)) {
-    if (v.name.size() != 1 || !std::isdigit(static_cast<unsigned char>(v.name[0])) ||
-        v.name[0] - '0' > groups) {
-      tracker_.skip(rw, "the replacement uses $" + v.name + "; Sluice's rewrite has $0..$9 only");
-      return;
-    }
-  }
-  if (!repl.starts_with("/") || repl.find_first_of(" #") != std::string::npos) {
-    tracker_.skip(rw, "Sluice's rewrite must start with '/' and have no spaces or '#'");
-    return;
-  }
+  if (!rewriteTarget(rw, r.path, repl)) return;
   std::string uri;
   bool hasUri = false;
   Scope targetScope(s.scope.get());
@@ -894,13 +885,7 @@ void Converter::rateLimits(const Scope& sc, RouteOut& r) {
           "nginx shares the zone's counters between every location; Sluice keeps "
           "one bucket per middleware, and this burst needs its own");
     r.middleware.push_back(name);
-    if (diffs.empty()) {
-      tracker_.converted(*d);
-    } else {
-      std::string all;
-      for (const auto& x : diffs) all += (all.empty() ? "" : "; ") + x;
-      tracker_.differs(*d, all);
-    }
+    tracker_.outcome(*d, diffs);
   }
 }
 

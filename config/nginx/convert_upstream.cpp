@@ -126,13 +126,7 @@ void Converter::upstream(const Directive& d) {
       for (const auto& other : p.backends)
         if (other.address == be.address) diffs.push_back("duplicate address, left out");
       if (diffs.empty() || diffs.back() != "duplicate address, left out") p.backends.push_back(be);
-      if (diffs.empty()) {
-        tracker_.converted(c);
-      } else {
-        std::string all;
-        for (const auto& x : diffs) all += (all.empty() ? "" : "; ") + x;
-        tracker_.differs(c, all);
-      }
+      tracker_.outcome(c, diffs);
     } else if (n == "least_conn") {
       p.balance = "least_conn";
       tracker_.converted(c);

@@ -30,6 +30,8 @@ class Tracker {
   void converted(const Directive& d);
   // Converted, but Sluice behaves differently: a warning says how.
   void differs(const Directive& d, const std::string& how);
+  // converted() when `differences` is empty, else differs() with all of them.
+  void outcome(const Directive& d, const std::vector<std::string>& differences);
   // Not converted (changes behaviour): a warning says why and what Sluice does instead.
   void skip(const Directive& d, const std::string& why);
   // Not converted, without effect in Sluice: a note.
@@ -230,6 +232,7 @@ class Converter {
   void locationRewrite(ServerInfo& s, const Directive& loc, const LocationMatch& m,
                        const Directive& rw, const Scope& sc, std::vector<RouteOut>& extra);
   bool redirectRewrite(ServerInfo& s, const Directive& rw, RouteOut& r);
+  bool rewriteTarget(const Directive& rw, const std::string& pattern, const std::string& repl);
   void serverRewrite(ServerInfo& s, const Directive& rw);
   bool staticRoute(const ServerInfo* s, const Directive& loc, const LocationMatch& m,
                    const Scope& sc, RouteOut& r);

@@ -74,6 +74,16 @@ void Tracker::differs(const Directive& d, const std::string& how) {
   add(warnings_, d, quoted(d) + ": " + how);
 }
 
+void Tracker::outcome(const Directive& d, const std::vector<std::string>& differences) {
+  if (differences.empty()) {
+    converted(d);
+    return;
+  }
+  std::string all;
+  for (const auto& x : differences) all += (all.empty() ? "" : "; ") + x;
+  differs(d, all);
+}
+
 void Tracker::skip(const Directive& d, const std::string& why) {
   mark(d, Fate::NotConverted);
   add(warnings_, d, quoted(d) + " not converted: " + why);

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 
-from .util import port_is_open
+from .util import port_is_open, read_text
 
 PLACEHOLDER = re.compile(r"@@([A-Z]+)(?::([A-Za-z0-9_.-]+))?@@")
 
@@ -101,11 +101,7 @@ class Nginx:
         return self
 
     def stderr(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self.stderr_path)
 
     def stop(self):
         if self.proc is None or self.proc.poll() is not None:
