@@ -165,6 +165,15 @@ void Converter::location(ServerInfo& s, const Directive& loc, const Scope& paren
     tracker_.skipBlock(loc, "invalid location arguments");
     return;
   }
+  if ((m.kind == LocationMatch::Kind::Prefix || m.kind == LocationMatch::Kind::Priority ||
+       m.kind == LocationMatch::Kind::Exact) &&
+      (!m.path.starts_with("/") ||
+       std::any_of(m.path.begin(), m.path.end(),
+                   [](unsigned char c) { return c <= 0x20 || c == 0x7f; }))) {
+    tracker_.skipBlock(loc, "a location path that does not start with '/' or has spaces never "
+                            "matches a request path in Sluice");
+    return;
+  }
   if (m.kind == LocationMatch::Kind::Named) {
     tracker_.skipBlock(loc,
                        "named locations are only reached by internal redirects "

@@ -431,33 +431,37 @@ http {
   std::vector<std::string> lines;
   std::istringstream in(base);
   for (std::string l; std::getline(in, l);) lines.push_back(l);
-  const char* junk[] = {"",        "$x",         "0",     "-1",   "99999999999999999999",
-                        "a b",     "{",          "}",     "\"",   "${e}",
-                        "unix:/x", "[::1]:0",    "~*",    "=",    "^~",
-                        "@n",      "http://$h/", "/a{b}", "=999", "TLSv1",
-                        "off"};
+  const char* junk[] = {"",           "$x",         "0",       "-1",    "99999999999999999999",
+                        "a b",        "{",          "}",       "\"",    "${e}",
+                        "unix:/x",    "[::1]:0",    "~*",      "=",     "^~",
+                        "@n",         "http://$h/", "/a{b}",   "=999",  "TLSv1",
+                        "off",        "\"/a b\"",   "noslash", "'x y'", "^(a",
+                        "(?<n>x)\\1", "*.",         ".",       "1r/s",  "zone=none",
+                        "burst=x"};
   std::mt19937 rng(13);
   int loaded = 0, tried = 0;
-  for (int round = 0; round < 600; ++round) {
+  for (int round = 0; round < 1500; ++round) {
     std::vector<std::string> m = lines;
-    const size_t i = rng() % m.size();
-    switch (rng() % 3) {
-      case 0:  // drop a line
-        m.erase(m.begin() + long(i));
-        break;
-      case 1: {  // replace one word with junk
-        std::vector<size_t> spaces;
-        for (size_t k = 0; k < m[i].size(); ++k)
-          if (m[i][k] == ' ') spaces.push_back(k);
-        if (spaces.empty()) continue;
-        const size_t at = spaces[rng() % spaces.size()] + 1;
-        const size_t end = m[i].find_first_of(" ;", at);
-        m[i] = m[i].substr(0, at) + junk[rng() % std::size(junk)] +
-               (end == std::string::npos ? "" : m[i].substr(end));
-        break;
+    for (int edit = 0; edit < 2 && !m.empty(); ++edit) {
+      const size_t i = rng() % m.size();
+      switch (rng() % 3) {
+        case 0:  // drop a line
+          m.erase(m.begin() + long(i));
+          break;
+        case 1: {  // replace one word with junk
+          std::vector<size_t> spaces;
+          for (size_t k = 0; k < m[i].size(); ++k)
+            if (m[i][k] == ' ') spaces.push_back(k);
+          if (spaces.empty()) continue;
+          const size_t at = spaces[rng() % spaces.size()] + 1;
+          const size_t end = m[i].find_first_of(" ;", at);
+          m[i] = m[i].substr(0, at) + junk[rng() % std::size(junk)] +
+                 (end == std::string::npos ? "" : m[i].substr(end));
+          break;
+        }
+        default:  // cut the file here
+          m.resize(i);
       }
-      default:  // cut the file here
-        m.resize(i);
     }
     std::string text;
     for (const auto& l : m) text += l + "\n";
