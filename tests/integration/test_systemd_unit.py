@@ -14,7 +14,7 @@ import pytest
 
 from sluicetest import http_request
 from sluicetest.process import SLUICE_BIN
-from sluicetest.util import free_port, wait_until
+from sluicetest.util import free_port, port_is_open, wait_until
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 UNIT = os.path.join(ROOT, "examples", "systemd", "sluice.service")
@@ -91,8 +91,8 @@ def test_unit_commands_start_reload_and_drain(tmp_path, backend):
     proc = subprocess.Popen(argv(start), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
-        wait_until(lambda: http_request(admin, "GET", "/health/live").status == 200, 10,
-                   message="started")
+        wait_until(lambda: port_is_open(admin) and port_is_open(port), 10, message="started")
+        assert http_request(admin, "GET", "/health/live").status == 200
         assert http_request(port, "GET", "/x").status == 200
 
         check, hup = values("ExecReload")
