@@ -78,6 +78,11 @@ def image():
     why = cannot_run_podman()
     if why:
         pytest.skip(f"container tests SKIPPED: {why}")
+    # working containers a killed run left behind
+    r = run(["buildah", "containers", "--format", "{{.ContainerName}}"], timeout=60)
+    for name in r.stdout.split():
+        if name.startswith(("sluice-test-", "sluice-probe-")):
+            run(["buildah", "rm", name], timeout=60)
     r = run(["bash", "scripts/container-base.sh"], timeout=900)
     assert r.returncode == 0, f"cannot make the base image:\n{r.stdout}\n{r.stderr}"
     rev = git("rev-parse", "HEAD") or "unknown"

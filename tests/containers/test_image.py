@@ -56,6 +56,9 @@ def test_image_metadata(runnable):
     ports = {int(l["listen"].rsplit(":", 1)[1]) for l in baked["listener"]}
     ports.add(int(baked["admin"]["listen"].rsplit(":", 1)[1]))
     assert set(cfg["ExposedPorts"]) == {f"{p}/tcp" for p in ports}
+    # a build without --build-arg VERSION (docker compose build) labels this version too
+    dockerfile = open(os.path.join(ROOT, "docker", "Dockerfile")).read()
+    assert re.search(r"^ARG VERSION=(\S+)$", dockerfile, re.M).group(1) == runnable["version"]
     labels = cfg["Labels"]
     assert labels["org.opencontainers.image.version"] == runnable["version"]
     assert labels["org.opencontainers.image.revision"] == runnable["revision"]
