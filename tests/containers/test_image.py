@@ -83,6 +83,12 @@ def test_runtime_stage_is_small_and_holds_only_what_runs(container, runnable):
     # every library it links is there
     r = buildah_run(container, "ldd", "/usr/local/bin/sluice")
     assert r.returncode == 0 and "not found" not in r.stdout, r.stdout + r.stderr
+    # what the health check, the Kubernetes preStop hook and the config reloader run
+    r = buildah_run(container, "bash", "-c", "command -v sleep find sort xargs cksum date cat",
+                    user="sluice")
+    assert r.returncode == 0 and len(r.stdout.split()) == 7, r.stdout + r.stderr
+    for tool in ("sluice-healthcheck", "sluice-reload-on-change"):
+        assert os.access(f"{root}/usr/local/bin/{tool}", os.X_OK), tool
 
 
 def test_runs_as_the_non_root_user(container):
