@@ -88,9 +88,15 @@ def image():
     rev = git("rev-parse", "HEAD") or "unknown"
     source = git("remote", "get-url", "origin") or f"file://{ROOT}"
     args = ["podman", "build", "--isolation", "chroot", "--network", "host", "--format",
-            "docker", "-f", "docker/Dockerfile", "-t", IMAGE, "--build-arg",
-            f"VERSION={version()}", "--build-arg", f"REVISION={rev}", "--build-arg",
-            f"SOURCE={source}", "."]
+            "docker", "-f", "docker/Dockerfile", "-t", IMAGE]
+    # The Dockerfile's LABEL takes these build args. buildah 1.28 reuses a cached LABEL step
+    # whatever the args' values are now, so the labels are also given with --label (applied to
+    # the final image, never cached).
+    for arg, label, value in (("VERSION", "version", version()), ("REVISION", "revision", rev),
+                              ("SOURCE", "source", source)):
+        args += ["--build-arg", f"{arg}={value}",
+                 "--label", f"org.opencontainers.image.{label}={value}"]
+    args.append(".")
     started = time.monotonic()
     r = run(args, timeout=1200)
     build_s = time.monotonic() - started
