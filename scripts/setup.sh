@@ -4,19 +4,24 @@
 #   scripts/setup.sh          build + test dependencies
 #   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
 #   scripts/setup.sh --lint   also clang-tidy-14 for scripts/lint.sh (options combine)
-#   scripts/setup.sh --browser  also chromium, driven headless by the browser (CORS) tests
+#   scripts/setup.sh --browser  also chromium, driven headless by the browser tests (CORS, status
+#                               page)
+#   scripts/setup.sh --prometheus  also prometheus and promtool, which the observability tests
+#                               run against the dashboard and alert rules in docker/
 #   scripts/setup.sh --runtime  only what the built binary needs to run (container image)
 set -euo pipefail
 
 want_bench=0
 want_lint=0
 want_browser=0
+want_prometheus=0
 runtime_only=0
 for a in "$@"; do
   case "$a" in
     --bench) want_bench=1 ;;
     --lint) want_lint=1 ;;
     --browser) want_browser=1 ;;
+    --prometheus) want_prometheus=1 ;;
     --runtime) runtime_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
@@ -39,6 +44,11 @@ if [ "$want_browser" = 1 ]; then
   # the browser-level (CORS) integration tests drive it headless (sluicetest.browser); without
   # it those tests are skipped
   pkgs+=(chromium)
+fi
+if [ "$want_prometheus" = 1 ]; then
+  # tests/integration/test_observability.py starts its own prometheus (a temp storage dir, a
+  # free port) scraping a real Sluice, and runs promtool on the rules; without it they skip
+  pkgs+=(prometheus)
 fi
 if [ "$runtime_only" = 1 ]; then
   pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 libre2-9 ca-certificates curl)
@@ -83,8 +93,11 @@ if [ "$installed" -ne "$(echo $llhttp_debs | wc -w)" ]; then
   $SUDO dpkg -i "$tmp"/libllhttp*.deb >/dev/null
 fi
 
-# The test harness starts its own redis-server processes; the packaged service is not needed.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  $SUDO systemctl stop redis-server >/dev/null 2>&1 || true
-fi
+# The test harness starts its own redis-server and prometheus processes; the packaged services
+# are not needed.
+for svc in redis-server prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl stop "$svc" >/dev/null 2>&1 || true
+  fi
+done
 echo "setup: ok"

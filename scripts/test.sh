@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# --bench: the benchmark smoke test needs nginx, haproxy, wrk; --lint: clang-tidy-14
-bash scripts/setup.sh --bench --lint --browser
+# --bench: the benchmark smoke test needs nginx, haproxy, wrk; --lint: clang-tidy-14;
+# --browser: chromium; --prometheus: prometheus and promtool (dashboard and alert tests)
+bash scripts/setup.sh --bench --lint --browser --prometheus
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_WERROR=ON >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
