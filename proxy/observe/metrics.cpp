@@ -162,7 +162,9 @@ static void appendHistograms(std::string& out, const char* name, const char* hel
   out.append("# TYPE ").append(name).append(" histogram\n");
   std::map<std::string, Histogram> hists;
   for (const auto& [k, v] : by) hists[nameOf(k)].merge(v);
-  for (const auto& [value, h] : hists) {
+  for (const auto& entry : hists) {
+    const std::string& value = entry.first;  // clang 14 cannot capture a structured binding
+    const Histogram& h = entry.second;
     auto series = [&](const char* suffix) {
       out.append(name).append(suffix).append("{").append(label).append("=\"");
       appendLabelValue(out, value);
