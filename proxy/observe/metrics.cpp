@@ -240,24 +240,23 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     out.push_back('\n');
   }
 
-  out.append("# HELP sluice_backend_up 1 when the backend takes traffic.\n");
-  out.append("# TYPE sluice_backend_up gauge\n");
-  for (auto& b : p.backends) {
-    out.append("sluice_backend_up{pool=\"");
-    appendLabelValue(out, b.pool);
-    out.append("\",backend=\"");
-    appendLabelValue(out, b.backend);
-    out.append(b.up ? "\"} 1\n" : "\"} 0\n");
-  }
-  out.append("# HELP sluice_backend_draining 1 when the backend is drained (admin API).\n");
-  out.append("# TYPE sluice_backend_draining gauge\n");
-  for (auto& b : p.backends) {
-    out.append("sluice_backend_draining{pool=\"");
-    appendLabelValue(out, b.pool);
-    out.append("\",backend=\"");
-    appendLabelValue(out, b.backend);
-    out.append(b.draining ? "\"} 1\n" : "\"} 0\n");
-  }
+  // One 0/1 gauge per backend.
+  auto backendGauge = [&](const char* name, const char* help,
+                          bool ProcessMetrics::BackendState::*flag) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" gauge\n");
+    for (const auto& b : p.backends) {
+      out.append(name).append("{pool=\"");
+      appendLabelValue(out, b.pool);
+      out.append("\",backend=\"");
+      appendLabelValue(out, b.backend);
+      out.append(b.*flag ? "\"} 1\n" : "\"} 0\n");
+    }
+  };
+  backendGauge("sluice_backend_up", "1 when the backend takes traffic.",
+               &ProcessMetrics::BackendState::up);
+  backendGauge("sluice_backend_draining", "1 when the backend is drained (admin API).",
+               &ProcessMetrics::BackendState::draining);
 
   out.append("# HELP sluice_split_weight Live weight of each pool of a split route.\n");
   out.append("# TYPE sluice_split_weight gauge\n");
