@@ -4,7 +4,10 @@
 #   scripts/setup.sh          build + test dependencies
 #   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
 #   scripts/setup.sh --lint   also clang-tidy-14 for scripts/lint.sh (options combine)
-#   scripts/setup.sh --browser  also chromium, driven headless by the browser (CORS) tests
+#   scripts/setup.sh --browser  also chromium, driven headless by the browser tests (CORS, status
+#                               page)
+#   scripts/setup.sh --prometheus  also prometheus and promtool, which the observability tests
+#                               run against the dashboard and alert rules in docker/
 #   scripts/setup.sh --build-only  only what building the binary needs (container build stage)
 #   scripts/setup.sh --runtime  only the shared libraries the built binary links (container image)
 #   scripts/setup.sh --containers  also podman, buildah, debootstrap, docker-compose: the
@@ -15,6 +18,7 @@ want_bench=0
 want_lint=0
 want_browser=0
 want_containers=0
+want_prometheus=0
 runtime_only=0
 build_only=0
 for a in "$@"; do
@@ -23,6 +27,7 @@ for a in "$@"; do
     --lint) want_lint=1 ;;
     --browser) want_browser=1 ;;
     --containers) want_containers=1 ;;
+    --prometheus) want_prometheus=1 ;;
     --runtime) runtime_only=1 ;;
     --build-only) build_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
@@ -55,6 +60,11 @@ if [ "$want_containers" = 1 ]; then
   # offline schema check of docker/k8s (tests/k8s); systemd-analyze checks the systemd unit
   pkgs+=(podman buildah debootstrap docker-compose systemd)
   command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+fi
+if [ "$want_prometheus" = 1 ]; then
+  # tests/integration/test_observability.py starts its own prometheus (a temp storage dir, a
+  # free port) scraping a real Sluice, and runs promtool on the rules; without it they skip
+  pkgs+=(prometheus)
 fi
 if [ "$runtime_only" = 1 ]; then
   # what `ldd sluice` names beyond the base image (libc, libstdc++), and the CA store for
@@ -102,8 +112,11 @@ if [ "$want_containers" = 1 ]; then
   fi
 fi
 
-# The test harness starts its own redis-server processes; the packaged service is not needed.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  $SUDO systemctl stop redis-server >/dev/null 2>&1 || true
-fi
+# The test harness starts its own redis-server and prometheus processes; the packaged services
+# are not needed.
+for svc in redis-server prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl stop "$svc" >/dev/null 2>&1 || true
+  fi
+done
 echo "setup: ok"

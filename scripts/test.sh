@@ -24,8 +24,9 @@ if [ "${1:-}" = "--containers" ]; then
 fi
 
 # --bench: the benchmark smoke test needs nginx, haproxy, wrk; --lint: clang-tidy-14;
+# --browser: chromium; --prometheus: prometheus and promtool (dashboard and alert tests);
 # --containers: podman, buildah, debootstrap, docker-compose and the Kubernetes schema check
-bash scripts/setup.sh --bench --lint --browser --containers
+bash scripts/setup.sh --bench --lint --browser --prometheus --containers
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_WERROR=ON >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"

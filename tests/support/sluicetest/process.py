@@ -312,10 +312,10 @@ class Sluice:
         return self.proc.returncode
 
     # ---- admin / metrics --------------------------------------------------------------
-    def admin_get(self, path, timeout=5, token=None, method="GET", body=None):
+    def admin_get(self, path, timeout=5, token=None, method="GET", body=None, headers=None):
         """(status, headers dict lower-cased, body bytes) from the admin listener."""
         url = f"http://127.0.0.1:{self.admin_port}{path}"
-        req = urllib.request.Request(url, method=method, data=body)
+        req = urllib.request.Request(url, method=method, data=body, headers=headers or {})
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
