@@ -1,4 +1,5 @@
-// sluice command line: run the proxy, test a config (-t), or signal a running one (-s).
+// sluice command line: run the proxy, test a config (-t), signal a running one (-s), or
+// convert an nginx configuration (convert-nginx).
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,6 +11,8 @@
 
 #include "config/backend_dns.h"
 #include "config/loader.h"
+#include "config/nginx/convert.h"
+#include "config/nginx/parser.h"
 #include "middleware/registry.h"
 #include "proxy/server.h"
 
@@ -18,6 +21,7 @@ namespace {
 void usage(FILE* f) {
   std::fprintf(f,
                "Usage: sluice [-c FILE] [-t] [-s reload|stop|quit|reopen] [-v] [-h]\n"
+               "       sluice convert-nginx NGINX_CONF [-o OUT.toml]\n"
                "\n"
                "  -c FILE   configuration file (default ./sluice.toml, then "
                "/etc/sluice/sluice.toml)\n"
@@ -25,7 +29,12 @@ void usage(FILE* f) {
                "  -s SIG    send a signal to the running sluice (pid from server.pid_file):\n"
                "            reload (HUP), stop (INT, fast), quit (QUIT, graceful), reopen (USR1)\n"
                "  -v        print the version and exit\n"
-               "  -h        this help\n");
+               "  -h        this help\n"
+               "\n"
+               "  convert-nginx  write the Sluice TOML equivalent of an nginx configuration\n"
+               "                 (stdout, or OUT.toml with -o); every directive that is not\n"
+               "                 converted, or runs differently, is named on stderr with its\n"
+               "                 FILE:LINE\n");
 }
 
 std::string defaultConfig() {
@@ -85,9 +94,73 @@ int signalRunning(const std::string& path, const std::string& what) {
   return 0;
 }
 
+// sluice convert-nginx FILE [-o OUT]: 0 when converted (warnings or not), 1 when the nginx
+// file cannot be read or parsed, or the result does not pass `sluice -t`, 2 on bad usage.
+int convertNginx(int argc, char** argv) {
+  std::string in, out;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-o" && i + 1 < argc) {
+      out = argv[++i];
+    } else if (a == "-h" || a == "--help") {
+      usage(stdout);
+      return 0;
+    } else if (in.empty() && !a.starts_with("-")) {
+      in = a;
+    } else {
+      std::fprintf(stderr, "sluice convert-nginx: unexpected argument \"%s\"\n", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (in.empty()) {
+    std::fprintf(stderr, "sluice convert-nginx: which nginx configuration? (convert-nginx FILE)\n");
+    usage(stderr);
+    return 2;
+  }
+  namespace nginx = sluice::config::nginx;
+  nginx::ParseResult parsed = nginx::parseFile(in);
+  for (const auto& e : parsed.errors) std::fprintf(stderr, "%s: error: %s\n", e.at.str().c_str(), e.message.c_str());
+  if (!parsed.errors.empty()) return 1;
+  nginx::ConvertResult res =
+      nginx::convert(parsed.directives, {in, std::string("sluice convert-nginx ") + SLUICE_VERSION});
+  for (const auto& e : res.errors) std::fprintf(stderr, "%s: error: %s\n", e.at.str().c_str(), e.message.c_str());
+  if (!res.errors.empty()) return 1;
+  for (const auto& w : res.warnings) std::fprintf(stderr, "%s: warning: %s\n", w.at.str().c_str(), w.message.c_str());
+  for (const auto& n : res.notes) std::fprintf(stderr, "%s: note: %s\n", n.at.str().c_str(), n.message.c_str());
+  // The result must pass `sluice -t`; a failure here is a converter bug or a file (certificate,
+  // key) that this machine cannot read.
+  const std::string name = out.empty() ? "<stdout>" : out;
+  auto check = sluice::config::loadConfigString(res.toml, name, sluice::middleware::parsers());
+  int rc = 0;
+  if (!out.empty()) {
+    const std::string tmp = out + ".tmp";
+    std::ofstream f(tmp, std::ios::trunc);
+    f << res.toml;
+    f.close();
+    if (!f || std::rename(tmp.c_str(), out.c_str()) != 0) {
+      std::fprintf(stderr, "sluice convert-nginx: cannot write %s: %s\n", out.c_str(), std::strerror(errno));
+      std::remove(tmp.c_str());
+      return 1;
+    }
+  } else {
+    std::fwrite(res.toml.data(), 1, res.toml.size(), stdout);
+  }
+  for (const auto& w : check.warnings) std::fprintf(stderr, "%s (sluice -t warning)\n", w.str().c_str());
+  if (!check.config) {
+    for (const auto& e : check.errors) std::fprintf(stderr, "%s (sluice -t)\n", e.str().c_str());
+    std::fprintf(stderr, "sluice convert-nginx: the result does not pass sluice -t here\n");
+    rc = 1;
+  }
+  std::fprintf(stderr, "sluice convert-nginx: %d directives in %d file%s: %d converted, %d not converted\n",
+               res.directives, parsed.files, parsed.files == 1 ? "" : "s", res.converted, res.notConverted);
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "convert-nginx") return convertNginx(argc, argv);
   std::string configPath;
   std::string sig;
   bool test = false;

@@ -11,7 +11,7 @@ import tomllib
 import urllib.error
 import urllib.request
 
-from .util import free_port, port_is_open
+from .util import free_port, port_is_open, read_text
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SLUICE_BIN = os.environ.get("SLUICE_BIN", os.path.join(REPO, "build", "sluice"))
@@ -362,18 +362,10 @@ class Sluice:
 
     # ---- logs -----------------------------------------------------------------------
     def stderr(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self.stderr_path)
 
     def stdout(self):
-        try:
-            with open(self.stdout_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self.stdout_path)
 
     def access_lines(self, path=None):
         try:

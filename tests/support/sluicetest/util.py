@@ -10,6 +10,15 @@ _BLOCK = None
 _HANDED_OUT = set()
 
 
+def read_text(path):
+    """A log file's text ("" while it does not exist), undecodable bytes replaced."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago (bind :0, read, close).
 
