@@ -237,6 +237,10 @@ void Server::reload() {
   for (const auto& w : res.warnings) logEvent(LogLevel::Warn, w.str());
   auto failed = [&](const std::string& why) {
     ++reloadsError_;
+    lastReload_ = {observe::nowUnixMs(), false, why, {}};
+    constexpr size_t kKeptErrors = 10;
+    for (size_t i = 0; i < res.errors.size() && i < kKeptErrors; ++i)
+      lastReload_.errors.push_back(res.errors[i].str());
     logEvent(LogLevel::Error, "reload failed, keeping the running configuration",
              {{"reason", why}, {"generation", std::to_string(current_->generation)}});
   };
@@ -309,6 +313,7 @@ void Server::reload() {
   releaseStore_->configure(cfg);
   releaseStore_->flush();
   ++reloadsOk_;
+  lastReload_ = {observe::nowUnixMs(), true, {}, {}};
   logEvent(LogLevel::Info, "configuration reloaded", {{"generation", std::to_string(generation_)}});
 }
 

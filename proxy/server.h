@@ -36,6 +36,14 @@ class Server {
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
   uint64_t reloadsOk() const { return reloadsOk_; }
   uint64_t reloadsError() const { return reloadsError_; }
+  // The last reload's outcome (for /admin/status and the status page); atUnixMs = 0: none yet.
+  struct ReloadOutcome {
+    int64_t atUnixMs = 0;
+    bool ok = true;
+    std::string reason;               // why it failed
+    std::vector<std::string> errors;  // the first configuration errors, FILE:LINE:COL: message
+  };
+  const ReloadOutcome& lastReload() const { return lastReload_; }
   // Admin drain/undrain of `address` (a configured address, a backend name "address@ip" or a
   // resolved "ip:port") in `pool`. Returns how many backends matched.
   size_t setDraining(const std::string& pool, const std::string& address, bool draining);
@@ -97,6 +105,7 @@ class Server {
   uint64_t generation_ = 0;
   uint64_t reloadsOk_ = 0;
   uint64_t reloadsError_ = 0;
+  ReloadOutcome lastReload_;
   bool shuttingDown_ = false;
   int exitCode_ = 0;
 };

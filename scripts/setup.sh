@@ -4,20 +4,32 @@
 #   scripts/setup.sh          build + test dependencies
 #   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
 #   scripts/setup.sh --lint   also clang-tidy-14 for scripts/lint.sh (options combine)
-#   scripts/setup.sh --browser  also chromium, driven headless by the browser (CORS) tests
-#   scripts/setup.sh --runtime  only what the built binary needs to run (container image)
+#   scripts/setup.sh --browser  also chromium, driven headless by the browser tests (CORS, status
+#                               page)
+#   scripts/setup.sh --prometheus  also prometheus and promtool, which the observability tests
+#                               run against the dashboard and alert rules in docker/
+#   scripts/setup.sh --build-only  only what building the binary needs (container build stage)
+#   scripts/setup.sh --runtime  only the shared libraries the built binary links (container image)
+#   scripts/setup.sh --containers  also podman, buildah, debootstrap, docker-compose: the
+#                                  container tests (scripts/test.sh --containers)
 set -euo pipefail
 
 want_bench=0
 want_lint=0
 want_browser=0
+want_containers=0
+want_prometheus=0
 runtime_only=0
+build_only=0
 for a in "$@"; do
   case "$a" in
     --bench) want_bench=1 ;;
     --lint) want_lint=1 ;;
     --browser) want_browser=1 ;;
+    --containers) want_containers=1 ;;
+    --prometheus) want_prometheus=1 ;;
     --runtime) runtime_only=1 ;;
+    --build-only) build_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -27,8 +39,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libhiredis-dev
-      libtomlplusplus-dev doctest-dev redis-server curl openssl ca-certificates python3
-      python3-pytest nlohmann-json3-dev libre2-dev)
+      libtomlplusplus-dev nlohmann-json3-dev libre2-dev ca-certificates)
+if [ "$build_only" = 0 ]; then
+  pkgs+=(doctest-dev redis-server curl openssl python3 python3-pytest)
+fi
 if [ "$want_bench" = 1 ]; then
   pkgs+=(nginx-light haproxy wrk gnuplot-nox)
 fi
@@ -40,8 +54,22 @@ if [ "$want_browser" = 1 ]; then
   # it those tests are skipped
   pkgs+=(chromium)
 fi
+if [ "$want_containers" = 1 ]; then
+  # build the image (podman/buildah, no Docker engine), make its base (debootstrap), validate
+  # docker/compose.yaml (docker-compose config, which brings python3-yaml); node + npm run the
+  # offline schema check of docker/k8s (tests/k8s); systemd-analyze checks the systemd unit
+  pkgs+=(podman buildah debootstrap docker-compose systemd)
+  command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+fi
+if [ "$want_prometheus" = 1 ]; then
+  # tests/integration/test_observability.py starts its own prometheus (a temp storage dir, a
+  # free port) scraping a real Sluice, and runs promtool on the rules; without it they skip
+  pkgs+=(prometheus)
+fi
 if [ "$runtime_only" = 1 ]; then
-  pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 libre2-9 ca-certificates curl)
+  # what `ldd sluice` names beyond the base image (libc, libstdc++), and the CA store for
+  # upstream TLS; the container health check needs nothing more (bash's /dev/tcp)
+  pkgs=(libuv1 libssl3 libhiredis0.14 libtomlplusplus3 libre2-9 ca-certificates)
 fi
 
 missing=()
@@ -60,16 +88,7 @@ llhttp_debs="libllhttp9.2 libllhttp-dev"
 [ "$runtime_only" = 1 ] && llhttp_debs="libllhttp9.2"
 installed=$(dpkg-query -W -f='${Status}\n' $llhttp_debs 2>/dev/null | grep -c "install ok installed" || true)
 if [ "$installed" -ne "$(echo $llhttp_debs | wc -w)" ]; then
-  mirror=""
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    mirror=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' "$f")
-    [ -n "$mirror" ] && break
-  done
-  if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-    mirror=$(awk '$1 == "deb" && $2 !~ /security/ && $2 !~ /^\[/ {print $2; exit}' /etc/apt/sources.list)
-  fi
-  [ -n "$mirror" ] || { echo "setup: cannot find the Debian mirror in /etc/apt" >&2; exit 1; }
+  mirror=$(bash "$(dirname "$0")/debian-mirror.sh")
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
@@ -83,8 +102,21 @@ if [ "$installed" -ne "$(echo $llhttp_debs | wc -w)" ]; then
   $SUDO dpkg -i "$tmp"/libllhttp*.deb >/dev/null
 fi
 
-# The test harness starts its own redis-server processes; the packaged service is not needed.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  $SUDO systemctl stop redis-server >/dev/null 2>&1 || true
+# The Kubernetes schema check's packages (tests/k8s/package-lock.json), from the npm registry.
+if [ "$want_containers" = 1 ]; then
+  k8s_check="$(cd "$(dirname "$0")/.." && pwd)/tests/k8s"
+  if [ ! -f "$k8s_check/node_modules/.package-lock.json" ] ||
+     [ "$k8s_check/package-lock.json" -nt "$k8s_check/node_modules/.package-lock.json" ]; then
+    echo "setup: npm ci in tests/k8s"
+    (cd "$k8s_check" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
 fi
+
+# The test harness starts its own redis-server and prometheus processes; the packaged services
+# are not needed.
+for svc in redis-server prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl stop "$svc" >/dev/null 2>&1 || true
+  fi
+done
 echo "setup: ok"

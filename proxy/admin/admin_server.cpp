@@ -8,6 +8,7 @@
 #include "config/units.h"
 #include "proxy/admin/health.h"
 #include "proxy/admin/release_api.h"
+#include "proxy/admin/status_page.h"
 #include "proxy/http/http1_parser.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/out_queue.h"
@@ -29,7 +30,9 @@ class AdminConnection final : private http::Http1Parser::Handler {
     uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
     return true;
   }
-  void respond(int status, std::string_view contentType, std::string_view body) {
+  // `headers`: more header lines, each ending in CRLF.
+  void respond(int status, std::string_view contentType, std::string_view body,
+               std::string_view headers = {}) {
     if (closed_) return;
     std::string& s = out_.beginScratch();
     s.append("HTTP/1.1 ");
@@ -38,7 +41,9 @@ class AdminConnection final : private http::Http1Parser::Handler {
     s.append(http::reasonPhrase(status));
     s.append("\r\nContent-Type: ");
     s.append(contentType);
-    s.append("\r\nCache-Control: no-store\r\nContent-Length: ");
+    s.append("\r\n");
+    s.append(headers);
+    s.append("Cache-Control: no-store\r\nContent-Length: ");
     s.append(std::to_string(body.size()));
     s.append(keepAlive_ ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
     if (!headRequest_) s.append(body);
@@ -97,10 +102,14 @@ class AdminConnection final : private http::Http1Parser::Handler {
         keepAlive_ = req.keepAlive && r.status != http::Http1Parser::Status::Upgrade;
         headRequest_ = req.method == "HEAD";
         bodyBytes_ = 0;
-        std::string body;
-        body.swap(body_);
-        server_.handle(this, req.method, req.target, std::string(req.headers.get("authorization")),
-                       body);
+        AdminRequest ar;
+        ar.method = req.method;
+        ar.target = req.target;
+        ar.authorization = req.headers.get("authorization");
+        ar.origin = req.headers.get(http::Hdr::Origin);
+        ar.host = req.headers.get(http::Hdr::Host);
+        ar.body.swap(body_);
+        server_.handle(this, ar);
         return;
       }
     }
@@ -137,7 +146,8 @@ class AdminConnection final : private http::Http1Parser::Handler {
 };
 
 struct AdminServer::Scrape {
-  AdminConnection* conn;
+  AdminConnection* conn;  // nullptr: a sample for the rate window
+  bool sample = false;
   observe::WorkerMetrics merged;
   size_t waiting = 0;
 };
@@ -146,6 +156,8 @@ AdminServer::AdminServer(uv_loop_t* loop, Server& server) : loop_(loop), server_
   uv_async_init(loop_, &async_,
                 [](uv_async_t* h) { static_cast<AdminServer*>(h->data)->finishScrapes(); });
   async_.data = this;
+  uv_timer_init(loop_, &sampleTimer_);
+  sampleTimer_.data = this;
 }
 
 AdminServer::~AdminServer() = default;
@@ -168,7 +180,16 @@ bool AdminServer::listen(const config::HostPort& addr, std::string& err) {
   }
   listening_ = true;
   addr_ = addr;
+  // The rate window's samples: the first one now, so the page has a base to count from.
+  uv_timer_start(&sampleTimer_, onSample, 0, window_.intervalMs());
   return true;
+}
+
+void AdminServer::onSample(uv_timer_t* t) {
+  auto* self = static_cast<AdminServer*>(t->data);
+  if (self->sampling_) return;  // the last one is still being merged (a busy worker)
+  self->sampling_ = true;
+  self->startScrape(nullptr);
 }
 
 void AdminServer::close() {
@@ -180,6 +201,8 @@ void AdminServer::close() {
   for (AdminConnection* c : conns) c->close();
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_)))
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&sampleTimer_)))
+    uv_close(reinterpret_cast<uv_handle_t*>(&sampleTimer_), nullptr);
 }
 
 void AdminServer::onConnection(uv_stream_t* s, int status) {
@@ -213,7 +236,29 @@ static void appendStatusJson(Server& server, std::string& out) {
   out.append(std::to_string(server.reloadsOk()));
   out.append(",\"error\":");
   out.append(std::to_string(server.reloadsError()));
-  out.append("},\"listeners\":[");
+  out.append("},\"last_reload\":");
+  const Server::ReloadOutcome& last = server.lastReload();
+  if (last.atUnixMs == 0) {
+    out.append("null");
+  } else {
+    out.append("{\"at\":\"");
+    observe::appendRfc3339Ms(out, last.atUnixMs);
+    out.append(last.ok ? "\",\"result\":\"success\"" : "\",\"result\":\"error\"");
+    if (!last.ok) {
+      out.append(",\"reason\":\"");
+      observe::appendJsonEscaped(out, last.reason);
+      out.append("\",\"errors\":[");
+      for (size_t i = 0; i < last.errors.size(); ++i) {
+        if (i) out.push_back(',');
+        out.push_back('"');
+        observe::appendJsonEscaped(out, last.errors[i]);
+        out.push_back('"');
+      }
+      out.push_back(']');
+    }
+    out.push_back('}');
+  }
+  out.append(",\"listeners\":[");
   for (size_t i = 0; i < snap.listeners.size(); ++i) {
     if (i) out.push_back(',');
     out.append("{\"name\":\"");
@@ -286,13 +331,24 @@ bool AdminServer::tokenMatches(std::string_view authorization) const {
   return CRYPTO_memcmp(authorization.data() + kBearer.size(), token_.data(), token_.size()) == 0;
 }
 
+bool crossOrigin(std::string_view origin, std::string_view host) {
+  if (origin.empty()) return false;
+  for (std::string_view scheme : {"http://", "https://"})
+    if (origin.size() == scheme.size() + host.size() && origin.substr(0, scheme.size()) == scheme &&
+        http::iequals(origin.substr(scheme.size()), host))
+      return false;
+  return true;
+}
+
 bool isLoopback(const config::HostPort& hp) {
   const std::string& h = hp.host;
   return h == "::1" || h == "localhost" || h.rfind("127.", 0) == 0;
 }
 
-void AdminServer::handle(AdminConnection* c, const std::string& method, const std::string& target,
-                         const std::string& authorization, const std::string& body) {
+void AdminServer::handle(AdminConnection* c, const AdminRequest& req) {
+  const std::string& method = req.method;
+  const std::string& target = req.target;
+  const std::string& body = req.body;
   std::string path = target.substr(0, target.find('?'));
   const bool read = method == "GET" || method == "HEAD";
   int status;
@@ -310,9 +366,29 @@ void AdminServer::handle(AdminConnection* c, const std::string& method, const st
     startScrape(c);
     return;
   }
+  if (path == "/") {
+    if (!read) {
+      c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
+      return;
+    }
+    const StatusPage& page = statusPage(!token_.empty());
+    const std::string headers = "Content-Security-Policy: " + page.csp +
+                                "\r\nX-Content-Type-Options: nosniff\r\n"
+                                "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n";
+    c->respond(200, "text/html; charset=utf-8", page.html, headers);
+    return;
+  }
   if (path.rfind("/admin/", 0) == 0) {
-    if (!token_.empty() && !tokenMatches(authorization)) {
+    if (!token_.empty() && !tokenMatches(req.authorization)) {
       c->respond(401, "application/json", "{\"error\":\"unauthorized\"}");
+      return;
+    }
+    // A page on another site may make a browser send simple POSTs here (no token on a
+    // loopback listener): the browser says where the request comes from, refuse it.
+    if (!read && crossOrigin(req.origin, req.host)) {
+      c->respond(403, "application/json",
+                 "{\"error\":\"cross_origin\",\"detail\":\"the Origin of this request is not "
+                 "the admin listener itself\"}");
       return;
     }
     // Without a token, only a loopback listener may change anything: a public admin port must
@@ -356,6 +432,16 @@ void AdminServer::handle(AdminConnection* c, const std::string& method, const st
       }
       std::string out;
       appendStatusJson(server_, out);
+      c->respond(200, "application/json", out);
+      return;
+    }
+    if (path == "/admin/rates") {
+      if (!read) {
+        c->respond(405, "application/json", "{\"error\":\"method_not_allowed\"}");
+        return;
+      }
+      std::string out;
+      window_.appendJson(out);
       c->respond(200, "application/json", out);
       return;
     }
@@ -434,6 +520,7 @@ void AdminServer::handleDrain(AdminConnection* c, const std::string& method,
 void AdminServer::startScrape(AdminConnection* c) {
   auto scrape = std::make_shared<Scrape>();
   scrape->conn = c;
+  scrape->sample = c == nullptr;
   inflight_.push_back(scrape);
   auto& workers = server_.workers();
   {
@@ -470,16 +557,23 @@ void AdminServer::finishScrapes() {
   }
   for (auto& s : done) {
     inflight_.erase(std::remove(inflight_.begin(), inflight_.end(), s), inflight_.end());
+    if (s->sample) {
+      window_.add(uv_now(loop_), s->merged);
+      sampling_ = false;
+      continue;
+    }
     if (!s->conn) continue;
     observe::ProcessMetrics p;
     const Snapshot& snap = *server_.snapshot();
     p.generation = snap.generation;
     p.reloadsOk = server_.reloadsOk();
     p.reloadsError = server_.reloadsError();
+    p.lastReloadOk = server_.lastReload().ok;
     for (const auto& pool : snap.pools)
       for (const auto& b : pool->backends)
-        p.backends.push_back(
-            {pool->name, b->name, b->resolved && b->usable(upstream::monotonicMs())});
+        p.backends.push_back({pool->name, b->name,
+                              b->resolved && b->usable(upstream::monotonicMs()),
+                              b->draining.load(std::memory_order_relaxed)});
     for (const auto& r : snap.routes.routes())
       if (r.split)
         for (size_t i = 0; i < r.split->arms.size(); ++i)

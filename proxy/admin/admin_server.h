@@ -1,7 +1,8 @@
 // AdminServer: the admin listener on the main thread's loop. Serves /health*, /metrics
-// (Prometheus text, gathered from every worker through post()), and /admin/status. When a
-// token is configured, /admin/* needs "Authorization: Bearer TOKEN"; /health* and /metrics
-// stay open.
+// (Prometheus text, gathered from every worker through post()), /admin/status, /admin/rates
+// (the last minute, from samples of the workers' metrics taken every 2 s) and the status page
+// at /. When a token is configured, /admin/* needs "Authorization: Bearer TOKEN"; /health*,
+// /metrics and the page itself stay open (the page asks for the token).
 #pragma once
 
 #include <uv.h>
@@ -14,6 +15,7 @@
 
 #include "config/schema.h"
 #include "proxy/observe/metrics.h"
+#include "proxy/observe/rate_window.h"
 
 namespace sluice {
 class Server;
@@ -26,6 +28,21 @@ bool isLoopback(const config::HostPort& hp);
 
 class AdminConnection;
 
+// One request as the admin connection read it.
+struct AdminRequest {
+  std::string method;
+  std::string target;
+  std::string authorization;
+  std::string origin;  // Origin header ("" when absent)
+  std::string host;    // Host header
+  std::string body;
+};
+
+// A browser's cross-site request (a page elsewhere posting to this listener) must not change
+// anything: true when the request carries an Origin that is not this listener's own
+// (http:// or https:// + the Host it was sent to). Requests without Origin (curl) pass.
+bool crossOrigin(std::string_view origin, std::string_view host);
+
 class AdminServer {
  public:
   AdminServer(uv_loop_t* loop, Server& server);
@@ -37,13 +54,15 @@ class AdminServer {
   void close();
 
   // Called by connections.
-  void handle(AdminConnection* c, const std::string& method, const std::string& target,
-              const std::string& authorization, const std::string& body);
+  void handle(AdminConnection* c, const AdminRequest& req);
   void connectionClosed(AdminConnection* c);
 
  private:
   struct Scrape;
+  // Merges every worker's metrics: for a /metrics answer to `c`, or (c = nullptr) as a sample
+  // of the rate window.
   void startScrape(AdminConnection* c);
+  static void onSample(uv_timer_t* t);
   void handleDrain(AdminConnection* c, const std::string& method, const std::string& path);
   void finishScrapes();
   static void onConnection(uv_stream_t* s, int status);
@@ -61,6 +80,10 @@ class AdminServer {
   std::mutex mu_;
   std::vector<std::shared_ptr<Scrape>> done_;
   std::vector<std::shared_ptr<Scrape>> inflight_;
+  // The last minute for /admin/rates: a sample every window_.intervalMs().
+  observe::RateWindow window_;
+  uv_timer_t sampleTimer_{};
+  bool sampling_ = false;  // a sample is being gathered
 };
 
 }  // namespace sluice::admin

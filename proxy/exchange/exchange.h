@@ -24,9 +24,9 @@
 #include <string>
 
 #include "middleware/filter.h"
-#include "proxy/files/file_responder.h"
 #include "proxy/exchange/filter_chain.h"
 #include "proxy/exchange/upstream_request.h"
+#include "proxy/files/file_responder.h"
 #include "proxy/http/server_stream.h"
 #include "proxy/snapshot.h"
 

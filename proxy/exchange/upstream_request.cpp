@@ -221,6 +221,7 @@ int UpstreamRequest::onUpstreamHead(upstream::UpstreamConn*, http::ResponseHead&
   o.status = head.status;
   o.latencyNs = headNs_ - attemptNs_;
   emit(o);
+  w_.metrics().upstreamResponse(pool_->nameId, double(o.latencyNs) / 1e9);
   return cb_.onUpstreamHeaders(head);
 }
 

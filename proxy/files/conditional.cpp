@@ -157,9 +157,9 @@ std::time_t parseHttpDate(std::string_view s) {
 
 void appendEtag(std::time_t mtime, uint64_t size, std::string& out) {
   char buf[48];
-  const int n = std::snprintf(buf, sizeof buf, "\"%llx-%llx\"",
-                              static_cast<unsigned long long>(mtime),
-                              static_cast<unsigned long long>(size));
+  const int n =
+      std::snprintf(buf, sizeof buf, "\"%llx-%llx\"", static_cast<unsigned long long>(mtime),
+                    static_cast<unsigned long long>(size));
   out.append(buf, size_t(n));
 }
 

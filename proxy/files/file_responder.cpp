@@ -1,6 +1,7 @@
 #include "proxy/files/file_responder.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <ctime>
 #include <list>
 #include <string>
@@ -14,9 +15,9 @@
 namespace sluice::files {
 
 namespace {
-constexpr size_t kReadLimit = 32 * 1024;     // read by the lookup, sent in one write
-constexpr size_t kChunk = 64 * 1024;         // TLS: one thread-pool read at a time
-constexpr size_t kHighWater = 256 * 1024;    // TLS: wait for the client above this
+constexpr size_t kReadLimit = 32 * 1024;      // read by the lookup, sent in one write
+constexpr size_t kChunk = 64 * 1024;          // TLS: one thread-pool read at a time
+constexpr size_t kHighWater = 256 * 1024;     // TLS: wait for the client above this
 constexpr size_t kSendfileStep = 256 * 1024;  // plain: one sendfile(2) call
 constexpr int kStepsPerTurn = 4;              // then let the loop serve others
 
@@ -72,7 +73,8 @@ class FileCache {
   }
 
   static void makeKey(const Site* site, uint8_t variant, std::string_view uri, std::string& key) {
-    key.assign(reinterpret_cast<const char*>(&site), sizeof site);
+    const auto addr = reinterpret_cast<uintptr_t>(site);
+    key.assign(reinterpret_cast<const char*>(&addr), sizeof addr);
     key.push_back(char(variant));
     key.append(uri);
   }
@@ -130,9 +132,9 @@ struct FileResponder::Job {
   bool busy = false;               // a thread-pool request is in flight
   std::shared_ptr<const Site> site;
   Lookup lookup;
-  std::string buf;  // TLS chunk reads
-  std::string text;  // header values (ETag, Last-Modified, Content-Range)
-  std::string cacheKey;  // set when the site caches small files
+  std::string buf;                         // TLS chunk reads
+  std::string text;                        // header values (ETag, Last-Modified, Content-Range)
+  std::string cacheKey;                    // set when the site caches small files
   const std::string* body = &lookup.body;  // the lookup's or a cache entry's
 
   Job() = default;
@@ -346,8 +348,8 @@ void FileResponder::sendBody() {
           stream_->awaitWritable();  // a fast client: let the loop serve others meanwhile
           return;
         }
-        const long n =
-            stream_->sendFile(j->lookup.fd, offset_, size_t(std::min<uint64_t>(remaining_, kSendfileStep)));
+        const long n = stream_->sendFile(j->lookup.fd, offset_,
+                                         size_t(std::min<uint64_t>(remaining_, kSendfileStep)));
         if (job_ != j) return;
         if (n < 0) {
           broken();

@@ -10,8 +10,8 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -20,23 +20,38 @@ namespace sluice::files {
 
 namespace {
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? char(c + 32) : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? char(c + 32) : c;
+}
 
 // Used when /etc/mime.types is missing (a minimal container): what a web app's build serves.
 constexpr const char* kBuiltinTypes[][2] = {
-    {"html", "text/html"},        {"htm", "text/html"},
-    {"css", "text/css"},          {"js", "text/javascript"},
-    {"mjs", "text/javascript"},   {"json", "application/json"},
-    {"map", "application/json"},  {"txt", "text/plain"},
-    {"xml", "application/xml"},   {"svg", "image/svg+xml"},
-    {"png", "image/png"},         {"jpg", "image/jpeg"},
-    {"jpeg", "image/jpeg"},       {"gif", "image/gif"},
-    {"webp", "image/webp"},       {"avif", "image/avif"},
-    {"ico", "image/vnd.microsoft.icon"}, {"woff", "font/woff"},
-    {"woff2", "font/woff2"},      {"ttf", "font/ttf"},
-    {"wasm", "application/wasm"}, {"pdf", "application/pdf"},
-    {"webmanifest", "application/manifest+json"}, {"mp4", "video/mp4"},
-    {"webm", "video/webm"},       {"mp3", "audio/mpeg"},
+    {"html", "text/html"},
+    {"htm", "text/html"},
+    {"css", "text/css"},
+    {"js", "text/javascript"},
+    {"mjs", "text/javascript"},
+    {"json", "application/json"},
+    {"map", "application/json"},
+    {"txt", "text/plain"},
+    {"xml", "application/xml"},
+    {"svg", "image/svg+xml"},
+    {"png", "image/png"},
+    {"jpg", "image/jpeg"},
+    {"jpeg", "image/jpeg"},
+    {"gif", "image/gif"},
+    {"webp", "image/webp"},
+    {"avif", "image/avif"},
+    {"ico", "image/vnd.microsoft.icon"},
+    {"woff", "font/woff"},
+    {"woff2", "font/woff2"},
+    {"ttf", "font/ttf"},
+    {"wasm", "application/wasm"},
+    {"pdf", "application/pdf"},
+    {"webmanifest", "application/manifest+json"},
+    {"mp4", "video/mp4"},
+    {"webm", "video/webm"},
+    {"mp3", "audio/mpeg"},
 };
 
 // openat2() is missing on kernels before 5.6 and may be refused by a container's seccomp

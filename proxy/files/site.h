@@ -35,9 +35,9 @@ class MimeTypes {
 };
 
 struct Site {
-  std::string dir;            // root or alias directory (or file, for an exact alias route)
-  bool alias = false;         // the route's path prefix is replaced by `dir`
-  size_t prefixLength = 0;    // alias: the bytes of the request path that the route matched
+  std::string dir;          // root or alias directory (or file, for an exact alias route)
+  bool alias = false;       // the route's path prefix is replaced by `dir`
+  size_t prefixLength = 0;  // alias: the bytes of the request path that the route matched
   std::vector<std::string> index;
   std::vector<std::string> tryFiles;  // empty: the path itself (directories redirect to "/")
   std::string cacheControl;
@@ -55,21 +55,21 @@ struct Lookup {
   };
   // in
   const Site* site = nullptr;
-  std::string uri;           // decoded path below the site, starting with '/'
-  bool acceptBr = false;     // precompressed siblings the client takes
+  std::string uri;        // decoded path below the site, starting with '/'
+  bool acceptBr = false;  // precompressed siblings the client takes
   bool acceptGzip = false;
-  size_t readLimit = 0;      // files up to this size are read into `body`
+  size_t readLimit = 0;  // files up to this size are read into `body`
   // out
   Outcome outcome = Outcome::Status;
   int status = 404;
-  int fd = -1;               // File: open for reading (the owner closes it)
+  int fd = -1;  // File: open for reading (the owner closes it)
   uint64_t size = 0;
   std::time_t mtime = 0;
   std::string_view contentType;
   std::string_view encoding;  // "br", "gzip" or "" (identity)
   std::string body;           // File with size <= readLimit: the whole file
   bool bodyRead = false;
-  std::string error;          // Status 500: what failed (for the error log)
+  std::string error;  // Status 500: what failed (for the error log)
 
   void closeFile();
 };

@@ -123,6 +123,7 @@ void WorkerMetrics::merge(const WorkerMetrics& o) {
   for (auto& [k, v] : o.tlsErrors) tlsErrors[k] += v;
   for (auto& [k, v] : o.requests) requests[k] += v;
   for (auto& [k, v] : o.durations) durations[k].merge(v);
+  for (auto& [k, v] : o.upstreamDurations) upstreamDurations[k].merge(v);
   for (auto& [k, v] : o.upstreamErrors) upstreamErrors[k] += v;
   for (auto& [k, v] : o.connectionsActive) connectionsActive[k] += v;
   for (auto& [k, v] : o.connectionsTotal) connectionsTotal[k] += v;
@@ -154,6 +155,47 @@ static void appendUnsigned(std::string& out, uint64_t v) {
   out.append(std::to_string(v));
 }
 
+// One histogram family with one label, series sorted by label value, cumulative buckets.
+static void appendHistograms(std::string& out, const char* name, const char* help,
+                             const char* label, const std::unordered_map<uint32_t, Histogram>& by) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" histogram\n");
+  std::map<std::string, Histogram> hists;
+  for (const auto& [k, v] : by) hists[nameOf(k)].merge(v);
+  for (const auto& entry : hists) {
+    const std::string& value = entry.first;  // clang 14 cannot capture a structured binding
+    const Histogram& h = entry.second;
+    auto series = [&](const char* suffix) {
+      out.append(name).append(suffix).append("{").append(label).append("=\"");
+      appendLabelValue(out, value);
+      out.push_back('"');
+    };
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= kDurationBuckets.size(); ++i) {
+      series("_bucket");
+      out.append(",le=\"");
+      if (i < kDurationBuckets.size()) {
+        cum += h.buckets[i];
+        appendNumber(out, kDurationBuckets[i]);
+      } else {
+        cum = h.count;
+        out.append("+Inf");
+      }
+      out.append("\"} ");
+      appendUnsigned(out, cum);
+      out.push_back('\n');
+    }
+    series("_sum");
+    out.append("} ");
+    appendNumber(out, h.sum);
+    out.push_back('\n');
+    series("_count");
+    out.append("} ");
+    appendUnsigned(out, h.count);
+    out.push_back('\n');
+  }
+}
+
 void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::string& out) {
   // Sort by names so the output is stable from scrape to scrape.
   out.append("# HELP sluice_requests_total Requests answered, by route, pool and status code.\n");
@@ -173,37 +215,12 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     out.push_back('\n');
   }
 
-  out.append("# HELP sluice_request_duration_seconds Time from request head to response end.\n");
-  out.append("# TYPE sluice_request_duration_seconds histogram\n");
-  std::map<std::string, Histogram> hists;
-  for (auto& [k, v] : m.durations) hists[nameOf(k)].merge(v);
-  for (auto& [route, h] : hists) {
-    uint64_t cum = 0;
-    for (size_t i = 0; i <= kDurationBuckets.size(); ++i) {
-      out.append("sluice_request_duration_seconds_bucket{route=\"");
-      appendLabelValue(out, route);
-      out.append("\",le=\"");
-      if (i < kDurationBuckets.size()) {
-        cum += h.buckets[i];
-        appendNumber(out, kDurationBuckets[i]);
-      } else {
-        cum = h.count;
-        out.append("+Inf");
-      }
-      out.append("\"} ");
-      appendUnsigned(out, cum);
-      out.push_back('\n');
-    }
-    out.append("sluice_request_duration_seconds_sum{route=\"");
-    appendLabelValue(out, route);
-    out.append("\"} ");
-    appendNumber(out, h.sum);
-    out.append("\nsluice_request_duration_seconds_count{route=\"");
-    appendLabelValue(out, route);
-    out.append("\"} ");
-    appendUnsigned(out, h.count);
-    out.push_back('\n');
-  }
+  appendHistograms(out, "sluice_request_duration_seconds",
+                   "Time from the complete request head to the end of the answer, by route.",
+                   "route", m.durations);
+  appendHistograms(out, "sluice_upstream_duration_seconds",
+                   "Backend time to the response head (the attempt that answered), by pool.",
+                   "pool", m.upstreamDurations);
 
   out.append("# HELP sluice_upstream_errors_total Failed upstream attempts, by kind.\n");
   out.append("# TYPE sluice_upstream_errors_total counter\n");
@@ -223,15 +240,23 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     out.push_back('\n');
   }
 
-  out.append("# HELP sluice_backend_up 1 when the backend takes traffic.\n");
-  out.append("# TYPE sluice_backend_up gauge\n");
-  for (auto& b : p.backends) {
-    out.append("sluice_backend_up{pool=\"");
-    appendLabelValue(out, b.pool);
-    out.append("\",backend=\"");
-    appendLabelValue(out, b.backend);
-    out.append(b.up ? "\"} 1\n" : "\"} 0\n");
-  }
+  // One 0/1 gauge per backend.
+  auto backendGauge = [&](const char* name, const char* help,
+                          bool ProcessMetrics::BackendState::*flag) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" gauge\n");
+    for (const auto& b : p.backends) {
+      out.append(name).append("{pool=\"");
+      appendLabelValue(out, b.pool);
+      out.append("\",backend=\"");
+      appendLabelValue(out, b.backend);
+      out.append(b.*flag ? "\"} 1\n" : "\"} 0\n");
+    }
+  };
+  backendGauge("sluice_backend_up", "1 when the backend takes traffic.",
+               &ProcessMetrics::BackendState::up);
+  backendGauge("sluice_backend_draining", "1 when the backend is drained (admin API).",
+               &ProcessMetrics::BackendState::draining);
 
   out.append("# HELP sluice_split_weight Live weight of each pool of a split route.\n");
   out.append("# TYPE sluice_split_weight gauge\n");
@@ -370,6 +395,11 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
   appendUnsigned(out, p.reloadsOk);
   out.append("\nsluice_config_reloads_total{result=\"error\"} ");
   appendUnsigned(out, p.reloadsError);
+  out.append(
+      "\n# HELP sluice_config_last_reload_successful 1 when the last reload (or the startup) "
+      "succeeded.\n# TYPE sluice_config_last_reload_successful gauge\n"
+      "sluice_config_last_reload_successful ");
+  out.append(p.lastReloadOk ? "1" : "0");
   out.append("\n# HELP sluice_config_generation Generation of the running configuration.\n");
   out.append("# TYPE sluice_config_generation gauge\nsluice_config_generation ");
   appendUnsigned(out, p.generation);

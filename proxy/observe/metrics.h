@@ -38,6 +38,7 @@ enum class RedisErrorKind : uint8_t {
 };
 const char* redisErrorKindName(RedisErrorKind k);
 
+// The bucket bounds (seconds) of both histograms, request and upstream (docs/operations.md).
 constexpr std::array<double, 11> kDurationBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                      0.5,   1,    2.5,   5,    10};
 
@@ -53,6 +54,8 @@ struct WorkerMetrics {
   // key: route(20 bits) | pool(20 bits) | status(16 bits)
   std::unordered_map<uint64_t, uint64_t> requests;
   std::unordered_map<uint32_t, Histogram> durations;  // by route
+  // Backend time to the response head of the attempt that answered, by pool.
+  std::unordered_map<uint32_t, Histogram> upstreamDurations;
   // key: pool(24) | backend(24) | kind(8)
   std::unordered_map<uint64_t, uint64_t> upstreamErrors;
   std::unordered_map<uint32_t, int64_t> connectionsActive;  // by listener name
@@ -71,6 +74,7 @@ struct WorkerMetrics {
   std::array<uint64_t, 4> redisErrors{};  // by RedisErrorKind
 
   void request(uint32_t route, uint32_t pool, int status, double seconds);
+  void upstreamResponse(uint32_t pool, double seconds) { upstreamDurations[pool].observe(seconds); }
   void ratelimitDecision(uint32_t middleware, RateLimitResult result) {
     ++ratelimit[(uint64_t(middleware) << 8) | uint64_t(result)];
   }
@@ -89,9 +93,11 @@ struct ProcessMetrics {
   uint64_t generation = 0;
   uint64_t reloadsOk = 0;
   uint64_t reloadsError = 0;
+  bool lastReloadOk = true;  // the last reload (or the startup) succeeded
   struct BackendState {
     std::string pool, backend;
     bool up;
+    bool draining = false;  // drained through the admin API (then not up either)
   };
   std::vector<BackendState> backends;
   struct SplitWeight {

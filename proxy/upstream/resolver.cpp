@@ -4,10 +4,8 @@
 #include <netdb.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
 
+#include "config/test_hosts.h"
 #include "config/units.h"
 #include "proxy/observe/log.h"
 #include "proxy/upstream/pool.h"
@@ -89,26 +87,10 @@ void Resolver::resolveAllSoon() {
     }
 }
 
-static bool readTestHosts(const std::string& host, std::vector<std::string>& out) {
-  const char* path = std::getenv("SLUICE_TEST_HOSTS");
-  if (!path || !*path) return false;
-  std::ifstream f(path);
-  std::string line;
-  while (std::getline(f, line)) {
-    std::istringstream ls(line);
-    std::string name;
-    if (!(ls >> name) || name[0] == '#' || name != host) continue;
-    std::string ip;
-    while (ls >> ip) out.push_back(ip);
-    return true;
-  }
-  return false;
-}
-
 void Resolver::start(Entry* e) {
   e->lastStartMs = monotonicMs();
   std::vector<std::string> fake;
-  if (readTestHosts(e->host, fake)) {
+  if (config::testHostAddresses(e->host, fake)) {
     finish(e, 0, nullptr, &fake);
     return;
   }

@@ -8,8 +8,8 @@
 // one). A transient failure (EAI_AGAIN, ...) keeps the last known addresses; "no such name"
 // empties them.
 //
-// Test hook: when SLUICE_TEST_HOSTS names a file, names listed there ("name ip [ip...]" per
-// line) are answered from it, re-read at every resolution, instead of the system resolver.
+// Test hook: names listed in the file $SLUICE_TEST_HOSTS names are answered from it, re-read
+// at every resolution, instead of the system resolver (config/test_hosts.h).
 #pragma once
 
 #include <uv.h>

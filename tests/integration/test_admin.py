@@ -1,8 +1,12 @@
-"""Admin listener: health endpoints, /metrics, /admin/status, token."""
+"""Admin listener: health endpoints, /metrics, /admin/status, /admin/rates, the status page's
+HTML and headers, token, cross-origin changes."""
 
+import base64
+import hashlib
 import json
+import re
 
-from sluicetest import RawClient, free_port, http_request, wait_until
+from sluicetest import RawClient, Response, free_port, http_request, wait_until
 
 
 def _start(sluice, backends, admin=True, routes=None):
@@ -139,3 +143,134 @@ def test_public_admin_listener_with_token(backend, sluice):
     assert sluice.admin_get(path, method="POST", token="t0k3n-longer")[0] == 401
     assert sluice.admin_get(path, method="POST", token="t0k3")[0] == 401
     assert sluice.admin_get(path, method="POST", token="t0k3n")[0] == 200
+
+
+def test_metrics_upstream_duration_tells_backend_time_apart(make_backend, sluice):
+    slow = make_backend("slow")
+    slow.set_default(Response(delay=0.15))
+    _start(sluice, [slow])
+    assert http_request(sluice.port(), "GET", "/x").status == 200
+    m = wait_until(lambda: (lambda m: m if m.value("sluice_upstream_duration_seconds_count",
+                                                   pool="p") == 1 else None)(sluice.metrics()),
+                   3, message="sluice_upstream_duration_seconds_count == 1")
+    # The backend took 150 ms before its head: in (0.1, 0.25], like the whole answer.
+    for metric, label in (("sluice_upstream_duration_seconds_bucket", {"pool": "p"}),
+                          ("sluice_request_duration_seconds_bucket", {"route": "r"})):
+        assert m.value(metric, le="0.1", **label) == 0
+        assert m.value(metric, le="0.25", **label) == 1
+        assert m.value(metric, le="+Inf", **label) == 1
+    assert m.value("sluice_upstream_duration_seconds_sum", pool="p") >= 0.15
+    # An answer the proxy makes itself has no backend time.
+    with RawClient(sluice.port()) as c:
+        assert c.request("GET", "/x", headers=[("Content-Length", "1"),
+                                               ("Transfer-Encoding", "chunked")]).status == 400
+    m = wait_until(lambda: (lambda m: m if m.value("sluice_requests_total", code="400") == 1
+                            else None)(sluice.metrics()), 3, message="the 400 counted")
+    assert m.value("sluice_upstream_duration_seconds_count", pool="p") == 1
+
+
+def test_backend_draining_and_last_reload_metrics(backend, sluice):
+    _start(sluice, [backend])
+    m = sluice.metrics()
+    assert m.value("sluice_backend_draining", pool="p", backend=backend.address) == 0
+    assert m.value("sluice_config_last_reload_successful") == 1
+    assert sluice.admin_get(f"/admin/pools/p/backends/{backend.address}/drain",
+                            method="POST")[0] == 200
+    m = sluice.metrics()
+    assert m.value("sluice_backend_draining", pool="p", backend=backend.address) == 1
+    assert m.value("sluice_backend_up", pool="p", backend=backend.address) == 0
+    # No reload yet: last_reload is null.
+    assert json.loads(sluice.admin_get("/admin/status")[2])["last_reload"] is None
+    good = sluice.config(routes=[{"name": "r", "path": "/", "pool": "p"}],
+                         pools={"p": {"backends": [backend.address]}})
+    assert sluice.reload(good + "\n[bogus]\nkey = 1\n") == "error"
+    assert sluice.metrics().value("sluice_config_last_reload_successful") == 0
+    last = json.loads(sluice.admin_get("/admin/status")[2])["last_reload"]
+    assert last["result"] == "error" and last["reason"] == "1 configuration error(s)", last
+    assert len(last["errors"]) == 1 and "bogus" in last["errors"][0], last
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", last["at"]), last
+    assert sluice.reload(good) == "ok"
+    assert sluice.metrics().value("sluice_config_last_reload_successful") == 1
+    last = json.loads(sluice.admin_get("/admin/status")[2])["last_reload"]
+    assert last["result"] == "success" and "errors" not in last, last
+
+
+def test_admin_rates_last_minute(make_backend, sluice):
+    a = make_backend("a")
+    a.on("/fail", Response(status=503))
+    a.on("/slow", Response(delay=0.3))
+    _start(sluice, [a], admin={"token": "t0k"}, routes=[
+        {"name": "r", "path": "/", "pool": "p"}, {"name": "slow", "path": "/slow", "pool": "p"}])
+    assert sluice.admin_get("/admin/rates")[0] == 401
+    with RawClient(sluice.port()) as c:
+        for _ in range(9):
+            assert c.request("GET", "/ok").status == 200
+        assert c.request("GET", "/fail").status == 503
+        assert c.request("GET", "/slow").status == 200
+
+    def rates():
+        st, hdrs, body = sluice.admin_get("/admin/rates", token="t0k")
+        assert st == 200 and hdrs["content-type"] == "application/json"
+        doc = json.loads(body)
+        routes = {r["name"]: r for r in doc["routes"]}
+        # Samples every 2 s: the requests show once a sample after them exists.
+        return doc if routes.get("r", {}).get("requests") == 10 else None
+
+    doc = wait_until(rates, 10, interval=0.2, message="the requests in /admin/rates")
+    assert doc["interval_ms"] == 2000 and 0 < doc["span_ms"] <= 62000
+    r = {x["name"]: x for x in doc["routes"]}["r"]
+    assert r["errors"] == 1 and r["error_ratio"] == 0.1
+    assert r["rps"] > 0 and len(r["rps_series"]) == len(r["p95_series"]) == 30
+    assert r["p95_ms"] is not None and r["p95_ms"] <= 5
+    slow = {x["name"]: x for x in doc["routes"]}["slow"]
+    assert 250 <= slow["p50_ms"] <= 500
+    p = {x["name"]: x for x in doc["pools"]}["p"]
+    assert p["requests"] == 11 and p["errors"] == 1
+    # The pool's quantiles are backend time: the slow answer is 1 of 11.
+    assert p["p50_ms"] <= 5 and p["p99_ms"] > 250
+    assert {x["name"] for x in doc["listeners"]} == {"web"}
+    assert doc["ratelimit"] == [] and doc["tls"] == {"handshakes": 0, "errors": 0}
+    assert sluice.admin_get("/admin/rates", token="t0k", method="POST")[0] == 405
+
+
+def test_status_page_is_served_with_a_strict_csp(backend, sluice):
+    _start(sluice, [backend], admin={"token": "t0k"})
+    # The page itself needs no token (it asks for one); the data behind it does.
+    st, hdrs, body = sluice.admin_get("/")
+    assert st == 200 and hdrs["content-type"] == "text/html; charset=utf-8"
+    html = body.decode()
+    assert html.startswith("<!doctype html>") and 'data-auth="token"' in html
+    csp = hdrs["content-security-policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["default-src"] == "'none'"
+    script = html.split("<script>", 1)[1].split("</script>", 1)[0]
+    style = html.split("<style>", 1)[1].split("</style>", 1)[0]
+    digest = lambda t: "'sha256-" + base64.b64encode(hashlib.sha256(t.encode()).digest()).decode() + "'"
+    assert directives["script-src"] == digest(script)
+    assert directives["style-src"] == digest(style)
+    assert directives["connect-src"] == "'self'" and directives["form-action"] == "'none'"
+    assert "unsafe" not in csp
+    assert hdrs["x-frame-options"] == "DENY" and hdrs["x-content-type-options"] == "nosniff"
+    assert hdrs["cache-control"] == "no-store"
+    assert sluice.admin_get("/", method="HEAD")[0] == 200
+    assert sluice.admin_get("/", method="POST")[0] == 405
+    assert sluice.admin_get("/?x=1")[0] == 200
+    assert backend.requests == []
+
+
+def test_cross_origin_admin_changes_are_refused(backend, sluice):
+    _start(sluice, [backend])  # loopback, no token: changes allowed to local clients
+    path = f"/admin/pools/p/backends/{backend.address}/drain"
+    # A page elsewhere making the operator's browser post here is refused ...
+    st, _, body = sluice.admin_get(path, method="POST", headers={"Origin": "http://evil.test"})
+    assert st == 403 and json.loads(body)["error"] == "cross_origin"
+    st, _, body = sluice.admin_get(path, method="POST", headers={"Origin": "null"})
+    assert st == 403
+    assert json.loads(sluice.admin_get("/admin/status")[2])["pools"]["p"]["backends"][0][
+        "draining"] is False
+    # ... the status page on the listener itself and clients without Origin are not.
+    origin = f"http://127.0.0.1:{sluice.admin_port}"
+    assert sluice.admin_get(path, method="POST", headers={"Origin": origin})[0] == 200
+    assert sluice.admin_get(path.replace("/drain", "/undrain"), method="POST")[0] == 200
+    # Reads from anywhere are answered as before (the browser keeps them from the page).
+    assert sluice.admin_get("/admin/status", headers={"Origin": "http://evil.test"})[0] == 200

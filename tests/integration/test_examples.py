@@ -16,12 +16,15 @@ from sluicetest.util import free_port, wait_until, port_is_open
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "examples", "*.toml")) +
-                 glob.glob(os.path.join(ROOT, "docker", "*.toml")))
+                 glob.glob(os.path.join(ROOT, "docker", "*.toml")) +
+                 glob.glob(os.path.join(ROOT, "docker", "compose", "*.toml")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
 def test_shipped_config_is_valid(path):
-    env = dict(os.environ, SLUICE_BACKEND="127.0.0.1:8000")
+    # the variables the Compose stack and `docker run -e` set (secrets have no default)
+    env = dict(os.environ, SLUICE_BACKEND="127.0.0.1:8000", SLUICE_ADMIN_TOKEN="t",
+               SLUICE_JWT_SECRET="s")
     r = run_cli(["-t", "-c", path], env=env)
     assert r.returncode == 0, r.stderr
     assert f"configuration file {path} test is successful" in r.stdout

@@ -10,7 +10,7 @@ from .backend import Backend, Response, Request
 from .client import RawClient, HttpResponse, http_request, build_request, ConnectionClosed
 from .checks import assert_proxy_error
 from .redis import RedisServer
-from .browser import (Browser, BrowserError, PageRun, PageServer, chromium_path, probe_page,
+from .browser import (Browser, BrowserError, PageRun, PageServer, Tab, chromium_path, probe_page,
                       run_page, PROBE_JS, HOSTS)
 from .process import Sluice, SluiceDied, Metrics, render_config, parse_metrics, run_cli, SLUICE_BIN
 
@@ -18,7 +18,7 @@ __all__ = [
     "assert_proxy_error", "RedisServer", "Blackhole", "free_port", "wait_until", "pattern_bytes", "pattern_sha256", "port_is_open", "port_refuses",
     "Backend", "Response", "Request",
     "RawClient", "HttpResponse", "http_request", "build_request", "ConnectionClosed",
-    "Browser", "BrowserError", "PageRun", "PageServer", "chromium_path", "probe_page", "run_page",
+    "Browser", "BrowserError", "PageRun", "PageServer", "Tab", "chromium_path", "probe_page", "run_page",
     "PROBE_JS", "HOSTS",
     "Sluice", "SluiceDied", "Metrics", "render_config", "parse_metrics", "run_cli", "SLUICE_BIN",
 ]

@@ -35,6 +35,7 @@ Here the harness polls the page over --remote-debugging-pipe with a real deadlin
 timeout, reports the DOM and the console.
 """
 
+import base64
 import fcntl
 import json
 import os
@@ -47,8 +48,8 @@ import time
 
 from .backend import Backend, Response
 
-__all__ = ["chromium_path", "Browser", "BrowserError", "PageRun", "run_page", "PageServer",
-           "probe_page", "PROBE_JS", "HOSTS"]
+__all__ = ["chromium_path", "Browser", "BrowserError", "PageRun", "Tab", "run_page",
+           "PageServer", "probe_page", "PROBE_JS", "HOSTS"]
 
 # Names that resolve to 127.0.0.1 in every browser started here (besides localhost, which
 # Chromium resolves to loopback by itself). Wildcards as --host-resolver-rules understands them.
@@ -328,57 +329,171 @@ class Browser:
                 self._event(m)
 
     # ---- pages --------------------------------------------------------------------------
+    def open(self, url, width=None, height=None, color_scheme=None, timeout=15.0):
+        """Open `url` in a new tab and return a Tab (a context manager that closes it) once
+        the navigation committed. width/height emulate a viewport of that size (CSS px; up to
+        480 px wide as a phone); color_scheme "dark" or "light" sets prefers-color-scheme."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        tab = Tab(self, target)
+        try:
+            tab.session = self.call("Target.attachToTarget",
+                                    {"targetId": target, "flatten": True})["sessionId"]
+            self._console[tab.session] = []
+            for domain in ("Runtime", "Log", "Page", "Inspector"):
+                tab.call(f"{domain}.enable")
+            if width or height:
+                tab.call("Emulation.setDeviceMetricsOverride", {
+                    "width": width or 1280, "height": height or 800, "deviceScaleFactor": 1,
+                    "mobile": bool(width and width <= 480)})
+            if color_scheme:
+                tab.call("Emulation.setEmulatedMedia", {
+                    "features": [{"name": "prefers-color-scheme", "value": color_scheme}]})
+            nav = tab.call("Page.navigate", {"url": url}, timeout=timeout)
+            if nav.get("errorText"):
+                raise BrowserError(f"cannot load {url}: {nav['errorText']}")
+        except BaseException:
+            tab.close()
+            raise
+        tab.url = url
+        return tab
+
     def load(self, url, timeout=15.0, result_id="result"):
         """Open `url` in a new tab, wait (at most `timeout` s) until the element `result_id`
         holds text, parse it as JSON and return a PageRun. Raises BrowserError if the page
         cannot be loaded or never finishes (with the DOM and the console in the message), or
         if the page reported a script error (probe_page's "__page_error__")."""
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        try:
-            sid = self.call("Target.attachToTarget",
-                            {"targetId": target, "flatten": True})["sessionId"]
-            self._console[sid] = []
-            for domain in ("Runtime", "Log", "Page", "Inspector"):
-                self.call(f"{domain}.enable", session=sid)
-            nav = self.call("Page.navigate", {"url": url}, session=sid, timeout=timeout)
-            if nav.get("errorText"):
-                raise BrowserError(f"cannot load {url}: {nav['errorText']}")
-            expr = _READ_RESULT % json.dumps(result_id)
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    r = self.call("Runtime.evaluate",
-                                  {"expression": expr, "returnByValue": True}, session=sid,
-                                  timeout=max(1.0, deadline - time.monotonic()))
-                    text = r.get("result", {}).get("value")
-                except CdpError:  # e.g. evaluated while a navigation swapped the context
-                    text = None
-                if text:
-                    break
-                if time.monotonic() >= deadline:
-                    dom = self.call("Runtime.evaluate", {
-                        "expression": "document.documentElement.outerHTML",
-                        "returnByValue": True}, session=sid)
-                    raise BrowserError(
-                        f"{url}: #{result_id} still empty after {timeout}s\n"
-                        f"console: {self._console.get(sid)}\n"
-                        f"DOM: {dom.get('result', {}).get('value', '')[:3000]}")
-                self._pump(0.02)  # events meanwhile; not a sleep: returns on the deadline
+        with self.open(url, timeout=timeout) as tab:
+            text = tab.wait(_READ_RESULT % json.dumps(result_id), timeout=timeout,
+                            message=f"#{result_id} still empty")
             self._pump(0)
             try:
                 result = json.loads(text)
             except ValueError:
                 raise BrowserError(f"{url}: #{result_id} is not JSON: {text[:2000]!r}")
-            console = self._console.pop(sid, [])
+            console = tab.console
             if isinstance(result, dict) and "__page_error__" in result:
                 raise BrowserError(f"{url}: the page script failed: {result['__page_error__']}"
                                    f"\nconsole: {console}")
             return PageRun(url, result, console)
-        finally:
+
+
+class Tab:
+    """One open page of a Browser (Browser.open): evaluate JavaScript in it, wait for a
+    condition, click like a user, type, take a screenshot. `console` holds what the page
+    logged so far (console calls, uncaught exceptions, Chromium's own messages: failed loads,
+    CSP violations), as "level: text" strings."""
+
+    def __init__(self, browser, target):
+        self.browser = browser
+        self.target = target
+        self.session = None
+        self.url = None
+
+    def call(self, method, params=None, timeout=10.0):
+        return self.browser.call(method, params, session=self.session, timeout=timeout)
+
+    @property
+    def console(self):
+        self.browser._pump(0)
+        return list(self.browser._console.get(self.session, []))
+
+    def errors(self):
+        """The console entries at level error (and uncaught exceptions)."""
+        return [c for c in self.console if c.startswith(("error:", "exception:",
+                                                          "console.error:"))]
+
+    def eval(self, expression, timeout=10.0):
+        """The value of a JavaScript expression (promises awaited), as JSON-able data.
+        A thrown exception is a BrowserError."""
+        r = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                           "awaitPromise": True}, timeout=timeout)
+        if "exceptionDetails" in r:
+            d = r["exceptionDetails"]
+            raise BrowserError(f"{expression[:200]}: "
+                               f"{d.get('exception', {}).get('description') or d.get('text')}")
+        return r.get("result", {}).get("value")
+
+    def wait(self, expression, timeout=10.0, message=None):
+        """Evaluate `expression` until it is truthy (returned) or fail after `timeout` with
+        `message` (what is still awaited), the DOM and the console. Not a sleep: it polls,
+        handling page events. Values come back as JSON: a DOM element is {} (falsy here), so
+        wait for `!!document.querySelector(...)`."""
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                self.call("Target.closeTarget", {"targetId": target})
-            except BrowserError:
-                pass
+                value = self.eval(expression, timeout=max(1.0, deadline - time.monotonic()))
+            except BrowserError:  # e.g. evaluated while a navigation swapped the context
+                value = None
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                try:  # the body: a page's inline style would fill the excerpt
+                    dom = self.eval("(document.body || document.documentElement).outerHTML")
+                except BrowserError as e:
+                    dom = str(e)
+                raise BrowserError(
+                    f"{self.url}: {message or 'still waiting for ' + expression} after "
+                    f"{timeout}s\n"
+                    f"console: {self.console}\nDOM: {(dom or '')[:3000]}")
+            self.browser._pump(0.02)
+
+    def click(self, selector, timeout=10.0):
+        """A real mouse click (press and release) in the middle of the first element matching
+        `selector`, once it is visible; scrolled into view first."""
+        box = self.wait(f"""(() => {{
+  const e = document.querySelector({json.dumps(selector)});
+  if (!e) return null;
+  e.scrollIntoView({{block: "center", inline: "center"}});
+  const r = e.getBoundingClientRect();
+  return r.width > 0 && r.height > 0 ? {{x: r.x + r.width / 2, y: r.y + r.height / 2}} : null;
+}})()""", timeout=timeout, message=f"still waiting for {selector} to be visible")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": box["x"], "y": box["y"],
+                                                   "button": "left", "clickCount": 1})
+
+    def type(self, selector, text):
+        """Focus the element matching `selector` and type `text` into it."""
+        self.eval(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.call("Input.insertText", {"text": text})
+
+    def press(self, key):
+        """Press and release one key, e.g. "Enter" or "Escape"."""
+        codes = {"Enter": 13, "Escape": 27, "Tab": 9}
+        for kind in ("keyDown", "keyUp"):
+            params = {"type": kind, "key": key, "code": key,
+                      "windowsVirtualKeyCode": codes.get(key, 0)}
+            if key == "Enter" and kind == "keyDown":
+                params["text"] = "\r"
+            self.call("Input.dispatchKeyEvent", params)
+
+    def screenshot(self, path, full_page=True):
+        """Save a PNG of the page (the whole page, or the viewport) to `path`."""
+        params = {"format": "png"}
+        if full_page:
+            m = self.call("Page.getLayoutMetrics")
+            size = m.get("cssContentSize") or m["contentSize"]
+            view = m.get("cssLayoutViewport") or m["layoutViewport"]
+            params["captureBeyondViewport"] = True
+            params["clip"] = {"x": 0, "y": 0, "width": view["clientWidth"],
+                              "height": size["height"], "scale": 1}
+        data = self.call("Page.captureScreenshot", params, timeout=30)["data"]
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+        return path
+
+    def close(self):
+        try:
+            self.browser.call("Target.closeTarget", {"targetId": self.target})
+        except BrowserError:
+            pass
+        if self.session:
+            self.browser._console.pop(self.session, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def run_page(url, timeout=15.0, **browser_kw):

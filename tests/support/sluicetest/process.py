@@ -147,6 +147,7 @@ class Sluice:
         self.listeners = {}
         self.admin_port = None
         self.admin_token = None
+        self.env = {}
         self.expected_exit = False
         self._stdout = None
         self._stderr = None
@@ -176,6 +177,7 @@ class Sluice:
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self, config_text, wait=True, env=None, extra_args=()):
+        self.env = dict(env or {})
         self._learn_ports(config_text)
         with open(self.config_path, "w") as f:
             f.write(config_text)
@@ -194,10 +196,14 @@ class Sluice:
         return self
 
     def _learn_ports(self, text):
+        """Listener and admin ports (and the admin token) from the config, after its ${ENV}
+        interpolation with os.environ + the env given to start() (addresses that stay
+        unresolved are skipped)."""
         try:
             cfg = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             return
+        cfg = _interpolate(cfg, {**os.environ, **self.env})
         self.listeners = {}
         for lst in cfg.get("listener", []):
             addr = lst.get("listen", "")
@@ -306,10 +312,10 @@ class Sluice:
         return self.proc.returncode
 
     # ---- admin / metrics --------------------------------------------------------------
-    def admin_get(self, path, timeout=5, token=None, method="GET", body=None):
+    def admin_get(self, path, timeout=5, token=None, method="GET", body=None, headers=None):
         """(status, headers dict lower-cased, body bytes) from the admin listener."""
         url = f"http://127.0.0.1:{self.admin_port}{path}"
-        req = urllib.request.Request(url, method=method, data=body)
+        req = urllib.request.Request(url, method=method, data=body, headers=headers or {})
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
@@ -382,6 +388,26 @@ class Sluice:
                 raise AssertionError("no matching access log entry; have:\n"
                                      + "\n".join(self.access_lines(path)[-20:]))
             time.sleep(0.02)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value, env):
+    """Sluice's ${NAME} / ${NAME:-default} interpolation of every string in a parsed config
+    (a reference to an unset variable without default is left as is)."""
+    if isinstance(value, str):
+        def sub(m):
+            v = env.get(m.group(1))
+            if m.group(2) is not None and not v:
+                return m.group(2)
+            return m.group(0) if v is None else v
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [_interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env) for k, v in value.items()}
+    return value
 
 
 def run_cli(args, timeout=10, env=None, cwd=None):

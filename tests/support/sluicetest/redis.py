@@ -1,5 +1,5 @@
-"""A throw-away redis-server for the integration tests: started on 127.0.0.1 on a free port
-with no persistence, killed (or stopped) by the test, restartable on the same port. Includes a
+"""A throw-away redis-server for the integration tests: started on 127.0.0.1 (or another
+loopback address) on a free port (or a given one) with no persistence, killed (or stopped) by the test, restartable on the same port. Includes a
 tiny RESP client so tests can look at keys without redis-cli."""
 
 import os
@@ -16,7 +16,8 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 class RedisServer:
-    def __init__(self, port=None, password=None):
+    def __init__(self, port=None, password=None, host="127.0.0.1"):
+        self.host = host
         self.port = port or free_port()
         self.password = password
         self.proc = None
@@ -25,10 +26,10 @@ class RedisServer:
     @property
     def url(self):
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self, timeout=10.0):
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", self.host, "--save", "",
                 "--appendonly", "no", "--dir", self.dir]
         if self.password:
             args += ["--requirepass", self.password]
@@ -80,7 +81,7 @@ class RedisServer:
 
     # ---- a minimal RESP client --------------------------------------------------------
     def command(self, *args, timeout=2.0):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
             f = s.makefile("rb")
             if self.password:
                 s.sendall(_encode(["AUTH", self.password]))

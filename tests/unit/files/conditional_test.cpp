@@ -94,7 +94,8 @@ TEST_CASE("single byte ranges") {
   CHECK(range("bytes=-0", 100).status == 416);
   CHECK(range("bytes=0-", 0).status == 416);
   // ignored: the whole file
-  for (const char* r : {"bytes=1-2,4-5", "bytes=5-1", "items=0-1", "bytes=a-b", "bytes=", "bytes=-"}) {
+  for (const char* r :
+       {"bytes=1-2,4-5", "bytes=5-1", "items=0-1", "bytes=a-b", "bytes=", "bytes=-"}) {
     INFO(r);
     d = range(r, 100);
     CHECK(d.status == 200);

@@ -246,6 +246,46 @@ TEST_SUITE("metrics") {
     CHECK(w1.durations.at(route).count == 2);
   }
 
+  TEST_CASE("renderPrometheus: upstream duration by pool, draining, last reload") {
+    const uint32_t pool = internName("mt_upstream_pool");
+    WorkerMetrics w1, w2;
+    w1.upstreamResponse(pool, 0.004);
+    w2.upstreamResponse(pool, 0.3);
+    w2.upstreamResponse(pool, 20);
+    WorkerMetrics m;
+    m.merge(w1);
+    m.merge(w2);
+    CHECK(m.upstreamDurations.at(pool).count == 3);
+    ProcessMetrics p;
+    p.lastReloadOk = false;
+    p.backends.push_back({"mt_upstream_pool", "10.0.0.9:80", false, true});
+    p.backends.push_back({"mt_upstream_pool", "10.0.0.8:80", true, false});
+    const std::string out = render(m, p);
+    INFO(out);
+    CHECK(hasLine(out, "# TYPE sluice_upstream_duration_seconds histogram"));
+    const std::string b = R"(sluice_upstream_duration_seconds_bucket{pool="mt_upstream_pool",le=")";
+    CHECK(hasLine(out, b + "0.005\"} 1"));
+    CHECK(hasLine(out, b + "0.25\"} 1"));
+    CHECK(hasLine(out, b + "0.5\"} 2"));
+    CHECK(hasLine(out, b + "10\"} 2"));
+    CHECK(hasLine(out, b + "+Inf\"} 3"));
+    CHECK(countPrefix(out, b) == kDurationBuckets.size() + 1);
+    CHECK(hasLine(out, R"(sluice_upstream_duration_seconds_count{pool="mt_upstream_pool"} 3)"));
+    CHECK(hasLine(out, R"(sluice_upstream_duration_seconds_sum{pool="mt_upstream_pool"} 20.304)"));
+    CHECK(hasLine(out,
+                  R"(sluice_backend_draining{pool="mt_upstream_pool",backend="10.0.0.9:80"} 1)"));
+    CHECK(hasLine(out,
+                  R"(sluice_backend_draining{pool="mt_upstream_pool",backend="10.0.0.8:80"} 0)"));
+    CHECK(hasLine(out, "sluice_config_last_reload_successful 0"));
+    for (const char* fam : {"sluice_upstream_duration_seconds", "sluice_backend_draining",
+                            "sluice_config_last_reload_successful"}) {
+      CAPTURE(fam);
+      CHECK(countPrefix(out, std::string("# TYPE ") + fam + " ") == 1);
+      CHECK(countPrefix(out, std::string("# HELP ") + fam + " ") == 1);
+    }
+    CHECK(hasLine(render(WorkerMetrics{}), "sluice_config_last_reload_successful 1"));
+  }
+
   TEST_CASE("upstreamErrorKindName") {
     CHECK(std::string(upstreamErrorKindName(UpstreamErrorKind::ConnectFailed)) == "connect_failed");
     CHECK(std::string(upstreamErrorKindName(UpstreamErrorKind::ConnectTimeout)) ==
