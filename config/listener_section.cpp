@@ -105,7 +105,8 @@ void loadListenerTls(LoadContext& ctx, const toml::node& n, const std::string& w
 
 void loadListener(LoadContext& ctx, NameRules& names, const toml::table& t, const std::string& what,
                   SourcePos pos) {
-  ctx.checkKeys(t, {"name", "listen", "redirect_https", "tls"}, {}, "in [[listener]]");
+  ctx.checkKeys(t, {"name", "listen", "redirect_https", "max_connections_per_ip", "tls"}, {},
+                "in [[listener]]");
   ListenerConfig lc;
   lc.pos = pos;
   lc.name = names.nameKey(t, lc.pos, what);
@@ -126,6 +127,11 @@ void loadListener(LoadContext& ctx, NameRules& names, const toml::table& t, cons
         lc.redirectHttps = *s;
       }
     }
+  }
+  if (const auto* v = t.get("max_connections_per_ip")) {
+    // 0 = no cap (the default).
+    if (auto n = ctx.getInt(*v, what + ".max_connections_per_ip", 0, kMaxConnectionsLimit))
+      lc.maxConnectionsPerIp = uint32_t(*n);
   }
   if (const auto* v = t.get("tls")) loadListenerTls(ctx, *v, what + ".tls", lc.tls);
   if (lc.tls.enabled && !lc.redirectHttps.empty())

@@ -1,5 +1,6 @@
 // [server], [admin], [log] and [redis]: the single-table sections.
 #include <map>
+#include <optional>
 #include <string>
 
 #include "config/redis_url.h"
@@ -10,32 +11,30 @@ namespace sluice::config {
 
 namespace {
 
-void loadWorkers(LoadContext& ctx, const toml::node& v) {
-  static const std::string kWhat = "server.workers";
-  static const std::string kExpect = "expected \"auto\" or an integer between 1 and 256";
+// "auto" (returned as 0) or an integer in [1, hi]; a numeric string is accepted too, so
+// `workers = "${SLUICE_WORKERS:-auto}"` works. nullopt after an error.
+std::optional<uint64_t> getAutoCount(LoadContext& ctx, const toml::node& v, const std::string& what,
+                                     int64_t hi) {
+  const std::string expect = "expected \"auto\" or an integer between 1 and " + std::to_string(hi);
   if (v.is_integer()) {
-    if (auto w = ctx.getInt(v, kWhat, 1, 256))
-      ctx.config().server.workers = static_cast<unsigned>(*w);
-    return;
+    auto n = ctx.getInt(v, what, 1, hi);
+    if (!n) return std::nullopt;
+    return uint64_t(*n);
   }
   if (!v.is_string()) {
-    ctx.error(posOf(v), kWhat + ": " + kExpect + ", got " + typeName(v));
-    return;
+    ctx.error(posOf(v), what + ": " + expect + ", got " + typeName(v));
+    return std::nullopt;
   }
-  auto s = ctx.getString(v, kWhat);
-  if (!s) return;
-  if (*s == "auto") {
-    ctx.config().server.workers = 0;
-    return;
-  }
-  // A numeric string is accepted so `workers = "${SLUICE_WORKERS:-auto}"` works.
+  auto s = ctx.getString(v, what);
+  if (!s) return std::nullopt;
+  if (*s == "auto") return 0;
   bool digitsOnly = !s->empty() && s->find_first_not_of("0123456789") == std::string::npos;
   auto n = digitsOnly ? parseSize(*s) : std::nullopt;  // digits only: a plain number
-  if (!n || *n < 1 || *n > 256) {
-    ctx.error(posOf(v), kWhat + ": " + kExpect + ", got '" + *s + "'");
-    return;
+  if (!n || *n < 1 || *n > uint64_t(hi)) {
+    ctx.error(posOf(v), what + ": " + expect + ", got '" + *s + "'");
+    return std::nullopt;
   }
-  ctx.config().server.workers = static_cast<unsigned>(*n);
+  return *n;
 }
 
 void loadTrustedProxies(LoadContext& ctx, const toml::node& v) {
@@ -67,10 +66,16 @@ void loadServer(LoadContext& ctx, const toml::node& n) {
   ctx.checkKeys(*t,
                 {"workers", "pid_file", "shutdown_timeout", "max_header_size", "max_body_size",
                  "client_header_timeout", "client_idle_timeout", "trusted_proxies", "state_file",
-                 "release_store"},
+                 "release_store", "max_connections"},
                 {}, "in [server]");
   ServerSettings& s = ctx.config().server;
-  if (const auto* v = t->get("workers")) loadWorkers(ctx, *v);
+  if (const auto* v = t->get("workers")) {
+    if (auto n = getAutoCount(ctx, *v, "server.workers", 256)) s.workers = unsigned(*n);
+  }
+  if (const auto* v = t->get("max_connections")) {
+    if (auto n = getAutoCount(ctx, *v, "server.max_connections", kMaxConnectionsLimit))
+      s.maxConnections = *n;
+  }
   if (const auto* v = t->get("pid_file")) {
     if (auto str = ctx.getString(*v, "server.pid_file")) s.pidFile = *str;
   }

@@ -2,8 +2,7 @@
 #include "proxy/server.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,30 +49,6 @@ static unsigned workerCount(const config::Config& cfg) {
   return n ? n : 1;
 }
 
-static int makeListenSocket(const config::HostPort& hp, std::string& err) {
-  sockaddr_storage ss;
-  socklen_t len;
-  if (!config::toSockaddr(hp, ss, len)) {
-    err = "bad listen address " + config::formatHostPort(hp);
-    return -1;
-  }
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    err = std::string("socket: ") + std::strerror(errno);
-    return -1;
-  }
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  if (ss.ss_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, 511) != 0) {
-    err = "cannot listen on " + config::formatHostPort(hp) + ": " + std::strerror(errno);
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 bool Server::bindListeners(const config::Config& cfg, std::map<std::string, std::vector<int>>& made,
                            std::string& err) {
   for (const auto& l : cfg.listeners) {
@@ -81,7 +56,7 @@ bool Server::bindListeners(const config::Config& cfg, std::map<std::string, std:
     if (std::find(boundKeys_.begin(), boundKeys_.end(), key) != boundKeys_.end()) continue;
     std::vector<int> fds;
     for (size_t i = 0; i < workers_.size(); ++i) {
-      int fd = makeListenSocket(l.listen, err);
+      int fd = net::listenSocket(l.listen, true, 511, err);
       if (fd < 0) {
         for (int f : fds) ::close(f);
         for (auto& [_, v] : made)
@@ -128,21 +103,55 @@ void closeFds(const FdMap& fds) {
 }
 }  // namespace
 
+// Raises the soft open-file limit to the hard one (as Go and HAProxy do: the soft limit of
+// 1024 exists for select(), which Sluice does not use) and returns the limit in force.
+static uint64_t raiseFdLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  rlim_t want = rl.rlim_max;
+  if (want == RLIM_INFINITY || want > kFdLimitCeiling) want = kFdLimitCeiling;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+    rlimit raised = rl;
+    raised.rlim_cur = want;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? kFdLimitCeiling : uint64_t(rl.rlim_cur);
+}
+
+uint64_t autoMaxConnections(uint64_t fdLimit) {
+  const uint64_t spare = fdLimit > kFdReserve ? fdLimit - kFdReserve : 0;
+  return std::max<uint64_t>(kMinAutoConnections, spare / 2);
+}
+
+// server.max_connections = "auto" becomes a number before a snapshot is built from `cfg`.
+void Server::resolveLimits(config::Config& cfg) const {
+  const bool isAuto = cfg.server.maxConnections == 0;
+  if (isAuto) cfg.server.maxConnections = autoMaxConnections(fdLimit_);
+  if (!isAuto && cfg.server.maxConnections > fdLimit_)
+    logEvent(LogLevel::Warn,
+             "server.max_connections is above the open-file limit: past the limit, accepting "
+             "pauses (sluice_connections_refused_total{reason=\"fd_limit\"})",
+             {{"max_connections", std::to_string(cfg.server.maxConnections)},
+              {"fd_limit", std::to_string(fdLimit_)}});
+}
+
 bool Server::start() {
+  fdLimit_ = raiseFdLimit();
   auto res = config::loadConfigFile(configPath_, middleware::parsers());
   for (const auto& w : res.warnings) logEvent(LogLevel::Warn, w.str());
   if (!res.config) {
     for (const auto& e : res.errors) std::fprintf(stderr, "sluice: %s\n", e.str().c_str());
     return false;
   }
-  const config::Config& cfg = *res.config;
+  config::Config& cfg = *res.config;
+  resolveLimits(cfg);
   std::string err;
   if (!applyLogSettings(cfg, err)) {
     std::fprintf(stderr, "sluice: %s\n", err.c_str());
     return false;
   }
   unsigned n = workerCount(cfg);
-  for (unsigned i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(i));
+  for (unsigned i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(i, n));
   std::map<std::string, std::vector<int>> fds;
   if (!bindListeners(cfg, fds, err)) {
     std::fprintf(stderr, "sluice: %s\n", err.c_str());
@@ -207,6 +216,8 @@ bool Server::start() {
             {"config", configPath_},
             {"workers", std::to_string(n)},
             {"listeners", listeners},
+            {"max_connections", std::to_string(cfg.server.maxConnections)},
+            {"fd_limit", std::to_string(fdLimit_)},
             {"admin", admin_ ? config::formatHostPort(admin_->address()) : "-"}});
   return true;
 }
@@ -249,7 +260,8 @@ void Server::reload() {
     failed(std::to_string(res.errors.size()) + " configuration error(s)");
     return;
   }
-  const config::Config& cfg = *res.config;
+  config::Config& cfg = *res.config;
+  resolveLimits(cfg);
   if (workerCount(cfg) != workers_.size())
     logEvent(LogLevel::Warn, "server.workers changes need a restart; keeping the running count");
   std::string err;

@@ -24,6 +24,15 @@
 
 namespace sluice {
 
+// server.max_connections = "auto": half of the descriptors left after kFdReserve (listeners,
+// loops, logs, health checks, idle upstream connections; a proxied connection holds two, the
+// client's and the upstream one), at least kMinAutoConnections.
+constexpr uint64_t kFdReserve = 64;
+constexpr uint64_t kMinAutoConnections = 16;
+// The soft open-file limit is raised to the hard one at startup, up to this.
+constexpr uint64_t kFdLimitCeiling = 1 << 20;
+uint64_t autoMaxConnections(uint64_t fdLimit);
+
 class Server {
  public:
   explicit Server(std::string configPath);
@@ -59,6 +68,8 @@ class Server {
   bool bindListeners(const config::Config& cfg, std::map<std::string, std::vector<int>>& made,
                      std::string& err);
   bool applyLogSettings(const config::Config& cfg, std::string& err);
+  // Resolves server.max_connections = "auto" from the open-file limit (start and reload).
+  void resolveLimits(config::Config& cfg) const;
   void beginShutdown(bool graceful);
   void onWorkerExit();
   void writePidFile();
@@ -108,6 +119,7 @@ class Server {
   ReloadOutcome lastReload_;
   bool shuttingDown_ = false;
   int exitCode_ = 0;
+  uint64_t fdLimit_ = 1024;  // soft RLIMIT_NOFILE after startup raised it
 };
 
 }  // namespace sluice

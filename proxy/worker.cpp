@@ -1,7 +1,10 @@
 // Worker thread: loop setup, posted work, listeners, connection bookkeeping and shutdown.
 #include "proxy/worker.h"
 
+#include <netinet/in.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "middleware/redis_client.h"
 #include "proxy/downstream/connection.h"
@@ -9,8 +12,11 @@
 
 namespace sluice {
 
-Worker::Worker(unsigned id)
-    : id_(id), readBuf_(new char[kReadBufferSize]), plainBuf_(new char[kReadBufferSize]) {
+Worker::Worker(unsigned id, unsigned count)
+    : id_(id),
+      count_(count ? count : 1),
+      readBuf_(new char[kReadBufferSize]),
+      plainBuf_(new char[kReadBufferSize]) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &async_, onAsync);
   async_.data = this;
@@ -30,8 +36,19 @@ Worker::~Worker() {
   uv_loop_close(&loop_);
 }
 
-void Worker::start(SnapshotPtr snap, const std::map<std::string, int>& listenFds) {
+uint64_t Worker::shareOf(uint64_t max, unsigned workers, unsigned id) {
+  if (max == 0 || workers == 0) return 0;
+  return max / workers + (id < max % workers ? 1 : 0);
+}
+
+void Worker::setSnapshot(SnapshotPtr snap) {
   snapshot_ = std::move(snap);
+  const uint64_t max = snapshot_->config.server.maxConnections;
+  connShare_ = shareOf(max, count_, id_);
+}
+
+void Worker::start(SnapshotPtr snap, const std::map<std::string, int>& listenFds) {
+  setSnapshot(std::move(snap));
   // The Redis client lives as long as the loop (filters in flight hold its pointer); a reload
   // only reconfigures it. Created before the thread starts, so touching the loop is safe.
   services_.redis = new middleware::RedisClient(&loop_, &metrics_);
@@ -93,35 +110,106 @@ void Worker::onCheck(uv_check_t* h) {
 }
 
 void Worker::openListener(const std::string& key, int fd) {
-  auto* ls = new ListenSocket;
+  auto ls = std::make_unique<ListenSocket>();
   ls->worker = this;
   ls->key = DownstreamConnection::internListenerKey(key);
-  uv_tcp_init(&loop_, &ls->tcp);
-  ls->tcp.data = ls;
-  int rc = uv_tcp_open(&ls->tcp, fd);
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&ls->tcp), 511, onConnection);
-  if (rc != 0) {
+  std::string err;
+  ls->acceptor = net::Acceptor::open(&loop_, fd, ls.get(), err);
+  if (ls->acceptor == nullptr) {
     observe::logEvent(config::LogLevel::Error, "worker cannot listen",
-                      {{"listener", key}, {"error", uv_strerror(rc)}});
-    uv_close(reinterpret_cast<uv_handle_t*>(&ls->tcp),
-             [](uv_handle_t* h) { delete static_cast<ListenSocket*>(h->data); });
+                      {{"listener", key}, {"error", err}});
     return;
   }
-  listeners_[key] = ls;
+  listeners_[key] = std::move(ls);
 }
 
 void Worker::closeListener(const std::string& key) {
   auto it = listeners_.find(key);
   if (it == listeners_.end()) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(&it->second->tcp),
-           [](uv_handle_t* h) { delete static_cast<ListenSocket*>(h->data); });
+  it->second->acceptor->close();
   listeners_.erase(it);
 }
 
-void Worker::onConnection(uv_stream_t* server, int status) {
-  auto* ls = static_cast<ListenSocket*>(server->data);
-  if (status < 0 || ls->worker->draining_) return;
-  DownstreamConnection::accept(*ls->worker, server, ls->key);
+void Worker::closeListeners() {
+  for (auto& [key, ls] : listeners_) ls->acceptor->close();
+  listeners_.clear();
+}
+
+void Worker::accepted(ListenSocket& ls, int fd, const sockaddr_storage& peer) {
+  const ListenerSpec* spec = draining_ ? nullptr : snapshot_->listener(*ls.key);
+  if (spec == nullptr) {
+    ::close(fd);
+    return;
+  }
+  // A share of 0 with a cap set means more workers than max_connections: this one takes none.
+  if (snapshot_->config.server.maxConnections != 0 && connCount_ >= connShare_) {
+    net::abortiveClose(fd);
+    return refused(ls, observe::ConnRefusal::MaxConnections, &peer);
+  }
+  net::PeerCounts::Place place = nullptr;
+  if (const uint32_t cap = spec->cfg.maxConnectionsPerIp) {
+    place = net::PeerCounts::global().acquire(ls.key, peer, cap);
+    if (place == nullptr) {
+      net::abortiveClose(fd);
+      return refused(ls, observe::ConnRefusal::PerIp, &peer);
+    }
+  }
+  DownstreamConnection::accept(*this, fd, peer, ls.key, *spec, place);
+}
+
+void Worker::acceptPaused(ListenSocket& ls, int err) {
+  acceptPaused_ = true;  // the next connection to close resumes it
+  refused(ls, observe::ConnRefusal::FdLimit, nullptr, err);
+}
+
+void Worker::refused(const ListenSocket& ls, observe::ConnRefusal why, const sockaddr_storage* peer,
+                     int err) {
+  const ListenerSpec* spec = snapshot_->listener(*ls.key);
+  const uint32_t nameId = spec ? spec->nameId : 0;
+  // Only a lack of descriptors counts as fd_limit; other accept failures are logged.
+  const bool counted = why != observe::ConnRefusal::FdLimit || err == EMFILE || err == ENFILE;
+  if (counted) metrics_.connectionRefused(nameId, why);
+  RefusalLog& log = refusalLog_[size_t(why)];
+  ++log.count;
+  const uint64_t now = nowMs();
+  if (log.lastMs != 0 && now - log.lastMs < kRefusalLogMs) return;
+  log.lastMs = now;
+  const std::string listener = spec ? spec->cfg.name : *ls.key;
+  const std::string worker = std::to_string(id_);
+  const std::string count = std::to_string(log.count);
+  log.count = 0;
+  switch (why) {
+    case observe::ConnRefusal::MaxConnections:
+      observe::logEvent(config::LogLevel::Warn,
+                        "connections refused: this worker's share of server.max_connections is "
+                        "in use",
+                        {{"listener", listener},
+                         {"worker", worker},
+                         {"refused", count},
+                         {"limit", std::to_string(connShare_)}});
+      break;
+    case observe::ConnRefusal::PerIp: {
+      char ip[INET6_ADDRSTRLEN] = "-";
+      if (peer) DownstreamConnection::formatPeer(*peer, ip, sizeof ip);
+      observe::logEvent(config::LogLevel::Warn,
+                        "connections refused: listener.max_connections_per_ip reached",
+                        {{"listener", listener},
+                         {"worker", worker},
+                         {"refused", count},
+                         {"client_ip", ip},
+                         {"limit", std::to_string(spec ? spec->cfg.maxConnectionsPerIp : 0)}});
+      break;
+    }
+    case observe::ConnRefusal::FdLimit:
+      observe::logEvent(config::LogLevel::Warn,
+                        counted ? "accept paused: out of file descriptors" : "accept paused",
+                        {{"listener", listener},
+                         {"worker", worker},
+                         {"failures", count},
+                         {"error", std::strerror(err)},
+                         {"pause_ms", std::to_string(net::Acceptor::kPauseMs)}});
+      break;
+  }
 }
 
 void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
@@ -131,7 +219,7 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
       for (const auto& [key, fd] : open) ::close(fd);
       return;
     }
-    snapshot_ = snap;
+    setSnapshot(snap);
     DownstreamConnection::dropStaleSnapshots(*this);
     balancers_.clear();
     splitter_.clear();
@@ -185,6 +273,7 @@ void Worker::addConnection(DownstreamConnection* c) {
   c->next = connHead_;
   if (connHead_) connHead_->prev = c;
   connHead_ = c;
+  ++connCount_;
 }
 
 void Worker::removeConnection(DownstreamConnection* c) {
@@ -194,6 +283,12 @@ void Worker::removeConnection(DownstreamConnection* c) {
     connHead_ = c->next;
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = nullptr;
+  --connCount_;
+  if (acceptPaused_) {
+    // Its descriptor is closed right after this: a paused listener may take a connection.
+    acceptPaused_ = false;
+    for (auto& [key, ls] : listeners_) ls->acceptor->resume();
+  }
   if (draining_) maybeStop();
 }
 
@@ -201,10 +296,7 @@ void Worker::shutdown(bool graceful) {
   post([this, graceful]() {
     if (!draining_) {
       draining_ = true;
-      for (auto& [key, ls] : listeners_)
-        uv_close(reinterpret_cast<uv_handle_t*>(&ls->tcp),
-                 [](uv_handle_t* h) { delete static_cast<ListenSocket*>(h->data); });
-      listeners_.clear();
+      closeListeners();
     }
     // Connections remove themselves from the list as they close: walk a copy.
     std::vector<DownstreamConnection*> conns;

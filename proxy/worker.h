@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "middleware/filter.h"
+#include "proxy/net/acceptor.h"
+#include "proxy/net/peer_counts.h"
 #include "proxy/net/timer_heap.h"
 #include "proxy/observe/ids.h"
 #include "proxy/observe/metrics.h"
@@ -48,7 +50,8 @@ class Worker {
  public:
   static constexpr size_t kReadBufferSize = 64 * 1024;
 
-  explicit Worker(unsigned id);
+  // Worker `id` of `count`: its share of server.max_connections depends on both.
+  explicit Worker(unsigned id, unsigned count = 1);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -107,24 +110,48 @@ class Worker {
 
   void addConnection(DownstreamConnection* c);
   void removeConnection(DownstreamConnection* c);
+  // Client connections open on this worker, and how many it may hold (0 = no cap).
+  uint64_t connectionCount() const { return connCount_; }
+  uint64_t connectionShare() const { return connShare_; }
+  // Worker `id`'s share of `max` connections split over `workers` (the first max % workers
+  // workers take one more); 0 stays 0 (no cap).
+  static uint64_t shareOf(uint64_t max, unsigned workers, unsigned id);
 
  private:
-  struct ListenSocket {
-    uv_tcp_t tcp;
-    Worker* worker;
-    const std::string* key;  // interned
+  // One listening socket of this worker (its own SO_REUSEPORT socket of a listener address).
+  struct ListenSocket final : net::Acceptor::Handler {
+    Worker* worker = nullptr;
+    const std::string* key = nullptr;  // interned
+    net::Acceptor* acceptor = nullptr;
+    void onAccepted(int fd, const sockaddr_storage& peer) override {
+      worker->accepted(*this, fd, peer);
+    }
+    void onAcceptPaused(int err) override { worker->acceptPaused(*this, err); }
   };
+  // Warnings about refused connections: at most one per reason every kRefusalLogMs.
+  struct RefusalLog {
+    uint64_t lastMs = 0;
+    uint64_t count = 0;  // refusals since the last line
+  };
+  static constexpr uint64_t kRefusalLogMs = 10000;
+
   void run();
   void openListener(const std::string& key, int fd);
   void closeListener(const std::string& key);
+  void closeListeners();
+  void accepted(ListenSocket& ls, int fd, const sockaddr_storage& peer);
+  void acceptPaused(ListenSocket& ls, int err);
+  void refused(const ListenSocket& ls, observe::ConnRefusal why, const sockaddr_storage* peer,
+               int err = 0);
+  void setSnapshot(SnapshotPtr snap);
   void drainPosted();
   void maybeStop();
-  static void onConnection(uv_stream_t* server, int status);
   static void onAsync(uv_async_t* h);
   static void onCheck(uv_check_t* h);
   static void onPrepare(uv_prepare_t* h);
 
   unsigned id_;
+  unsigned count_;
   uv_loop_t loop_{};
   uv_async_t async_{};
   uv_check_t check_{};
@@ -137,7 +164,7 @@ class Worker {
   std::mutex mu_;
   std::vector<std::function<void()>> posted_;
   SnapshotPtr snapshot_;
-  std::map<std::string, ListenSocket*> listeners_;
+  std::map<std::string, std::unique_ptr<ListenSocket>> listeners_;
   std::unique_ptr<char[]> readBuf_;
   std::unique_ptr<char[]> plainBuf_;
   observe::WorkerMetrics metrics_;
@@ -149,6 +176,10 @@ class Worker {
   middleware::WorkerServices services_;
   std::function<void()> exitHook_;
   DownstreamConnection* connHead_ = nullptr;  // intrusive list of open client connections
+  uint64_t connCount_ = 0;                    // its length
+  uint64_t connShare_ = 0;                    // of server.max_connections; 0 = no cap
+  bool acceptPaused_ = false;                 // a listener waits for a free descriptor
+  RefusalLog refusalLog_[3];                  // by observe::ConnRefusal
   bool draining_ = false;
   bool stopped_ = false;
   bool asyncClosed_ = false;  // guarded by mu_

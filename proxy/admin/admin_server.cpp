@@ -2,6 +2,7 @@
 #include "proxy/admin/admin_server.h"
 
 #include <openssl/crypto.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -25,8 +26,12 @@ class AdminConnection final : private http::Http1Parser::Handler {
     parser_.init(http::Http1Parser::Kind::Request, this, 16 * 1024);
     out_.bind(reinterpret_cast<uv_stream_t*>(&tcp_), this, onWriteDone);
   }
-  bool accept(uv_stream_t* s) {
-    if (uv_accept(s, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
+  // Takes the accepted socket `fd` (closed by the handle from then on, also on failure).
+  bool open(int fd) {
+    if (uv_tcp_open(&tcp_, fd) != 0) {
+      ::close(fd);
+      return false;
+    }
     uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
     return true;
   }
@@ -163,22 +168,12 @@ AdminServer::AdminServer(uv_loop_t* loop, Server& server) : loop_(loop), server_
 AdminServer::~AdminServer() = default;
 
 bool AdminServer::listen(const config::HostPort& addr, std::string& err) {
-  sockaddr_storage ss;
-  socklen_t len;
-  if (!config::toSockaddr(addr, ss, len)) {
-    err = "admin: bad listen address";
+  int fd = net::listenSocket(addr, false, 128, err);
+  if (fd >= 0) acceptor_ = net::Acceptor::open(loop_, fd, this, err);
+  if (acceptor_ == nullptr) {
+    err = "admin: " + err;
     return false;
   }
-  uv_tcp_init(loop_, &tcp_);
-  tcp_.data = this;
-  int rc = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, onConnection);
-  if (rc != 0) {
-    err = "admin: cannot listen on " + config::formatHostPort(addr) + ": " + uv_strerror(rc);
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
-    return false;
-  }
-  listening_ = true;
   addr_ = addr;
   // The rate window's samples: the first one now, so the page has a base to count from.
   uv_timer_start(&sampleTimer_, onSample, 0, window_.intervalMs());
@@ -193,9 +188,9 @@ void AdminServer::onSample(uv_timer_t* t) {
 }
 
 void AdminServer::close() {
-  if (listening_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
-    listening_ = false;
+  if (acceptor_ != nullptr) {
+    acceptor_->close();
+    acceptor_ = nullptr;
   }
   auto conns = conns_;
   for (AdminConnection* c : conns) c->close();
@@ -205,15 +200,22 @@ void AdminServer::close() {
     uv_close(reinterpret_cast<uv_handle_t*>(&sampleTimer_), nullptr);
 }
 
-void AdminServer::onConnection(uv_stream_t* s, int status) {
-  auto* self = static_cast<AdminServer*>(s->data);
-  if (status < 0) return;
-  auto* c = new AdminConnection(self->loop_, *self);
-  if (!c->accept(s)) {
+void AdminServer::onAccepted(int fd, const sockaddr_storage& /*peer*/) {
+  auto* c = new AdminConnection(loop_, *this);
+  if (!c->open(fd)) {
     c->close();
     return;
   }
-  self->conns_.push_back(c);
+  conns_.push_back(c);
+}
+
+void AdminServer::onAcceptPaused(int err) {
+  const uint64_t now = uv_now(loop_);
+  if (pauseLoggedMs_ != 0 && now - pauseLoggedMs_ < 10000) return;
+  pauseLoggedMs_ = now;
+  observe::logEvent(
+      config::LogLevel::Warn, "admin accept paused",
+      {{"error", std::strerror(err)}, {"pause_ms", std::to_string(net::Acceptor::kPauseMs)}});
 }
 
 void AdminServer::connectionClosed(AdminConnection* c) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "config/schema.h"
+#include "proxy/net/acceptor.h"
 #include "proxy/observe/metrics.h"
 #include "proxy/observe/rate_window.h"
 
@@ -43,10 +44,10 @@ struct AdminRequest {
 // (http:// or https:// + the Host it was sent to). Requests without Origin (curl) pass.
 bool crossOrigin(std::string_view origin, std::string_view host);
 
-class AdminServer {
+class AdminServer final : private net::Acceptor::Handler {
  public:
   AdminServer(uv_loop_t* loop, Server& server);
-  ~AdminServer();
+  ~AdminServer() override;
   // Binds and listens. Returns false with `err` on failure.
   bool listen(const config::HostPort& addr, std::string& err);
   void setToken(std::string token) { token_ = std::move(token); }
@@ -65,12 +66,14 @@ class AdminServer {
   static void onSample(uv_timer_t* t);
   void handleDrain(AdminConnection* c, const std::string& method, const std::string& path);
   void finishScrapes();
-  static void onConnection(uv_stream_t* s, int status);
+  // --- net::Acceptor::Handler (accept(2) pauses when descriptors run out, never spins) ---
+  void onAccepted(int fd, const sockaddr_storage& peer) override;
+  void onAcceptPaused(int err) override;
 
   uv_loop_t* loop_;
   Server& server_;
-  uv_tcp_t tcp_{};
-  bool listening_ = false;
+  net::Acceptor* acceptor_ = nullptr;  // frees itself once closed
+  uint64_t pauseLoggedMs_ = 0;
   config::HostPort addr_;
   std::string token_;
   bool tokenMatches(std::string_view authorization) const;

@@ -19,19 +19,18 @@ constexpr uint64_t kLingerMs = 2000;
 constexpr uint64_t kTrimMs = 1000;  // keep-alive quiet this long: give the stream back
 constexpr size_t kMaxFreeStreams = 256;
 
-// Keeps the peer address's text (v4 or v6; v4-mapped v6 shown as v4).
-void formatPeer(uv_tcp_t* tcp, char* out, size_t outLen) {
-  sockaddr_storage ss{};
-  int len = sizeof ss;
-  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+}  // namespace
+
+void DownstreamConnection::formatPeer(const sockaddr_storage& ss, char* out, size_t outLen) {
+  if (ss.ss_family == AF_INET) {
+    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(&ss), out, outLen);
+    return;
+  }
+  if (ss.ss_family != AF_INET6) {
     std::snprintf(out, outLen, "-");
     return;
   }
-  if (ss.ss_family == AF_INET) {
-    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), out, outLen);
-    return;
-  }
-  auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&ss);
   if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
     sockaddr_in s4{};
     s4.sin_family = AF_INET;
@@ -41,7 +40,6 @@ void formatPeer(uv_tcp_t* tcp, char* out, size_t outLen) {
     uv_ip6_name(s6, out, outLen);
   }
 }
-}  // namespace
 
 // Everything a request needs and an idle keep-alive connection does not.
 struct DownstreamConnection::Stream {
@@ -72,6 +70,7 @@ DownstreamConnection::DownstreamConnection(Worker& w, const std::string* listene
 }
 
 DownstreamConnection::~DownstreamConnection() {
+  if (peerPlace_) net::PeerCounts::global().release(peerPlace_);
   w_.timers().cancel(this);
   if (s_) recycle(s_);
 }
@@ -128,24 +127,27 @@ void DownstreamConnection::releaseStreamIfIdle() {
   if (tls_) tls_->trim();
 }
 
-void DownstreamConnection::accept(Worker& w, uv_stream_t* server, const std::string* listenerKey) {
-  const ListenerSpec* spec = w.snapshot()->listener(*listenerKey);
+void DownstreamConnection::accept(Worker& w, int fd, const sockaddr_storage& peer,
+                                  const std::string* listenerKey, const ListenerSpec& spec,
+                                  net::PeerCounts::Place place) {
   auto* c = new DownstreamConnection(w, listenerKey);
-  if (!spec || uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+  c->peerPlace_ = place;  // given back when the object is freed, whatever the path
+  if (uv_tcp_open(&c->tcp_, fd) != 0) {
+    ::close(fd);
     c->state_ = State::Closed;
     uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), onClosed);
     return;
   }
   uv_tcp_nodelay(&c->tcp_, 1);
-  if (spec->tls) {
-    c->tls_ = std::make_unique<ServerTls>(spec->tls);
+  if (spec.tls) {
+    c->tls_ = std::make_unique<ServerTls>(spec.tls);
     c->info_.tls = c->tls_.get();
   }
-  formatPeer(&c->tcp_, c->peerIp_, sizeof c->peerIp_);
-  c->listenerNameId_ = spec->nameId;
+  formatPeer(peer, c->peerIp_, sizeof c->peerIp_);
+  c->listenerNameId_ = spec.nameId;
   w.addConnection(c);
-  w.metrics().connectionsActive[spec->nameId]++;
-  w.metrics().connectionsTotal[spec->nameId]++;
+  w.metrics().connectionsActive[spec.nameId]++;
+  w.metrics().connectionsTotal[spec.nameId]++;
   // The header timeout also bounds the TLS handshake.
   c->armTimer(uint64_t(w.snapshot()->config.server.clientHeaderTimeout.count()));
   c->startReading();
@@ -155,9 +157,13 @@ const config::ServerSettings& DownstreamConnection::settings() const {
   return w_.snapshot()->config.server;
 }
 
-bool DownstreamConnection::closing() const { return shuttingDown_ || w_.draining(); }
+bool DownstreamConnection::closing() const {
+  return shuttingDown_ || w_.draining();
+}
 
-net::OutQueue& DownstreamConnection::out() { return stream().out; }
+net::OutQueue& DownstreamConnection::out() {
+  return stream().out;
+}
 
 // ---------------------------------------------------------------- reading
 

@@ -18,6 +18,7 @@
 #include "proxy/exchange/exchange.h"
 #include "proxy/http1/server_codec.h"
 #include "proxy/net/out_queue.h"
+#include "proxy/net/peer_counts.h"
 #include "proxy/net/timer_heap.h"
 #include "tls/tls_session.h"
 
@@ -29,9 +30,14 @@ struct ListenerSpec;
 class DownstreamConnection final : private net::Timer,  // its one deadline, in the worker's heap
                                    private http1::Transport {
  public:
-  // Accepts one connection from `server`; the connection owns itself from then on.
-  // `listenerKey` must be interned (internListenerKey()).
-  static void accept(Worker& w, uv_stream_t* server, const std::string* listenerKey);
+  // Takes the accepted socket `fd` from `peer` on the listener `spec`; the connection owns
+  // itself from then on. `listenerKey` must be interned (internListenerKey()). `place` (may
+  // be null) is the connection's place in the per-address counts, given back when it is gone.
+  static void accept(Worker& w, int fd, const sockaddr_storage& peer,
+                     const std::string* listenerKey, const ListenerSpec& spec,
+                     net::PeerCounts::Place place);
+  // The peer address as text (v4 or v6; v4-mapped v6 shown as v4; "-" when unknown).
+  static void formatPeer(const sockaddr_storage& ss, char* out, size_t outLen);
   // A process-lifetime copy of a listener key (few distinct keys ever exist): connections
   // keep a pointer instead of a string.
   static const std::string* internListenerKey(const std::string& key);
@@ -123,6 +129,7 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
   bool served_ = false;       // a stream was attached before (the accept header timer is over)
   uint32_t listenerNameId_ = 0;
+  net::PeerCounts::Place peerPlace_ = nullptr;  // max_connections_per_ip
   uint64_t deadline_ = 0;  // loop ms; 0 = nothing to time (the heap entry may fire earlier)
 };
 

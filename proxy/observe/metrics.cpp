@@ -74,6 +74,18 @@ const char* redisErrorKindName(RedisErrorKind k) {
   return "unknown";
 }
 
+const char* connRefusalName(ConnRefusal r) {
+  switch (r) {
+    case ConnRefusal::MaxConnections:
+      return "max_connections";
+    case ConnRefusal::PerIp:
+      return "per_ip";
+    case ConnRefusal::FdLimit:
+      return "fd_limit";
+  }
+  return "unknown";
+}
+
 void Histogram::observe(double seconds) {
   for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
     if (seconds <= kDurationBuckets[i]) {
@@ -127,6 +139,7 @@ void WorkerMetrics::merge(const WorkerMetrics& o) {
   for (auto& [k, v] : o.upstreamErrors) upstreamErrors[k] += v;
   for (auto& [k, v] : o.connectionsActive) connectionsActive[k] += v;
   for (auto& [k, v] : o.connectionsTotal) connectionsTotal[k] += v;
+  for (auto& [k, v] : o.connectionsRefused) connectionsRefused[k] += v;
   for (auto& [k, v] : o.ratelimit) ratelimit[k] += v;
   for (auto& [k, v] : o.splitRequests) splitRequests[k] += v;
   redisClients += o.redisClients;
@@ -308,6 +321,24 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
   for (auto& [k, v] : total) {
     out.append("sluice_connections_total{listener=\"");
     appendLabelValue(out, k);
+    out.append("\"} ");
+    appendUnsigned(out, v);
+    out.push_back('\n');
+  }
+
+  out.append(
+      "# HELP sluice_connections_refused_total Client connections not taken, by listener and "
+      "reason (max_connections, per_ip: closed at once; fd_limit: accept failed for lack of "
+      "file descriptors, the listener paused).\n");
+  out.append("# TYPE sluice_connections_refused_total counter\n");
+  std::map<std::pair<std::string, std::string>, uint64_t> refused;
+  for (auto& [k, v] : m.connectionsRefused)
+    refused[{nameOf(uint32_t(k >> 8)), connRefusalName(ConnRefusal(k & 0xff))}] += v;
+  for (auto& [k, v] : refused) {
+    out.append("sluice_connections_refused_total{listener=\"");
+    appendLabelValue(out, k.first);
+    out.append("\",reason=\"");
+    out.append(k.second);
     out.append("\"} ");
     appendUnsigned(out, v);
     out.push_back('\n');

@@ -37,6 +37,13 @@ enum class RedisErrorKind : uint8_t {
   Reply,           // Redis answered a command with an error
 };
 const char* redisErrorKindName(RedisErrorKind k);
+// Why a client connection was not taken (sluice_connections_refused_total{reason}).
+enum class ConnRefusal : uint8_t {
+  MaxConnections,  // the worker's share of server.max_connections is in use: closed at once
+  PerIp,           // the listener's max_connections_per_ip for that address: closed at once
+  FdLimit,         // accept(2) failed for lack of descriptors: the listener pauses
+};
+const char* connRefusalName(ConnRefusal r);
 
 // The bucket bounds (seconds) of both histograms, request and upstream (docs/operations.md).
 constexpr std::array<double, 11> kDurationBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -58,8 +65,9 @@ struct WorkerMetrics {
   std::unordered_map<uint32_t, Histogram> upstreamDurations;
   // key: pool(24) | backend(24) | kind(8)
   std::unordered_map<uint64_t, uint64_t> upstreamErrors;
-  std::unordered_map<uint32_t, int64_t> connectionsActive;  // by listener name
-  std::unordered_map<uint32_t, uint64_t> connectionsTotal;  // by listener name
+  std::unordered_map<uint32_t, int64_t> connectionsActive;    // by listener name
+  std::unordered_map<uint32_t, uint64_t> connectionsTotal;    // by listener name
+  std::unordered_map<uint64_t, uint64_t> connectionsRefused;  // listener(32) | ConnRefusal(8)
 
   // TLS: key listener(32) | version index(8) | resumed(1); errors: listener(32) | reason id.
   std::unordered_map<uint64_t, uint64_t> tlsHandshakes;
@@ -79,6 +87,9 @@ struct WorkerMetrics {
     ++ratelimit[(uint64_t(middleware) << 8) | uint64_t(result)];
   }
   void redisError(RedisErrorKind kind) { ++redisErrors[size_t(kind)]; }
+  void connectionRefused(uint32_t listener, ConnRefusal r) {
+    ++connectionsRefused[(uint64_t(listener) << 8) | uint64_t(r)];
+  }
   void splitRequest(uint32_t route, uint32_t pool) {
     ++splitRequests[(uint64_t(route) << 32) | pool];
   }

@@ -37,11 +37,13 @@ class HttpResponse(HeaderLookup):
 
 
 class RawClient:
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None):
+        """`source`: the local address to connect from (any 127.x.y.z works on Linux)."""
         self.host = host
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False

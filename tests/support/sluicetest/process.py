@@ -176,7 +176,9 @@ class Sluice:
                              admin=adm, log=lg, extra=extra)
 
     # ---- lifecycle ------------------------------------------------------------------
-    def start(self, config_text, wait=True, env=None, extra_args=()):
+    def start(self, config_text, wait=True, env=None, extra_args=(), preexec_fn=None):
+        """`preexec_fn` runs in the child before exec (e.g. resource.setrlimit for a low
+        open-file limit)."""
         self.env = dict(env or {})
         self._learn_ports(config_text)
         with open(self.config_path, "w") as f:
@@ -190,7 +192,8 @@ class Sluice:
         self.expected_exit = False
         self.proc = subprocess.Popen([self.bin, "-c", self.config_path, *extra_args],
                                      stdout=self._stdout, stderr=self._stderr, cwd=self.dir,
-                                     env=full_env, stdin=subprocess.DEVNULL)
+                                     env=full_env, stdin=subprocess.DEVNULL,
+                                     preexec_fn=preexec_fn)
         if wait:
             self.wait_ready()
         return self

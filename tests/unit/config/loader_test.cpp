@@ -206,6 +206,49 @@ TEST_CASE("defaults of a minimal config and string forms of workers and sizes") 
   CHECK(r.config->server.shutdownTimeout == Duration{0});
 }
 
+TEST_CASE("connection caps: server.max_connections and listener.max_connections_per_ip") {
+  const std::string route = "name = \"r\"\npath = \"/\"\npool = \"p\"\n";
+  LoadResult r = load(std::string(kBase) + route);
+  REQUIRE(r.config.has_value());
+  CHECK(r.config->server.maxConnections == 0);             // "auto", resolved by the Server
+  CHECK(r.config->listeners[0].maxConnectionsPerIp == 0);  // no cap
+
+  for (const char* v : {"\"auto\"", "5000", "\"5000\""}) {
+    r = load(std::string("[server]\nmax_connections = ") + v + "\n" + std::string(kBase) + route);
+    INFO(v, dump(r.errors));
+    REQUIRE(r.config.has_value());
+    CHECK(r.config->server.maxConnections == (std::string_view(v) == "\"auto\"" ? 0 : 5000));
+  }
+  expectError(load("[server]\nmax_connections = 0\n" + std::string(kBase) + route),
+              "server.max_connections: must be between 1 and 10000000, got 0", 2, 19);
+  expectError(load("[server]\nmax_connections = \"lots\"\n" + std::string(kBase) + route),
+              "server.max_connections: expected \"auto\" or an integer between 1 and 10000000, "
+              "got 'lots'",
+              2, 19);
+  expectError(load("[server]\nmax_connections = 1.5\n" + std::string(kBase) + route),
+              "server.max_connections: expected \"auto\" or an integer between 1 and 10000000, "
+              "got a float",
+              2, 19);
+
+  r = load(R"([[listener]]
+name = "web"
+listen = "127.0.0.1:8080"
+max_connections_per_ip = 20
+[pool.p]
+backends = [{ address = "127.0.0.1:9000" }]
+[[route]]
+)" + route);
+  INFO(dump(r.errors));
+  REQUIRE(r.config.has_value());
+  CHECK(r.config->listeners[0].maxConnectionsPerIp == 20);
+  expectError(load(R"([[listener]]
+name = "web"
+listen = "127.0.0.1:8080"
+max_connections_per_ip = -1
+)"),
+              "listener[0].max_connections_per_ip: must be between 0 and 10000000, got -1", 4, 26);
+}
+
 TEST_CASE("unknown keys are errors with the key's exact position") {
   LoadResult r = load(R"([server]
 workers = 2
@@ -526,10 +569,16 @@ pool = "p"
   expectError(r, "listener[0].redirect_https: expected an https:// URL", 11, 18);
   expectError(r, "invalid pool name 'bad name'", 12, 7);
   expectError(r, "pool.p.backends[0].weight: must be between 1 and 1000, got 1001", 15, 41);
-  expectError(r, "pool.p.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got 'fastest'", 16, 11);
+  expectError(r,
+              "pool.p.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got "
+              "'fastest'",
+              16, 11);
   expectError(r, "pool.p.connect_timeout: invalid duration '2 s'", 17, 19);
   expectError(r, "pool.q.backends[0].address: expected host:port (missing port)", 19, 25);
-  expectError(r, "pool.q.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got 'random'", 20, 11);
+  expectError(
+      r,
+      "pool.q.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got 'random'",
+      20, 11);
   expectError(r, "route[0]: use exactly one of 'path', 'path_exact' and 'path_regex'", 24, 14);
   expectError(r, "route[1].strip_prefix: only allowed with 'path'", 29, 16);
   expectError(r, "route[1].methods[0]: invalid method 'get'", 30, 12);

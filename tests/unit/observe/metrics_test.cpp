@@ -196,6 +196,9 @@ TEST_SUITE("metrics") {
     w2.connectionsActive[listener] = -1;
     w1.connectionsTotal[listener] = 10;
     w2.connectionsTotal[listener] = 4;
+    w1.connectionRefused(listener, ConnRefusal::PerIp);
+    w2.connectionRefused(listener, ConnRefusal::PerIp);
+    w2.connectionRefused(listener, ConnRefusal::FdLimit);
 
     WorkerMetrics total;
     total.merge(w1);
@@ -213,6 +216,11 @@ TEST_SUITE("metrics") {
     CHECK(total.connectionsTotal.at(listener) == 14);
 
     std::string out = render(total);
+    CHECK(out.find("sluice_connections_refused_total{listener=\"mt_merge_listener\","
+                   "reason=\"per_ip\"} 2\n") != std::string::npos);
+    CHECK(out.find("sluice_connections_refused_total{listener=\"mt_merge_listener\","
+                   "reason=\"fd_limit\"} 1\n") != std::string::npos);
+    CHECK(out.find("reason=\"max_connections\"") == std::string::npos);
     INFO(out);
     CHECK(hasLine(
         out, R"(sluice_requests_total{route="mt_merge_route",pool="mt_merge_pool",code="200"} 3)"));
