@@ -83,6 +83,10 @@ WORKLOADS = [
     Workload("cors", "small GET from an allowed origin through cors + headers (security preset, "
              "a templated response header) middleware", "/cors", proxies=["sluice"],
              compare_to="small", headers=["Origin: https://app.example.com"]),
+    Workload("static-4k", "4 KiB file from disk, keep-alive (nginx: sendfile on; Sluice: a "
+             "static route; HAProxy serves no files)", "/static/4k", proxies=["nginx", "sluice"]),
+    Workload("static-1m", "1 MiB file from disk, keep-alive (nginx: sendfile on; Sluice: a "
+             "static route, sendfile)", "/static/1m", proxies=["nginx", "sluice"]),
     Workload("regex", "small GET on a prefix route of a host that also has 50 path_regex routes "
              "(none matches: every request tries all 50, then takes the prefix)", "/small",
              proxies=["sluice"], compare_to="small", headers=["Host: regex.bench"]),
@@ -282,6 +286,7 @@ http {{
     ssl_session_tickets off;
     ssl_session_cache off;
     location / {{ proxy_pass http://origin; }}
+    location /static/ {{ alias {tmp}/www/; sendfile on; tcp_nopush on; }}
   }}
 }}
 """
@@ -336,6 +341,8 @@ FEATURE_PROBES = {
             '[middleware.h]\ntype = "headers"\npreset = "security"\n',
     # path_regex routes
     "regex": _PROBE_POOLS + '[[route]]\nname = "r"\npath_regex = "^/x"\npool = "a"\n',
+    # static file routes
+    "static": '[[route]]\nname = "r"\npath = "/"\nstatic = { root = "/" }\n',
 }
 
 
@@ -375,7 +382,7 @@ pool = "origin"
 
 
 def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port, split=True,
-                cors=True, regex=True):
+                cors=True, regex=True, static_root=""):
     s = f"""[server]
 workers = {workers}
 client_idle_timeout = "300s"
@@ -470,6 +477,14 @@ pool = "origin"
     # A host with 50 regex routes before its prefix route (the "regex" workload).
     if regex:
         s += regex_routes()
+    # The origin's files, served by Sluice itself (the "static-*" workloads).
+    if static_root:
+        s += f"""
+[[route]]
+name = "static"
+path = "/static/"
+static = {{ alias = "{static_root}" }}
+"""
     s += """
 [[route]]
 name = "all"
@@ -574,7 +589,9 @@ class Bench:
             text = sluice_conf(port, tls_port, self.origin_port, workers, self.cert, self.key,
                                tls, self.redis_port, split=supports(binary, self.tmp, "split"),
                                cors=supports(binary, self.tmp, "cors"),
-                               regex=supports(binary, self.tmp, "regex"))
+                               regex=supports(binary, self.tmp, "regex"),
+                               static_root=os.path.join(self.tmp, "www") + "/"
+                               if supports(binary, self.tmp, "static") else "")
             argv = [binary, "-c", conf]
         with open(conf, "w") as f:
             f.write(text)
@@ -616,7 +633,7 @@ class Bench:
                     status = r.status
             except Exception as e:  # noqa: BLE001
                 raise RuntimeError(f"{who}: GET {url} failed: {e}")
-            want = FILES.get(path.lstrip("/"), len(SMALL_BODY))
+            want = FILES.get(path.rsplit("/", 1)[-1], len(SMALL_BODY))
             if status != 200 or len(body) != want:
                 raise RuntimeError(f"{who}: GET {url} -> {status}, {len(body)} bytes, "
                                    f"expected 200 and {want}")

@@ -190,6 +190,24 @@ struct ReturnConfig {
   SourcePos pos;
 };
 
+// static = { root = "/srv/app", index = [...], try_files = [...] }: the route's requests are
+// answered with files from a directory (GET and HEAD), no pool involved.
+struct StaticConfig {
+  bool enabled = false;
+  std::string dir;     // `root` or `alias`: absolute (resolved against the config's directory)
+  bool alias = false;  // the route's path prefix is replaced by `dir` (nginx alias), not kept
+  std::vector<std::string> index{"index.html"};  // tried in order for a directory
+  // Candidates in order ($uri = the request path below the route's files; a trailing '/'
+  // means a directory); the last is the fallback: a path, or "=CODE". Empty: just $uri.
+  std::vector<std::string> tryFiles;
+  std::string cacheControl;   // Cache-Control of file answers; empty = none
+  bool precompressed = false;  // serve FILE.br / FILE.gz when the client accepts them
+  // How long a worker reuses a small file's lookup (content and validators) without asking the
+  // disk again; 0 = look up on every request.
+  Duration cacheValid{1000};
+  SourcePos pos;
+};
+
 struct RouteConfig {
   std::string name;
   std::string host;  // empty = any; "*.example.com" = wildcard
@@ -203,6 +221,7 @@ struct RouteConfig {
   bool stripPrefix = false;
   std::string pool;             // or `split`, or `ret`
   ReturnConfig ret;             // enabled: a fixed answer instead of a pool
+  StaticConfig files;           // enabled: files from a directory instead of a pool
   std::vector<SplitArm> split;  // empty unless the route splits traffic
   StickyKind sticky = StickyKind::None;
   std::string stickyName;      // header, cookie or claim name

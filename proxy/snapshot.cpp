@@ -12,6 +12,7 @@
 
 #include "config/units.h"
 
+#include "proxy/files/site.h"
 #include "proxy/observe/metrics.h"
 
 namespace sluice {
@@ -117,6 +118,7 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
     return nullptr;
   }
   std::vector<router::Route> routes;
+  std::shared_ptr<const files::MimeTypes> mime;  // read once per snapshot with static routes
   for (const auto& rc : cfg.routes) {
     router::Route r;
     r.filters = middleware::routeFilters(rc, factories.factories);
@@ -145,6 +147,19 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
       a->body = rc.ret.body;
       a->contentType = rc.ret.contentType;
       r.answer = std::move(a);
+    } else if (rc.files.enabled) {
+      if (!mime) mime = files::MimeTypes::load();
+      auto site = std::make_shared<files::Site>();
+      site->dir = rc.files.dir;
+      site->alias = rc.files.alias;
+      site->prefixLength = site->alias ? r.path.size() : 0;
+      site->index = rc.files.index;
+      site->tryFiles = rc.files.tryFiles;
+      site->cacheControl = rc.files.cacheControl;
+      site->precompressed = rc.files.precompressed;
+      site->cacheValidMs = uint64_t(rc.files.cacheValid.count());
+      site->mime = mime;
+      r.files = std::move(site);
     } else if (rc.split.empty()) {
       r.pool = snap->pool(rc.pool);
     } else {

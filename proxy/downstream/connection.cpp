@@ -1,6 +1,11 @@
 // Downstream connection: socket, TLS, reads, writes, deadline, lingering close.
 #include "proxy/downstream/connection.h"
 
+#include <fcntl.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -401,8 +406,87 @@ Exchange::Drained DownstreamConnection::drainPool(uint32_t poolNameId) {
   return s_->ex.drainPool(poolNameId);
 }
 
+// ---------------------------------------------------------------- files
+
+struct DownstreamConnection::WritablePoll {
+  uv_poll_t poll{};
+  int fd = -1;
+  DownstreamConnection* conn = nullptr;
+};
+
+long DownstreamConnection::sendFile(int fd, uint64_t offset, size_t len) {
+  if (tls_ || state_ != State::Open || !s_) return -1;
+  net::OutQueue& out = s_->out;
+  if (out.hasPieces() && out.flush() < 0) {
+    close();
+    return -1;
+  }
+  if (out.queuedBytes() > 0) return 0;  // the head is still queued: its write completion resumes
+  uv_os_fd_t sock;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &sock) != 0) return -1;
+  for (;;) {
+    off_t off = off_t(offset);
+    const ssize_t n = ::sendfile(sock, fd, &off, len);
+    if (n > 0) return long(n);
+    if (n == 0) return -1;  // the file is shorter than its stat said
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      awaitWritable();
+      return state_ == State::Open ? 0 : -1;
+    }
+    return -1;
+  }
+}
+
+void DownstreamConnection::awaitWritable() {
+  if (state_ != State::Open) return;
+  if (writable_ == nullptr) {
+    uv_os_fd_t sock;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &sock) != 0) return;
+    const int dupFd = ::fcntl(sock, F_DUPFD_CLOEXEC, 0);
+    if (dupFd < 0) {
+      close();  // out of descriptors: the send cannot go on
+      return;
+    }
+    auto* wp = new WritablePoll;
+    wp->fd = dupFd;
+    wp->conn = this;
+    wp->poll.data = wp;
+    if (uv_poll_init_socket(w_.loop(), &wp->poll, dupFd) != 0) {
+      ::close(dupFd);
+      delete wp;
+      close();
+      return;
+    }
+    writable_ = wp;
+  }
+  if (uv_poll_start(&writable_->poll, UV_WRITABLE, onWritable) != 0) close();
+}
+
+void DownstreamConnection::onWritable(uv_poll_t* p, int status, int /*events*/) {
+  auto* wp = static_cast<WritablePoll*>(p->data);
+  uv_poll_stop(p);
+  DownstreamConnection* self = wp->conn;
+  if (self == nullptr || self->state_ != State::Open || !self->s_) return;
+  if (status < 0) {
+    self->close();
+    return;
+  }
+  self->s_->codec.onWritten();
+  if (self->state_ == State::Open) self->releaseStreamIfIdle();
+}
+
 void DownstreamConnection::close() {
   if (state_ == State::Closed) return;
+  if (writable_ != nullptr) {
+    writable_->conn = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&writable_->poll), [](uv_handle_t* h) {
+      auto* wp = static_cast<WritablePoll*>(h->data);
+      ::close(wp->fd);
+      delete wp;
+    });
+    writable_ = nullptr;
+  }
   if (s_) s_->ex.abandon();
   if (tls_ && !tlsFailed_ && tls_->handshakeDone()) {
     // Best effort: a clean TLS close keeps the session resumable from the server cache.

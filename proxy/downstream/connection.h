@@ -71,6 +71,9 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   bool closing() const override;
   void safePoint() override { releaseStreamIfIdle(); }
   const config::ServerSettings& settings() const override;
+  bool canSendFile() const override { return !tls_; }
+  long sendFile(int fd, uint64_t offset, size_t len) override;
+  void awaitWritable() override;
 
   void onCiphertext(const char* data, size_t len);
   void onPlaintext(const char* data, size_t len);
@@ -101,6 +104,12 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
     tls::ServerTlsContextPtr ctx;
   };
   std::unique_ptr<ServerTls> tls_;
+  // sendfile(2) bypasses libuv's write queue, so libuv cannot say when the socket is writable
+  // again: a poll handle on a dup() of the socket does (made the first time a file send blocks,
+  // kept until the connection closes).
+  struct WritablePoll;
+  WritablePoll* writable_ = nullptr;
+  static void onWritable(uv_poll_t* p, int status, int events);
   Stream* s_ = nullptr;
   // What exchanges read about this connection (the peer address as text: trusted_proxies
   // parses it back only when configured).

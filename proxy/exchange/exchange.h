@@ -10,6 +10,7 @@
 //                    upstream target (rewrite, strip_prefix)
 //   runFilters       the route's filters: edit the head, stop/resume, answer locally
 //   answerRoute      a route with `return`: its fixed answer (a local reply), nothing upstream
+//   serveFiles       a route with `static`: files::FileResponder answers from the directory
 //   choosePool       the pool, from the route and the request context after the filters
 //   startUpstream    UpstreamRequest: pick, connect, send head, relay, retry, outcome
 //   response         response filters, then the codec encodes head and body
@@ -25,6 +26,7 @@
 #include "middleware/filter.h"
 #include "proxy/exchange/filter_chain.h"
 #include "proxy/exchange/upstream_request.h"
+#include "proxy/files/file_responder.h"
 #include "proxy/http/server_stream.h"
 #include "proxy/snapshot.h"
 
@@ -44,6 +46,7 @@ struct DownstreamInfo {
 
 class Exchange final : public RequestDecoder,
                        private UpstreamCallbacks,
+                       private files::FileCallbacks,
                        private middleware::FilterCallbacks {
  public:
   explicit Exchange(Worker& w) : w_(w), request_(w, *this), upstream_(&request_) {}
@@ -93,7 +96,9 @@ class Exchange final : public RequestDecoder,
   // made): reset() before reuse.
   bool dirty() const { return dirty_; }
   bool responseStarted() const override { return s_.responseStarted; }
-  bool holdsResources() const override { return !filters_.empty() || upstream_->started(); }
+  bool holdsResources() const override {
+    return !filters_.empty() || upstream_->started() || files_.active();
+  }
   const ListenerSpec* listener() const { return listener_; }
   const SnapshotPtr& snapshot() const { return snap_; }
   const Worker& worker() const { return w_; }
@@ -112,6 +117,7 @@ class Exchange final : public RequestDecoder,
   void runFilters();
   void answerOrProxy();  // after the filters: answerRoute() or startUpstream()
   void answerRoute();
+  void serveFiles();
   const upstream::Pool* choosePool();
   const upstream::Pool* pickPool();
   void startUpstream();
@@ -135,6 +141,13 @@ class Exchange final : public RequestDecoder,
   void afterUpstreamRead(bool current) override;
   void onUpstreamDrained() override;
   void setUpstreamDeadline(uint64_t ms) override;
+
+  // --- files::FileCallbacks (always from the loop, outside the codec's callbacks) ---
+  void fileHead(http::ResponseHead& head, bool noBody) override;
+  void fileReply(const http::LocalReply& reply) override;
+  void fileBodySent(size_t n) override;
+  void fileEnd() override;
+  void fileBroken() override;
 
   // --- middleware::FilterCallbacks ---
   void resume() override;
@@ -186,6 +199,8 @@ class Exchange final : public RequestDecoder,
   middleware::RequestContext ctx_;
   UpstreamRequest request_;
   Upstream* upstream_;  // &request_ (tests substitute a fake)
+  files::FileResponder files_;
+  bool filesInline_ = false;  // inside files_.start(): its callbacks come from the codec's
 };
 
 }  // namespace sluice

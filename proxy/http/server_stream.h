@@ -53,6 +53,15 @@ class ServerStream {
   // End of an upstream callback: nothing up the stack uses the exchange any more, so an idle
   // connection may give its per-request state back.
   virtual void safePoint() = 0;
+  // Files (static routes): true when sendFile() can move file bytes to the client without
+  // copying (a plain TCP connection; TLS needs the bytes in user space).
+  virtual bool canSendFile() const { return false; }
+  // Sends up to `len` bytes of `fd` from `offset` directly, after the queued bytes. Returns the
+  // bytes sent; 0 when the client cannot take more now (onClientDrained() follows when it can);
+  // < 0 when the connection broke.
+  virtual long sendFile(int /*fd*/, uint64_t /*offset*/, size_t /*len*/) { return -1; }
+  // Calls RequestDecoder::onClientDrained() once the connection can take more bytes.
+  virtual void awaitWritable() {}
   // Bytes queued for the client and not yet written.
   virtual size_t queuedBytes() const = 0;
   // Write what is queued (called outside the client's read callback).

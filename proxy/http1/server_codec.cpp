@@ -271,6 +271,13 @@ size_t ServerCodec::encodeData(const char* data, size_t len) {
   return len;
 }
 
+long ServerCodec::sendFile(int fd, uint64_t offset, size_t len) {
+  // Only identity-framed bodies: a chunked one would need chunk headers around the file bytes
+  // (file answers always carry a Content-Length).
+  if (framing_ == http::BodyFraming::Chunked) return -1;
+  return t_->sendFile(fd, offset, len);
+}
+
 void ServerCodec::encodeEnd() {
   if (framing_ == http::BodyFraming::Chunked) t_->out().copy("0\r\n\r\n");
   if (closeAfter_) {

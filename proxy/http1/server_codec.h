@@ -39,6 +39,11 @@ class Transport {
   virtual void safePoint() = 0;
   // The newest config's server settings (timeouts, limits).
   virtual const config::ServerSettings& settings() const = 0;
+  // Static files (ServerStream::sendFile): plain TCP only.
+  virtual bool canSendFile() const { return false; }
+  virtual long sendFile(int /*fd*/, uint64_t /*offset*/, size_t /*len*/) { return -1; }
+  // One onWritten() once the socket is writable.
+  virtual void awaitWritable() {}
 };
 
 class ServerCodec final : public ServerStream, private http::Http1Parser::Handler {
@@ -67,6 +72,9 @@ class ServerCodec final : public ServerStream, private http::Http1Parser::Handle
   size_t encodeHeaders(const http::ResponseHead& head, const ResponseInfo& info) override;
   size_t encodeInterim(const http::ResponseHead& head) override;
   size_t encodeData(const char* data, size_t len) override;
+  bool canSendFile() const override { return t_->canSendFile(); }
+  long sendFile(int fd, uint64_t offset, size_t len) override;
+  void awaitWritable() override { t_->awaitWritable(); }
   void encodeEnd() override;
   void encodeTunnelData(const char* data, size_t len) override;
   void endTunnel() override;

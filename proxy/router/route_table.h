@@ -23,6 +23,9 @@ class RE2;
 namespace sluice::upstream {
 struct Pool;
 }
+namespace sluice::files {
+struct Site;
+}
 
 namespace sluice::router {
 
@@ -47,9 +50,10 @@ struct Route {
   std::vector<std::string> methods;       // empty = any
   bool stripPrefix = false;
   const upstream::Pool* pool = nullptr;       // owned by the snapshot; a split's baseline; null
-                                              // for a fixed answer
+                                              // for a fixed answer or files
   std::shared_ptr<const Split> split;         // null unless the route splits traffic
   std::shared_ptr<const FixedAnswer> answer;  // null unless `return`
+  std::shared_ptr<const files::Site> files;   // null unless `static`
   std::vector<middleware::FilterFactoryPtr> filters;  // the route's middleware, in order
 
   bool allowsMethod(std::string_view m) const;

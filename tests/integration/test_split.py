@@ -182,7 +182,7 @@ def test_split_config_errors(make_sluice, tmp_path):
     pools = {"a": {"backends": ["127.0.0.1:9"]}, "b": {"backends": ["127.0.0.1:9"]}}
     cases = [
         (dict(name="r", path="/", pool="a", split=[{"pool": "a", "weight": 1}]),
-         "use exactly one of 'pool', 'split' and 'return'"),
+         "use exactly one of 'pool', 'split', 'return' and 'static'"),
         (dict(name="r", path="/", pool="a", sticky="ip"),
          "route[0].sticky: only allowed on a route with 'split'"),
         (split_route([("a", 1), ("nope", 1)]), "no pool named 'nope'"),

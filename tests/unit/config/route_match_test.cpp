@@ -152,12 +152,12 @@ TEST_CASE("return errors") {
   expectError(r, "unknown key 'code' in route[0].return", 9, 26);
 
   r = loadRoute("name = \"r\"\npath = \"/\"\npool = \"p\"\nreturn = { status = 204 }\n");
-  expectError(r, "route[0]: use exactly one of 'pool', 'split' and 'return'", 10, 10);
+  expectError(r, "route[0]: use exactly one of 'pool', 'split', 'return' and 'static'", 10, 10);
 
   r = loadRoute(
       "name = \"r\"\npath_regex = '^/(a)'\nrewrite = \"/$1\"\nreturn = { status = 204 }\n");
   expectError(r, "route[0].rewrite: not allowed with 'return'", 9, 11);
 
   r = loadRoute("name = \"r\"\npath = \"/\"\n");
-  expectError(r, "route[0]: missing required key 'pool' (or 'split', or 'return'", 6, 1);
+  expectError(r, "route[0]: missing required key 'pool' (or 'split', 'return' for a fixed answer, 'static'", 6, 1);
 }
