@@ -11,7 +11,7 @@
 namespace sluice::observe {
 
 struct AccessRecord {
-  std::string_view requestId, clientIp, method, host, path, upstream, route, pool, userAgent,
+  std::string_view requestId, traceId, clientIp, method, host, path, upstream, route, pool, userAgent,
       referer;
   std::string_view ratelimit = "-";
   std::string_view tls = "-";

@@ -403,6 +403,26 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
   out.append("# TYPE sluice_config_generation gauge\nsluice_config_generation ");
   appendUnsigned(out, p.generation);
   out.push_back('\n');
+  if (p.tracing.enabled) {
+    const auto& t = p.tracing;
+    out.append(
+        "# HELP sluice_tracing_spans_exported_total Spans the OTLP collector accepted.\n"
+        "# TYPE sluice_tracing_spans_exported_total counter\nsluice_tracing_spans_exported_total ");
+    appendUnsigned(out, t.exported);
+    out.append(
+        "\n# HELP sluice_tracing_dropped_total Spans dropped: a worker's queue was full, or the "
+        "export failed after its retries.\n# TYPE sluice_tracing_dropped_total counter\n"
+        "sluice_tracing_dropped_total{reason=\"queue_full\"} ");
+    appendUnsigned(out, t.droppedQueueFull);
+    out.append("\nsluice_tracing_dropped_total{reason=\"export_failed\"} ");
+    appendUnsigned(out, t.droppedExportFailed);
+    out.append(
+        "\n# HELP sluice_tracing_export_errors_total Failed export attempts (no answer, or an "
+        "error status).\n# TYPE sluice_tracing_export_errors_total counter\n"
+        "sluice_tracing_export_errors_total ");
+    appendUnsigned(out, t.exportErrors);
+    out.push_back('\n');
+  }
 }
 
 }  // namespace sluice::observe
