@@ -29,10 +29,10 @@ void sortByPosition(std::vector<ConfigError>& list) {
 namespace {
 
 void loadSections(LoadContext& ctx, const toml::table& root) {
-  ctx.checkKeys(root,
-                {"server", "admin", "log", "listener", "pool", "route", "redis", "middleware",
-                 "tracing"},
-                {}, "at the top level");
+  ctx.checkKeys(
+      root,
+      {"server", "admin", "log", "listener", "pool", "route", "redis", "middleware", "tracing"}, {},
+      "at the top level");
   if (const auto* n = root.get("server")) loadServer(ctx, *n);
   if (const auto* n = root.get("admin")) loadAdmin(ctx, *n);
   if (const auto* n = root.get("log")) loadLog(ctx, *n);

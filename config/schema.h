@@ -200,7 +200,7 @@ struct StaticConfig {
   // Candidates in order ($uri = the request path below the route's files; a trailing '/'
   // means a directory); the last is the fallback: a path, or "=CODE". Empty: just $uri.
   std::vector<std::string> tryFiles;
-  std::string cacheControl;   // Cache-Control of file answers; empty = none
+  std::string cacheControl;    // Cache-Control of file answers; empty = none
   bool precompressed = false;  // serve FILE.br / FILE.gz when the client accepts them
   // How long a worker reuses a small file's lookup (content and validators) without asking the
   // disk again; 0 = look up on every request.

@@ -216,7 +216,8 @@ void Server::applyTracing(const config::Config& cfg, bool workersRunning) {
   if (!cfg.tracing.enabled) return;  // a running exporter stays: the workers stop feeding it
   if (tracer_) {
     if (cfg.tracing.queueSize != tracer_->queueSize())
-      logEvent(LogLevel::Warn, "tracing.queue_size changes need a restart; keeping the running size");
+      logEvent(LogLevel::Warn,
+               "tracing.queue_size changes need a restart; keeping the running size");
     tracer_->configure(cfg.tracing);
     return;
   }

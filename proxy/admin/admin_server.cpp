@@ -584,8 +584,7 @@ void AdminServer::finishScrapes() {
         p.releaseSteps.push_back({r.name, r.split->release->state().step});
     if (const tracing::Exporter* tr = server_.tracer()) {
       const tracing::ExportStats st = tr->stats();
-      p.tracing = {true, st.exported, st.droppedQueueFull, st.droppedExportFailed,
-                   st.exportErrors};
+      p.tracing = {true, st.exported, st.droppedQueueFull, st.droppedExportFailed, st.exportErrors};
     }
     std::string text;
     observe::renderPrometheus(s->merged, p, text);

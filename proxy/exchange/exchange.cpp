@@ -344,7 +344,7 @@ void Exchange::finish() {
 void Exchange::recordSpan(uint64_t endNs) {
   tracing::SpanRing& ring = *w_.spanRing();
   tracing::SpanRecord* r = ring.claim();
-  if (r == nullptr) return;  // full: dropped and counted by the ring
+  if (r == nullptr) return;              // full: dropped and counted by the ring
   const char* tp = traceparent_.data();  // "00-" trace "-" client span "-" flags
   std::memcpy(r->traceId, tp + 3, 32);
   std::memcpy(r->clientSpanId, tp + 36, 16);
@@ -369,7 +369,8 @@ void Exchange::recordSpan(uint64_t endNs) {
   r->host.set(host_);
   r->method.set(req_->method);
   std::string_view path = req_->target, hostFromTarget, query;
-  if (path.empty() || path[0] != '/') router::splitTarget(req_->target, hostFromTarget, path, query);
+  if (path.empty() || path[0] != '/')
+    router::splitTarget(req_->target, hostFromTarget, path, query);
   r->path.set(path.substr(0, path.find('?')));
   r->userAgent.set(req_->headers.get(http::Hdr::UserAgent));
   ring.commit();

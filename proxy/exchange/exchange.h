@@ -184,7 +184,7 @@ class Exchange final : public RequestDecoder,
     bool logged = false;
     bool ended = false;  // the response is complete (or the exchange was abandoned)
     bool upstreamPaused = false;
-    bool traced = false;  // [tracing] sampled this request: trace_ holds its span ids
+    bool traced = false;        // [tracing] sampled this request: trace_ holds its span ids
     std::string_view clientIp;  // peer or clientIpBuf_
   } s_;
   uint32_t generation_ = 0;  // bumped by reset(): stale filter callbacks see a new one
@@ -192,7 +192,7 @@ class Exchange final : public RequestDecoder,
   std::string requestId_;
   std::string traceparent_;
   observe::TraceStart trace_;  // valid while s_.traced
-  std::string host_;  // normalized
+  std::string host_;           // normalized
   std::string target_;
   std::string authority_;  // from an absolute-form target
   std::string clientIpBuf_;

@@ -23,10 +23,10 @@
 namespace sluice::tracing {
 
 struct ExportStats {
-  uint64_t exported = 0;            // spans accepted by the collector (server + client spans)
-  uint64_t droppedQueueFull = 0;    // spans a worker found no room for
-  uint64_t droppedExportFailed = 0; // spans of batches given up after the retries
-  uint64_t exportErrors = 0;        // failed POST attempts
+  uint64_t exported = 0;             // spans accepted by the collector (server + client spans)
+  uint64_t droppedQueueFull = 0;     // spans a worker found no room for
+  uint64_t droppedExportFailed = 0;  // spans of batches given up after the retries
+  uint64_t exportErrors = 0;         // failed POST attempts
 };
 
 class Exporter {

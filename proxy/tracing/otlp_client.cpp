@@ -106,10 +106,10 @@ int OtlpClient::post(const std::string& body, int timeoutMs, std::string& err) {
   for (int round = 0; round < 2; ++round) {
     const bool reused = fd_ >= 0;
     if (!reused && !connect(deadline, err)) return -1;
-    const std::string head = "POST " + path_ + " HTTP/1.1\r\nHost: " + hostHeader_ +
-                       "\r\nContent-Type: application/json\r\nContent-Length: " +
-                       std::to_string(body.size()) + "\r\nUser-Agent: sluice/" SLUICE_VERSION
-                       "\r\n\r\n";
+    const std::string head =
+        "POST " + path_ + " HTTP/1.1\r\nHost: " + hostHeader_ +
+        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\nUser-Agent: sluice/" SLUICE_VERSION "\r\n\r\n";
     bool failed = false;
     const std::string* parts[2] = {&head, &body};
     for (const std::string* part : parts) {

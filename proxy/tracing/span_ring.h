@@ -35,9 +35,9 @@ struct SpanRecord {
   char clientSpanId[16];  // the parent-id sent upstream in traceparent
   bool hasParent = false;
   bool tls = false;
-  bool split = false;    // the route splits traffic
-  uint16_t status = 0;   // sent to the client
-  uint32_t routeId = 0;  // interned route name
+  bool split = false;      // the route splits traffic
+  uint16_t status = 0;     // sent to the client
+  uint32_t routeId = 0;    // interned route name
   uint32_t patternId = 0;  // interned route path pattern
   uint32_t poolId = 0;     // interned pool name (0: none)
   uint64_t startNs = 0, endNs = 0;
@@ -54,7 +54,8 @@ struct SpanRecord {
 
 class SpanRing {
  public:
-  explicit SpanRing(size_t capacity) : cap_(capacity ? capacity : 1), slots_(new SpanRecord[cap_]) {}
+  explicit SpanRing(size_t capacity)
+      : cap_(capacity ? capacity : 1), slots_(new SpanRecord[cap_]) {}
   SpanRing(const SpanRing&) = delete;
   SpanRing& operator=(const SpanRing&) = delete;
 
@@ -92,7 +93,7 @@ class SpanRing {
   alignas(64) std::atomic<uint64_t> published_{0};
   uint64_t head_ = 0;
   uint64_t cachedTail_ = 0;
-  std::atomic<uint64_t> dropped_{0};  // written by the producer only
+  std::atomic<uint64_t> dropped_{0};           // written by the producer only
   alignas(64) std::atomic<uint64_t> tail_{0};  // consumer side
 };
 

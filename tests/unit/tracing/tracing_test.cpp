@@ -315,7 +315,7 @@ TEST_SUITE("tracing") {
         loadTracing("[tracing]\notlp_endpoint = \"http://c\"\nendpoint = \"x\"\n"),
         "unknown key 'endpoint'", 12, 1);
     config::testing::expectError(
-        loadTracing("[tracing]\notlp_endpoint = \"${SLUICE_TEST_UNSET_TRACING_VAR}\"\n"), "tracing.otlp_endpoint",
-        11, 17);
+        loadTracing("[tracing]\notlp_endpoint = \"${SLUICE_TEST_UNSET_TRACING_VAR}\"\n"),
+        "tracing.otlp_endpoint", 11, 17);
   }
 }
