@@ -1,6 +1,7 @@
 // OTLP JSON encoding (see otlp_json.h).
 #include "proxy/tracing/otlp_json.h"
 
+#include <charconv>
 #include <string_view>
 
 #include "proxy/observe/log.h"
@@ -16,6 +17,30 @@ const std::string& NameCache::get(uint32_t id) {
 
 namespace {
 
+// JSON string content: runs of plain printable ASCII are appended at once (the common case,
+// a few hundred bytes per span); anything else goes through the log's escaper.
+void appendEscaped(std::string& out, std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = i;
+    while (j < s.size()) {
+      const auto c = static_cast<unsigned char>(s[j]);
+      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') break;
+      ++j;
+    }
+    out.append(s.data() + i, j - i);
+    if (j == s.size()) return;
+    observe::appendJsonEscaped(out, s.substr(j, 1));
+    i = j + 1;
+  }
+}
+
+void appendInt(std::string& out, int64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, size_t(r.ptr - buf));
+}
+
 class Attributes {
  public:
   explicit Attributes(std::string& out) : out_(out) { out_.append("\"attributes\":["); }
@@ -26,7 +51,7 @@ class Attributes {
   void str(std::string_view key, std::string_view v) {
     open(key);
     out_.append("{\"stringValue\":\"");
-    observe::appendJsonEscaped(out_, v);
+    appendEscaped(out_, v);
     out_.append("\"}}");
   }
   // Only when not empty.
@@ -36,7 +61,7 @@ class Attributes {
   void integer(std::string_view key, int64_t v) {
     open(key);
     out_.append("{\"intValue\":\"");
-    out_.append(std::to_string(v));
+    appendInt(out_, v);
     out_.append("\"}}");
   }
 
@@ -45,7 +70,7 @@ class Attributes {
     if (!first_) out_.push_back(',');
     first_ = false;
     out_.append("{\"key\":\"");
-    observe::appendJsonEscaped(out_, key);
+    appendEscaped(out_, key);
     out_.append("\",\"value\":");
   }
   std::string& out_;
@@ -62,9 +87,9 @@ void field(std::string& out, std::string_view key, std::string_view hex) {
 
 void times(std::string& out, uint64_t startNs, uint64_t endNs, int64_t offset) {
   out.append("\"startTimeUnixNano\":\"");
-  out.append(std::to_string(int64_t(startNs) + offset));
+  appendInt(out, int64_t(startNs) + offset);
   out.append("\",\"endTimeUnixNano\":\"");
-  out.append(std::to_string(int64_t(endNs) + offset));
+  appendInt(out, int64_t(endNs) + offset);
   out.append("\",");
 }
 
@@ -97,9 +122,9 @@ void serverSpan(const SpanRecord& r, int64_t offset, NameCache& names, std::stri
   field(out, "spanId", std::string_view(r.spanId, 16));
   if (r.hasParent) field(out, "parentSpanId", std::string_view(r.parentId, 16));
   out.append("\"name\":\"");
-  observe::appendJsonEscaped(out, r.method.view());
+  appendEscaped(out, r.method.view());
   out.push_back(' ');
-  observe::appendJsonEscaped(out, pattern);
+  appendEscaped(out, pattern);
   out.append("\",\"kind\":2,");
   times(out, r.startNs, r.endNs, offset);
   {
@@ -119,8 +144,8 @@ void serverSpan(const SpanRecord& r, int64_t offset, NameCache& names, std::stri
     if (r.split) a.str("sluice.split", route);
     a.strIf("sluice.ratelimit", r.ratelimit.view());
   }
-  // Status: ERROR for an answer the server failed (5xx), else UNSET.
-  out.append(r.status >= 500 ? ",\"status\":{\"code\":2}}" : ",\"status\":{}}");
+  // Status: ERROR for an answer the server failed (5xx), else UNSET (left out).
+  out.append(r.status >= 500 ? ",\"status\":{\"code\":2}}" : "}");
 }
 
 // The attempt(s) toward the backend: from the first connect to the response head (or to the
@@ -131,7 +156,7 @@ void clientSpan(const SpanRecord& r, int64_t offset, NameCache& names, std::stri
   field(out, "spanId", std::string_view(r.clientSpanId, 16));
   field(out, "parentSpanId", std::string_view(r.spanId, 16));
   out.append("\"name\":\"");
-  observe::appendJsonEscaped(out, r.method.view());
+  appendEscaped(out, r.method.view());
   out.append("\",\"kind\":3,");
   const bool head = r.upstreamHeadNs != 0;
   times(out, r.upstreamStartNs, head ? r.upstreamHeadNs : r.endNs, offset);
@@ -147,7 +172,7 @@ void clientSpan(const SpanRecord& r, int64_t offset, NameCache& names, std::stri
     if (r.poolId) a.str("sluice.pool", names.get(r.poolId));
     a.strIf("sluice.backend", r.backend.view());
   }
-  out.append(!head || r.status >= 500 ? ",\"status\":{\"code\":2}}" : ",\"status\":{}}");
+  out.append(!head || r.status >= 500 ? ",\"status\":{\"code\":2}}" : "}");
 }
 
 }  // namespace

@@ -253,7 +253,7 @@ TEST_SUITE("tracing") {
     const json& spans = j["resourceSpans"][0]["scopeSpans"][0]["spans"];
     REQUIRE(spans.size() == 1);
     CHECK_FALSE(spans[0].contains("parentSpanId"));
-    CHECK(spans[0]["status"].empty());
+    CHECK_FALSE(spans[0].contains("status"));  // UNSET
     CHECK(j["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"] == "sluice");
   }
 
