@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from sluicetest import OtlpReceiver, Response, free_port, http_request, wait_until
+from sluicetest import OtlpReceiver, Response, free_port, http_request, toml_table, wait_until
 from sluicetest.otlp import attrs
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -23,17 +23,7 @@ def receiver():
 
 
 def tracing_table(endpoint, **kw):
-    lines = ["[tracing]", f'otlp_endpoint = "{endpoint}"']
-    settings = {"export_interval": "50ms", **kw}
-    for k, v in settings.items():
-        if isinstance(v, dict):
-            inner = ", ".join(f'"{a}" = "{b}"' for a, b in v.items())
-            lines.append(f"{k} = {{ {inner} }}")
-        elif isinstance(v, str):
-            lines.append(f'{k} = "{v}"')
-        else:
-            lines.append(f"{k} = {v}")
-    return "\n".join(lines) + "\n"
+    return toml_table("[tracing]", {"otlp_endpoint": endpoint, "export_interval": "50ms", **kw})
 
 
 def start(sluice, backend, endpoint, routes=None, pools=None, **kw):

@@ -14,7 +14,8 @@ from .redis import RedisServer
 from .otlp import OtlpReceiver
 from .browser import (Browser, BrowserError, PageRun, PageServer, Tab, chromium_path, probe_page,
                       run_page, PROBE_JS, HOSTS)
-from .process import Sluice, SluiceDied, Metrics, render_config, parse_metrics, run_cli, SLUICE_BIN
+from .process import (Sluice, SluiceDied, Metrics, render_config, parse_metrics, run_cli,
+                      toml_table, SLUICE_BIN)
 
 __all__ = [
     "assert_proxy_error", "RedisServer", "OtlpReceiver", "Blackhole", "free_port", "wait_until", "pattern_bytes", "pattern_sha256", "port_is_open", "port_refuses",
@@ -22,5 +23,6 @@ __all__ = [
     "RawClient", "HttpResponse", "http_request", "build_request", "ConnectionClosed",
     "Browser", "BrowserError", "PageRun", "PageServer", "Tab", "chromium_path", "probe_page", "run_page",
     "PROBE_JS", "HOSTS",
-    "Sluice", "SluiceDied", "Metrics", "render_config", "parse_metrics", "run_cli", "SLUICE_BIN",
+    "Sluice", "SluiceDied", "Metrics", "render_config", "parse_metrics", "run_cli", "toml_table",
+    "SLUICE_BIN",
 ]

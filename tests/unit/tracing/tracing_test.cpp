@@ -294,28 +294,25 @@ TEST_SUITE("tracing") {
     REQUIRE(none.config.has_value());
     CHECK_FALSE(none.config->tracing.enabled);
 
-    // Lines: 1-5 base, 6-9 route, 10 [tracing].
-    config::testing::expectError(loadTracing("[tracing]\nsample_ratio = 1\n"),
-                                 "missing required key 'otlp_endpoint'", 10, 1);
-    config::testing::expectError(
-        loadTracing("[tracing]\notlp_endpoint = \"https://c:4318/v1/traces\"\n"),
-        "https endpoints are not supported", 11, 17);
-    config::testing::expectError(loadTracing("[tracing]\notlp_endpoint = \"grpc://c:4317\"\n"),
-                                 "expected an http:// URL", 11, 17);
-    config::testing::expectError(
-        loadTracing("[tracing]\notlp_endpoint = \"http://c\"\nsample_ratio = 1.5\n"),
-        "tracing.sample_ratio: must be between 0 and 1", 12, 16);
-    config::testing::expectError(
-        loadTracing("[tracing]\notlp_endpoint = \"http://c\"\nqueue_size = 0\n"),
-        "tracing.queue_size: must be between", 12, 14);
-    config::testing::expectError(
-        loadTracing("[tracing]\notlp_endpoint = \"http://c\"\nexport_timeout = \"soon\"\n"),
-        "tracing.export_timeout", 12, 18);
-    config::testing::expectError(
-        loadTracing("[tracing]\notlp_endpoint = \"http://c\"\nendpoint = \"x\"\n"),
-        "unknown key 'endpoint'", 12, 1);
-    config::testing::expectError(
-        loadTracing("[tracing]\notlp_endpoint = \"${SLUICE_TEST_UNSET_TRACING_VAR}\"\n"),
-        "tracing.otlp_endpoint", 11, 17);
+    // Lines: 1-5 base, 6-9 route, 10 [tracing], 11 otlp_endpoint, 12 the next key.
+    struct Bad {
+      std::string table, needle;
+      int line, col;
+    };
+    const std::string ep = "[tracing]\notlp_endpoint = \"http://c\"\n";
+    const Bad cases[] = {
+        {"[tracing]\nsample_ratio = 1\n", "missing required key 'otlp_endpoint'", 10, 1},
+        {"[tracing]\notlp_endpoint = \"https://c:4318/v1/traces\"\n",
+         "https endpoints are not supported", 11, 17},
+        {"[tracing]\notlp_endpoint = \"grpc://c:4317\"\n", "expected an http:// URL", 11, 17},
+        {"[tracing]\notlp_endpoint = \"${SLUICE_TEST_UNSET_TRACING_VAR}\"\n",
+         "tracing.otlp_endpoint", 11, 17},
+        {ep + "sample_ratio = 1.5\n", "tracing.sample_ratio: must be between 0 and 1", 12, 16},
+        {ep + "queue_size = 0\n", "tracing.queue_size: must be between", 12, 14},
+        {ep + "export_timeout = \"soon\"\n", "tracing.export_timeout", 12, 18},
+        {ep + "endpoint = \"x\"\n", "unknown key 'endpoint'", 12, 1},
+    };
+    for (const Bad& b : cases)
+      config::testing::expectError(loadTracing(b.table), b.needle, b.line, b.col);
   }
 }
