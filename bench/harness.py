@@ -90,6 +90,11 @@ WORKLOADS = [
     Workload("regex", "small GET on a prefix route of a host that also has 50 path_regex routes "
              "(none matches: every request tries all 50, then takes the prefix)", "/small",
              proxies=["sluice"], compare_to="small", headers=["Host: regex.bench"]),
+    Workload("tracing", "small GET with a sampled incoming traceparent: every request records "
+             "a server and a client span, exported as OTLP JSON to the origin in batches "
+             "(Sluice runs [tracing] with sample_ratio 0, so `small`, without the header, "
+             "records nothing)", "/small", proxies=["sluice"], compare_to="small",
+             headers=["traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]),
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -253,6 +258,7 @@ http {{
     location = /limited {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
     location = /split {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
     location = /cors {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
+    location = /v1/traces {{ default_type application/json; return 200 "{{}}"; }}
     location / {{ }}
   }}
 }}
@@ -343,6 +349,8 @@ FEATURE_PROBES = {
     "regex": _PROBE_POOLS + '[[route]]\nname = "r"\npath_regex = "^/x"\npool = "a"\n',
     # static file routes
     "static": '[[route]]\nname = "r"\npath = "/"\nstatic = { root = "/" }\n',
+    # OpenTelemetry export
+    "tracing": '[tracing]\notlp_endpoint = "http://127.0.0.1:1/v1/traces"\n',
 }
 
 
@@ -382,7 +390,7 @@ pool = "origin"
 
 
 def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port, split=True,
-                cors=True, regex=True, static_root=""):
+                cors=True, regex=True, static_root="", tracing=True):
     s = f"""[server]
 workers = {workers}
 client_idle_timeout = "300s"
@@ -491,6 +499,14 @@ name = "all"
 path = "/"
 pool = "origin"
 """
+    # Spans for requests with a sampled traceparent only (the "tracing" workload), sent to the
+    # origin, which answers 200 "{}".
+    if tracing:
+        s += f"""
+[tracing]
+otlp_endpoint = "http://127.0.0.1:{origin}/v1/traces"
+sample_ratio = 0.0
+"""
     return s
 
 
@@ -591,7 +607,8 @@ class Bench:
                                cors=supports(binary, self.tmp, "cors"),
                                regex=supports(binary, self.tmp, "regex"),
                                static_root=os.path.join(self.tmp, "www") + "/"
-                               if supports(binary, self.tmp, "static") else "")
+                               if supports(binary, self.tmp, "static") else "",
+                               tracing=supports(binary, self.tmp, "tracing"))
             argv = [binary, "-c", conf]
         with open(conf, "w") as f:
             f.write(text)

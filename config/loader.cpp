@@ -29,9 +29,10 @@ void sortByPosition(std::vector<ConfigError>& list) {
 namespace {
 
 void loadSections(LoadContext& ctx, const toml::table& root) {
-  ctx.checkKeys(root,
-                {"server", "admin", "log", "listener", "pool", "route", "redis", "middleware"},
-                {"tracing"}, "at the top level");
+  ctx.checkKeys(
+      root,
+      {"server", "admin", "log", "listener", "pool", "route", "redis", "middleware", "tracing"}, {},
+      "at the top level");
   if (const auto* n = root.get("server")) loadServer(ctx, *n);
   if (const auto* n = root.get("admin")) loadAdmin(ctx, *n);
   if (const auto* n = root.get("log")) loadLog(ctx, *n);
@@ -44,6 +45,7 @@ void loadSections(LoadContext& ctx, const toml::table& root) {
   if (const auto* n = root.get("redis")) loadRedis(ctx, *n);
   if (const auto* n = root.get("middleware")) loadMiddleware(ctx, *n);
   if (const auto* n = root.get("route")) loadRoutes(ctx, *n);
+  if (const auto* n = root.get("tracing")) loadTracing(ctx, *n);
 }
 
 // Whole-file warnings, once every section is loaded.

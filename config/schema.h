@@ -261,6 +261,23 @@ struct RedisSettings {
   SourcePos pos;
 };
 
+// [tracing]: OpenTelemetry spans, exported as OTLP/HTTP JSON (docs/observability.md).
+struct TracingSettings {
+  bool enabled = false;  // true when a [tracing] table is present
+  std::string endpoint;  // as written (after ${ENV}): http://host[:port]/path
+  std::string host;      // from the endpoint, without brackets
+  uint16_t port = 80;
+  std::string path = "/";
+  double sampleRatio = 1.0;  // for requests without a parent
+  std::string serviceName = "sluice";
+  std::vector<std::pair<std::string, std::string>> resourceAttributes;  // in file order
+  uint32_t queueSize = 4096;  // spans per worker waiting for the exporter
+  uint32_t batchSize = 512;   // spans per POST at most
+  Duration exportInterval{1000};
+  Duration exportTimeout{5000};  // one POST (connect, send, answer)
+  SourcePos pos;
+};
+
 // The settings of one [middleware.NAME] table. Each middleware type defines its own subclass
 // (in middleware/, next to its filter) and parses it through config/middleware_types.h; the
 // config layer only carries it, immutable, from the loader to that type's factory builder.
@@ -296,6 +313,7 @@ struct Config {
   std::vector<RouteConfig> routes;  // in file order
   RedisSettings redis;
   std::vector<MiddlewareConfig> middleware;  // in file order
+  TracingSettings tracing;
 };
 
 }  // namespace sluice::config

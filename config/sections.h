@@ -1,7 +1,7 @@
 // One function per top-level section of the config file, called by the loader (loader.cpp)
 // in dependency order: [server], [admin], [log], [[listener]], [pool.*], [redis],
 // [middleware.*] (rate limits read [redis]), then [[route]] (routes read the declared pools
-// and middleware). Each fills ctx.config() and reports through ctx.
+// and middleware), and [tracing]. Each fills ctx.config() and reports through ctx.
 #pragma once
 
 #include <toml++/toml.h>
@@ -27,5 +27,8 @@ void loadMiddleware(LoadContext& ctx, const toml::node& n);
 
 // route_section.cpp
 void loadRoutes(LoadContext& ctx, const toml::node& n);
+
+// tracing_section.cpp
+void loadTracing(LoadContext& ctx, const toml::node& n);
 
 }  // namespace sluice::config

@@ -191,6 +191,7 @@ bool Server::start() {
   workerExit_.data = this;
   uv_timer_init(&loop_, &shutdownTimer_);
   shutdownTimer_.data = this;
+  applyTracing(cfg, false);
   for (unsigned i = 0; i < n; ++i) {
     workers_[i]->setExitHook([this] {
       workersExited_.fetch_add(1);
@@ -220,6 +221,28 @@ bool Server::start() {
             {"fd_limit", std::to_string(fdLimit_)},
             {"admin", admin_ ? config::formatHostPort(admin_->address()) : "-"}});
   return true;
+}
+
+void Server::applyTracing(const config::Config& cfg, bool workersRunning) {
+  if (!cfg.tracing.enabled) return;  // a running exporter stays: the workers stop feeding it
+  if (tracer_) {
+    if (cfg.tracing.queueSize != tracer_->queueSize())
+      logEvent(LogLevel::Warn,
+               "tracing.queue_size changes need a restart; keeping the running size");
+    tracer_->configure(cfg.tracing);
+    return;
+  }
+  tracer_ = std::make_unique<tracing::Exporter>(workers_.size(), cfg.tracing.queueSize);
+  tracer_->configure(cfg.tracing);
+  tracer_->start();
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i].get();
+    tracing::SpanRing* ring = tracer_->ring(i);
+    if (workersRunning)
+      w->post([w, ring] { w->setSpanRing(ring); });
+    else
+      w->setSpanRing(ring);
+  }
 }
 
 void Server::startSignals() {
@@ -303,6 +326,7 @@ void Server::reload() {
   // Last, because it cannot be undone: the access-log target.
   if (!applyLogSettings(cfg, err)) return abandon(err);
   ++generation_;
+  applyTracing(cfg, true);
   publish(snap, fds);
   if (adminChanged) {
     retire(std::move(admin_));
@@ -540,6 +564,9 @@ int Server::run() {
   if (!start()) return 1;
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
+  // After the workers: every span is in the rings. The final flush is bounded by
+  // tracing.export_timeout.
+  if (tracer_) tracer_->stop();
   if (!pidFile_.empty()) ::unlink(pidFile_.c_str());
   logEvent(LogLevel::Info, "sluice stopped");
   observe::LogWriter::instance().stop();

@@ -18,6 +18,7 @@
 #include "proxy/release_store.h"
 #include "proxy/router/drain.h"
 #include "proxy/snapshot.h"
+#include "proxy/tracing/exporter.h"
 #include "proxy/upstream/health.h"
 #include "proxy/upstream/resolver.h"
 #include "proxy/worker.h"
@@ -56,6 +57,8 @@ class Server {
   // Admin drain/undrain of `address` (a configured address, a backend name "address@ip" or a
   // resolved "ip:port") in `pool`. Returns how many backends matched.
   size_t setDraining(const std::string& pool, const std::string& address, bool draining);
+  // [tracing] export counters; null when tracing was never configured.
+  const tracing::Exporter* tracer() const { return tracer_.get(); }
   // An admin action changed a release: persist it now.
   void releaseChanged() {
     if (releaseStore_) releaseStore_->flush();
@@ -76,6 +79,10 @@ class Server {
   // Hands a built snapshot and the new listening sockets to every worker (reload).
   void publish(const SnapshotPtr& snap, std::map<std::string, std::vector<int>>& fds);
   void startSignals();
+  // [tracing]: starts the exporter the first time a config has it (handing each worker its
+  // ring: directly before the workers start, else through post() ahead of the snapshot that
+  // enables it), or passes it the new settings.
+  void applyTracing(const config::Config& cfg, bool workersRunning);
   // Backend sets and health: publish a snapshot rebuilt from the running config (DNS change),
   // and the periodic state monitor (logs/counts state changes, drops idle connections to
   // backends that went down).
@@ -111,6 +118,7 @@ class Server {
   router::DrainTracker drains_;  // quiet split pools, by name (survives snapshot swaps)
   std::vector<std::string> boundKeys_;
   std::unique_ptr<admin::AdminServer> admin_;
+  std::unique_ptr<tracing::Exporter> tracer_;
   std::vector<std::unique_ptr<admin::AdminServer>> retiredAdmins_;
   std::string pidFile_;
   uint64_t generation_ = 0;

@@ -186,6 +186,7 @@ std::shared_ptr<Snapshot> buildSnapshot(const config::Config& cfg,
       r.pool = split->arms.front().pool;
       r.split = std::move(split);
     }
+    r.patternId = observe::internName(r.path);
     routes.push_back(std::move(r));
   }
   snap->routes.build(std::move(routes));

@@ -31,6 +31,9 @@
 namespace sluice {
 
 class DownstreamConnection;
+namespace tracing {
+class SpanRing;
+}
 
 // One drain of a pool (drain_timeout), posted to every worker: each closes what it has open
 // to the pool and reports its counts; the last one to report logs "pool drained".
@@ -94,6 +97,10 @@ class Worker {
   // Requests waiting for a max_connections slot.
   upstream::SlotQueue& slotQueue() { return *slotQueue_; }
   std::string& accessBuffer() { return accessBuf_; }
+  // [tracing]: this worker's span ring (owned by the exporter), null until tracing is first
+  // configured. Set before start() or through post().
+  tracing::SpanRing* spanRing() const { return spanRing_; }
+  void setSpanRing(tracing::SpanRing* ring) { spanRing_ = ring; }
   middleware::WorkerServices& services() { return services_; }
   bool draining() const { return draining_; }
   uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
@@ -173,6 +180,7 @@ class Worker {
   upstream::BalancerSet balancers_;
   router::Splitter splitter_;
   std::string accessBuf_;
+  tracing::SpanRing* spanRing_ = nullptr;
   middleware::WorkerServices services_;
   std::function<void()> exitHook_;
   DownstreamConnection* connHead_ = nullptr;  // intrusive list of open client connections

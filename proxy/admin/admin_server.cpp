@@ -584,6 +584,10 @@ void AdminServer::finishScrapes() {
     for (const auto& r : snap.routes.routes())
       if (r.split && r.split->release->promoteRules().enabled)
         p.releaseSteps.push_back({r.name, r.split->release->state().step});
+    if (const tracing::Exporter* tr = server_.tracer()) {
+      const tracing::ExportStats st = tr->stats();
+      p.tracing = {true, st.exported, st.droppedQueueFull, st.droppedExportFailed, st.exportErrors};
+    }
     std::string text;
     observe::renderPrometheus(s->merged, p, text);
     text.append(

@@ -1,10 +1,13 @@
 // The exchange's phases (see exchange.h) and its response path.
 #include "proxy/exchange/exchange.h"
 
+#include <cstring>
+
 #include "proxy/admin/health.h"
 #include "proxy/net/client_ip.h"
 #include "proxy/observe/access_log.h"
 #include "proxy/observe/ids.h"
+#include "proxy/tracing/span_ring.h"
 #include "proxy/worker.h"
 #include "tls/tls_session.h"
 
@@ -146,7 +149,15 @@ bool Exchange::matchRoute(std::string_view path, std::string_view query,
   } else {
     target_.assign(req.target);
   }
-  observe::nextTraceparent(req.headers.get(http::Hdr::Traceparent), w_.ids(), traceparent_);
+  const std::string_view incoming = req.headers.get(http::Hdr::Traceparent);
+  const config::TracingSettings& tracing = snap_->config.tracing;
+  if (!tracing.enabled) {
+    observe::nextTraceparent(incoming, w_.ids(), traceparent_);
+  } else {
+    observe::startTrace(incoming, w_.ids(), observe::sampleThreshold(tracing.sampleRatio),
+                        traceparent_, trace_);
+    s_.traced = trace_.sampled && w_.spanRing() != nullptr;
+  }
   return true;
 }
 
@@ -301,9 +312,11 @@ void Exchange::finish() {
   const uint32_t poolId = s_.pool ? s_.pool->nameId : 0;
   w_.metrics().request(routeId, poolId, s_.status, seconds);
   filters_.complete(ctx_);
+  if (s_.traced) recordSpan(end);
   if (!observe::LogWriter::instance().accessEnabled()) return;
   observe::AccessRecord rec;
   rec.requestId = requestId_;
+  if (traceparent_.size() >= 35) rec.traceId = std::string_view(traceparent_).substr(3, 32);
   rec.clientIp = s_.clientIp.empty() ? std::string_view(down_->peerIp) : s_.clientIp;
   if (req_) {
     rec.method = req_->method;
@@ -326,6 +339,41 @@ void Exchange::finish() {
   if (down_->tls && down_->tls->handshakeDone()) rec.tls = down_->tls->version();
   if (const std::string* rl = ctx_.attributes.get("log", "ratelimit")) rec.ratelimit = *rl;
   observe::appendAccessLine(w_.accessBuffer(), rec);
+}
+
+void Exchange::recordSpan(uint64_t endNs) {
+  tracing::SpanRing& ring = *w_.spanRing();
+  tracing::SpanRecord* r = ring.claim();
+  if (r == nullptr) return;              // full: dropped and counted by the ring
+  const char* tp = traceparent_.data();  // "00-" trace "-" client span "-" flags
+  std::memcpy(r->traceId, tp + 3, 32);
+  std::memcpy(r->clientSpanId, tp + 36, 16);
+  std::memcpy(r->spanId, trace_.spanId, 16);
+  r->hasParent = trace_.hasParent;
+  if (trace_.hasParent) std::memcpy(r->parentId, trace_.parentId, 16);
+  r->tls = down_->tls != nullptr;
+  r->split = s_.route->split != nullptr;
+  r->status = uint16_t(s_.status);
+  r->routeId = s_.route->nameId;
+  r->patternId = s_.route->patternId;
+  r->poolId = s_.pool ? s_.pool->nameId : 0;
+  r->startNs = s_.startNs;
+  r->endNs = endNs;
+  r->upstreamStartNs = upstream_->startNs();
+  r->upstreamHeadNs = upstream_->headNs();
+  const upstream::Backend* b = upstream_->backend();
+  r->backend.set(b ? std::string_view(b->address) : std::string_view());
+  const std::string* rl = ctx_.attributes.get("log", "ratelimit");
+  r->ratelimit.set(rl ? std::string_view(*rl) : std::string_view());
+  r->clientIp.set(s_.clientIp.empty() ? std::string_view(down_->peerIp) : s_.clientIp);
+  r->host.set(host_);
+  r->method.set(req_->method);
+  std::string_view path = req_->target, hostFromTarget, query;
+  if (path.empty() || path[0] != '/')
+    router::splitTarget(req_->target, hostFromTarget, path, query);
+  r->path.set(path.substr(0, path.find('?')));
+  r->userAgent.set(req_->headers.get(http::Hdr::UserAgent));
+  ring.commit();
 }
 
 // ---------------------------------------------------------------- request body and tunnel

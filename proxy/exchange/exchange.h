@@ -14,7 +14,7 @@
 //   choosePool       the pool, from the route and the request context after the filters
 //   startUpstream    UpstreamRequest: pick, connect, send head, relay, retry, outcome
 //   response         response filters, then the codec encodes head and body
-//   finish           metrics, filters' onComplete, access log
+//   finish           metrics, filters' onComplete, the trace span ([tracing]), access log
 //
 // Every answer the proxy makes itself goes through sendLocalReply() (http::LocalReply), so
 // listener headers, response filters, request id, metrics and the access log apply to all.
@@ -28,6 +28,7 @@
 #include "proxy/exchange/upstream_request.h"
 #include "proxy/files/file_responder.h"
 #include "proxy/http/server_stream.h"
+#include "proxy/observe/ids.h"
 #include "proxy/snapshot.h"
 
 namespace sluice {
@@ -122,6 +123,8 @@ class Exchange final : public RequestDecoder,
   const upstream::Pool* pickPool();
   void startUpstream();
   void finish();
+  // A sampled request's span record, into the worker's ring ([tracing]).
+  void recordSpan(uint64_t endNs);
 
   // Response helpers.
   size_t encodeHeaders(http::ResponseHead& head, ResponseInfo& info);
@@ -181,13 +184,15 @@ class Exchange final : public RequestDecoder,
     bool logged = false;
     bool ended = false;  // the response is complete (or the exchange was abandoned)
     bool upstreamPaused = false;
+    bool traced = false;        // [tracing] sampled this request: trace_ holds its span ids
     std::string_view clientIp;  // peer or clientIpBuf_
   } s_;
   uint32_t generation_ = 0;  // bumped by reset(): stale filter callbacks see a new one
   bool dirty_ = false;
   std::string requestId_;
   std::string traceparent_;
-  std::string host_;  // normalized
+  observe::TraceStart trace_;  // valid while s_.traced
+  std::string host_;           // normalized
   std::string target_;
   std::string authority_;  // from an absolute-form target
   std::string clientIpBuf_;

@@ -59,13 +59,16 @@ void appendAccessLine(std::string& out, const AccessRecord& r) {
     appendNginxEscaped(out, r.referer);
     out.append("\" \"");
     appendNginxEscaped(out, r.userAgent);
-    out.append("\"\n");
+    out.append("\" ");
+    appendNginxEscaped(out, r.traceId);  // an addition to nginx's combined: the trace id
+    out.push_back('\n');
     return;
   }
   out.append("{\"time\":\"");
   appendRfc3339Ms(out, now);
   out.push_back('"');
   jsonField(out, "request_id", r.requestId, true);
+  jsonField(out, "trace_id", r.traceId, true);
   jsonField(out, "client_ip", r.clientIp, true);
   jsonField(out, "method", r.method, true);
   jsonField(out, "host", r.host, true);

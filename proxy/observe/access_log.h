@@ -11,8 +11,8 @@
 namespace sluice::observe {
 
 struct AccessRecord {
-  std::string_view requestId, clientIp, method, host, path, upstream, route, pool, userAgent,
-      referer;
+  std::string_view requestId, traceId, clientIp, method, host, path, upstream, route, pool,
+      userAgent, referer;
   std::string_view ratelimit = "-";
   std::string_view tls = "-";
   int status = 0;

@@ -123,4 +123,45 @@ void nextTraceparent(std::string_view incoming, IdGenerator& gen, std::string& o
   out.append("-01");
 }
 
+void writeHex64(char* out, uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) __builtin_memcpy(out + 2 * i, kPairs.pairs[v & 0xff], 2);
+}
+
+void appendHex64(std::string& out, uint64_t v) {
+  char buf[16];
+  writeHex64(buf, v);
+  out.append(buf, 16);
+}
+
+uint64_t sampleThreshold(double ratio) {
+  if (!(ratio > 0)) return 0;
+  if (ratio >= 1) return UINT64_MAX;
+  return uint64_t(ratio * 18446744073709551616.0);  // ratio x 2^64, below 2^64
+}
+
+static int hexValue(char c) {
+  return c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
+void startTrace(std::string_view incoming, IdGenerator& gen, uint64_t threshold, std::string& out,
+                TraceStart& ts) {
+  if (isValidTraceparent(incoming)) {
+    nextTraceparent(incoming, gen, out);
+    ts.sampled = (hexValue(incoming[54]) & 1) != 0;  // flags' low bit
+    ts.hasParent = true;
+    __builtin_memcpy(ts.parentId, incoming.data() + 36, 16);
+  } else {
+    const uint64_t hi = gen.next(), lo = gen.next();
+    ts.sampled = sampledByRatio(lo, threshold);
+    ts.hasParent = false;
+    out.append("00-");
+    appendHex64(out, hi);
+    appendHex64(out, lo);
+    out.push_back('-');
+    appendHex64(out, gen.next());
+    out.append(ts.sampled ? "-01" : "-00");
+  }
+  if (ts.sampled) writeHex64(ts.spanId, gen.next());
+}
+
 }  // namespace sluice::observe

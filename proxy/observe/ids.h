@@ -28,4 +28,29 @@ bool isSaneRequestId(std::string_view id);
 void nextTraceparent(std::string_view incoming, IdGenerator& gen, std::string& out);
 bool isValidTraceparent(std::string_view tp);
 
+// 16 lower-case hex characters of `v`, most significant byte first.
+void appendHex64(std::string& out, uint64_t v);
+void writeHex64(char* out, uint64_t v);
+
+// Sampling with [tracing] (TraceIdRatioBased): a trace without a parent is sampled when the
+// lower 8 bytes of its id, read as a big-endian number, are below ratio x 2^64.
+uint64_t sampleThreshold(double ratio);  // UINT64_MAX: every trace
+inline bool sampledByRatio(uint64_t traceIdLow, uint64_t threshold) {
+  return threshold == UINT64_MAX || traceIdLow < threshold;
+}
+
+// The span ids of a request traced with [tracing].
+struct TraceStart {
+  char spanId[16];    // the server span (hex)
+  char parentId[16];  // the incoming traceparent's parent-id, when hasParent
+  bool hasParent = false;
+  bool sampled = false;
+};
+// With [tracing]: like nextTraceparent (its parent-id is the id of the CLIENT span toward the
+// backend), but parent-based sampling: an incoming valid traceparent's sampled flag decides,
+// else `threshold` on the new trace id, and the flags sent say the decision. Fills `ts`; the
+// server span id is made only for a sampled request.
+void startTrace(std::string_view incoming, IdGenerator& gen, uint64_t threshold, std::string& out,
+                TraceStart& ts);
+
 }  // namespace sluice::observe

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <tuple>
 
@@ -205,6 +206,20 @@ static void appendHistograms(std::string& out, const char* name, const char* hel
     series("_count");
     out.append("} ");
     appendUnsigned(out, h.count);
+    out.push_back('\n');
+  }
+}
+
+// A counter family with fixed label sets: {labels ("" for none), value}.
+static void appendCounter(std::string& out, std::string_view name, std::string_view help,
+                          std::initializer_list<std::pair<std::string_view, uint64_t>> series) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ");
+  out.append(name).append(" counter\n");
+  for (const auto& [labels, v] : series) {
+    out.append(name);
+    if (!labels.empty()) out.append("{").append(labels).append("}");
+    out.push_back(' ');
+    appendUnsigned(out, v);
     out.push_back('\n');
   }
 }
@@ -435,6 +450,19 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
   out.append("# TYPE sluice_config_generation gauge\nsluice_config_generation ");
   appendUnsigned(out, p.generation);
   out.push_back('\n');
+  if (p.tracing.enabled) {
+    const auto& t = p.tracing;
+    appendCounter(out, "sluice_tracing_spans_exported_total", "Spans the OTLP collector accepted.",
+                  {{"", t.exported}});
+    appendCounter(out, "sluice_tracing_dropped_total",
+                  "Spans dropped: a worker's queue was full, or the export failed after its "
+                  "retries.",
+                  {{"reason=\"queue_full\"", t.droppedQueueFull},
+                   {"reason=\"export_failed\"", t.droppedExportFailed}});
+    appendCounter(out, "sluice_tracing_export_errors_total",
+                  "Failed export attempts (no answer, or an error status).",
+                  {{"", t.exportErrors}});
+  }
 }
 
 }  // namespace sluice::observe

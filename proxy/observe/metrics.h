@@ -122,6 +122,10 @@ struct ProcessMetrics {
     uint32_t step;  // promotion steps reached (0 = none)
   };
   std::vector<ReleaseStep> releaseSteps;  // split routes with [route.promote]
+  struct Tracing {
+    bool enabled = false;  // [tracing] configured since start: the series below are shown
+    uint64_t exported = 0, droppedQueueFull = 0, droppedExportFailed = 0, exportErrors = 0;
+  } tracing;
 };
 
 void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::string& out);

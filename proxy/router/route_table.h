@@ -39,9 +39,10 @@ struct FixedAnswer {
 
 struct Route {
   std::string name;
-  uint32_t nameId = 0;  // interned, for metrics
-  std::string host;     // lower-case; "" = any
-  std::string path;     // prefix or exact path; the pattern of a regex route
+  uint32_t nameId = 0;     // interned, for metrics
+  uint32_t patternId = 0;  // `path` interned, for trace spans (http.route)
+  std::string host;        // lower-case; "" = any
+  std::string path;        // prefix or exact path; the pattern of a regex route
   bool exact = false;
   bool prefixPriority = false;            // a prefix that, as the longest, skips the regexes
   std::shared_ptr<const re2::RE2> regex;  // set for path_regex routes

@@ -5,7 +5,7 @@ import re
 from sluicetest import Response, free_port, http_request
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)$")
-FIELDS = {"time", "request_id", "client_ip", "method", "host", "path", "status", "bytes_sent",
+FIELDS = {"time", "request_id", "trace_id", "client_ip", "method", "host", "path", "status", "bytes_sent",
           "duration_ms", "upstream", "upstream_ms", "route", "pool", "user_agent", "ratelimit",
           "tls"}
 
@@ -92,6 +92,8 @@ def test_access_log_combined_format(backend, sluice):
     assert int(m.group(6)) >= 100
     assert m.group(7) == "http://ref.test/"
     assert m.group(8) == "combined-agent"
+    # Sluice's addition after nginx's fields: the trace id sent upstream.
+    assert re.search(r'"combined-agent" [0-9a-f]{32}$', line), line
 
 
 def test_access_log_off(backend, sluice):

@@ -52,6 +52,12 @@ def _table(header, d):
     return "\n".join(out) + "\n"
 
 
+def toml_table(header, d):
+    """One TOML table: `header` ("[tracing]") and its keys from the dict (None values left
+    out; nested dicts as inline tables)."""
+    return _table(header, d)
+
+
 def render_config(*, listeners, pools=None, routes=None, server=None, admin=None, log=None,
                   extra=""):
     """Render a Sluice TOML config.
