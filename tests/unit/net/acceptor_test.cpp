@@ -110,6 +110,7 @@ TEST_CASE("acceptor: takes every waiting connection with its peer address, then 
   Acceptor* a = Acceptor::open(&loop, lfd, &rec, err);
   REQUIRE(a != nullptr);
   std::vector<int> clients;
+  clients.reserve(3);
   for (int i = 0; i < 3; ++i) clients.push_back(connectTo(port));
   REQUIRE(runUntil(&loop, [&] { return rec.fds.size() == 3; }));
   for (const auto& p : rec.peers) {
@@ -143,7 +144,7 @@ TEST_CASE("acceptor: out of descriptors it pauses instead of retrying, then take
   REQUIRE(highest >= 0);
   ::close(highest);
   rlimit low = saved;
-  low.rlim_cur = rlim_t(highest + 16);
+  low.rlim_cur = rlim_t(highest) + 16;
   REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
   std::vector<int> filler;
   for (int fd; (fd = ::dup(0)) >= 0;) filler.push_back(fd);
@@ -215,6 +216,7 @@ TEST_CASE("peer counts: workers taking and giving back places at once never pass
   constexpr uint32_t kCap = 3;
   std::atomic<uint32_t> inUse{0}, maxSeen{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 20000; ++i) {
