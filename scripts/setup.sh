@@ -5,18 +5,22 @@
 #   scripts/setup.sh --bench  also nginx, haproxy, wrk, gnuplot for bench/
 #   scripts/setup.sh --lint   also clang-tidy-14 for scripts/lint.sh (options combine)
 #   scripts/setup.sh --browser  also chromium, driven headless by the browser (CORS) tests
+#   scripts/setup.sh --sanitize also clang-14, its sanitizer/libFuzzer runtimes and
+#                               llvm-symbolizer for scripts/sanitize.sh
 #   scripts/setup.sh --runtime  only what the built binary needs to run (container image)
 set -euo pipefail
 
 want_bench=0
 want_lint=0
 want_browser=0
+want_sanitize=0
 runtime_only=0
 for a in "$@"; do
   case "$a" in
     --bench) want_bench=1 ;;
     --lint) want_lint=1 ;;
     --browser) want_browser=1 ;;
+    --sanitize) want_sanitize=1 ;;
     --runtime) runtime_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
@@ -34,6 +38,9 @@ if [ "$want_bench" = 1 ]; then
 fi
 if [ "$want_lint" = 1 ]; then
   pkgs+=(clang-tidy-14)
+fi
+if [ "$want_sanitize" = 1 ]; then
+  pkgs+=(clang-14 libclang-rt-14-dev llvm-14)
 fi
 if [ "$want_browser" = 1 ]; then
   # the browser-level (CORS) integration tests drive it headless (sluicetest.browser); without
