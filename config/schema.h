@@ -41,10 +41,10 @@ constexpr int64_t kMaxConnectionsLimit = 10'000'000;
 
 struct ServerSettings {
   unsigned workers = 0;  // 0 = "auto" (number of CPUs)
+  std::string pidFile;   // empty = none
   // Client connections open at once, all workers together (each worker takes its share).
   // 0 = "auto": the Server derives it from the open-file limit before a snapshot is built.
   uint64_t maxConnections = 0;
-  std::string pidFile;  // empty = none
   Duration shutdownTimeout{30000};
   uint64_t maxHeaderSize = 32 * 1024;
   uint64_t maxBodySize = 100ull * 1024 * 1024;  // 0 = unlimited
@@ -94,8 +94,9 @@ struct ListenerTls {
 struct ListenerConfig {
   std::string name;
   HostPort listen;
-  std::string redirectHttps;         // empty = route normally
-  uint32_t maxConnectionsPerIp = 0;  // open connections from one peer address; 0 = no cap
+  std::string redirectHttps;  // empty = route normally
+  // Open connections from one peer address; 0 = no cap.
+  uint32_t maxConnectionsPerIp = 0;
   ListenerTls tls;
   SourcePos pos;
 };
@@ -207,7 +208,7 @@ struct StaticConfig {
   // Candidates in order ($uri = the request path below the route's files; a trailing '/'
   // means a directory); the last is the fallback: a path, or "=CODE". Empty: just $uri.
   std::vector<std::string> tryFiles;
-  std::string cacheControl;    // Cache-Control of file answers; empty = none
+  std::string cacheControl;   // Cache-Control of file answers; empty = none
   bool precompressed = false;  // serve FILE.br / FILE.gz when the client accepts them
   // How long a worker reuses a small file's lookup (content and validators) without asking the
   // disk again; 0 = look up on every request.

@@ -12,6 +12,8 @@
 #   scripts/setup.sh --runtime  only the shared libraries the built binary links (container image)
 #   scripts/setup.sh --containers  also podman, buildah, debootstrap, docker-compose: the
 #                                  container tests (scripts/test.sh --containers)
+#   scripts/setup.sh --sanitize also clang-14, its sanitizer/libFuzzer runtimes and
+#                               llvm-symbolizer for scripts/sanitize.sh
 set -euo pipefail
 
 want_bench=0
@@ -19,6 +21,7 @@ want_lint=0
 want_browser=0
 want_containers=0
 want_prometheus=0
+want_sanitize=0
 runtime_only=0
 build_only=0
 for a in "$@"; do
@@ -28,6 +31,7 @@ for a in "$@"; do
     --browser) want_browser=1 ;;
     --containers) want_containers=1 ;;
     --prometheus) want_prometheus=1 ;;
+    --sanitize) want_sanitize=1 ;;
     --runtime) runtime_only=1 ;;
     --build-only) build_only=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
@@ -48,6 +52,9 @@ if [ "$want_bench" = 1 ]; then
 fi
 if [ "$want_lint" = 1 ]; then
   pkgs+=(clang-tidy-14)
+fi
+if [ "$want_sanitize" = 1 ]; then
+  pkgs+=(clang-14 libclang-rt-14-dev llvm-14)
 fi
 if [ "$want_browser" = 1 ]; then
   # the browser-level (CORS) integration tests drive it headless (sluicetest.browser); without

@@ -157,13 +157,9 @@ const config::ServerSettings& DownstreamConnection::settings() const {
   return w_.snapshot()->config.server;
 }
 
-bool DownstreamConnection::closing() const {
-  return shuttingDown_ || w_.draining();
-}
+bool DownstreamConnection::closing() const { return shuttingDown_ || w_.draining(); }
 
-net::OutQueue& DownstreamConnection::out() {
-  return stream().out;
-}
+net::OutQueue& DownstreamConnection::out() { return stream().out; }
 
 // ---------------------------------------------------------------- reading
 

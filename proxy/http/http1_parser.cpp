@@ -115,6 +115,9 @@ struct ParserCallbacks {
       // A response with a transfer coding other than chunked is delimited by close; we only
       // pass chunked through, so treat anything else as malformed.
       if ((p->flags & F_TRANSFER_ENCODING) && !chunked) return s->fail(ParseError::Malformed);
+      // llhttp takes any three digits; a status below 100 has no class (RFC 9110 15), and
+      // forwarded it would become a status line of fewer than three digits.
+      if (r.status < 100) return s->fail(ParseError::Malformed);
     }
     int rc = s->handler_->onHeadersComplete();
     if (rc < 0) return s->fail(ParseError::Aborted);

@@ -65,9 +65,10 @@ struct WorkerMetrics {
   std::unordered_map<uint32_t, Histogram> upstreamDurations;
   // key: pool(24) | backend(24) | kind(8)
   std::unordered_map<uint64_t, uint64_t> upstreamErrors;
-  std::unordered_map<uint32_t, int64_t> connectionsActive;    // by listener name
-  std::unordered_map<uint32_t, uint64_t> connectionsTotal;    // by listener name
-  std::unordered_map<uint64_t, uint64_t> connectionsRefused;  // listener(32) | ConnRefusal(8)
+  std::unordered_map<uint32_t, int64_t> connectionsActive;  // by listener name
+  std::unordered_map<uint32_t, uint64_t> connectionsTotal;  // by listener name
+  // key: listener(32) | ConnRefusal(8)
+  std::unordered_map<uint64_t, uint64_t> connectionsRefused;
 
   // TLS: key listener(32) | version index(8) | resumed(1); errors: listener(32) | reason id.
   std::unordered_map<uint64_t, uint64_t> tlsHandshakes;

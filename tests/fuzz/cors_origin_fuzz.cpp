@@ -2,9 +2,9 @@
 // through the CORS origin parser, the pattern matcher and the preflight judgement. Checks the
 // invariants an attacker probes: a parsed origin serialises to something that parses again to
 // the same origin, and nothing but a literal "null" pattern ever allows "null".
-// Build: cmake -S . -B build-fuzz -DSLUICE_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ && \
-//        cmake --build build-fuzz --target cors_origin_fuzz
-// Run:   build-fuzz/cors_origin_fuzz -max_total_time=60 tests/fuzz/corpus-cors
+// Build: scripts/sanitize.sh --build-only (or cmake -DSLUICE_FUZZ=ON with clang++)
+// Run:   mkdir -p /tmp/f; build-san/cors_origin_fuzz -max_total_time=60 /tmp/f \
+//          tests/fuzz/corpus-cors   (new inputs go to /tmp/f; the seeds are only read)
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

@@ -1,8 +1,8 @@
 // libFuzzer target: arbitrary bytes through the request and response parsers, fed whole and
 // split at a point chosen by the input, through the proxy's own rewriting of what parsed.
-// Build: cmake -S . -B build-fuzz -DSLUICE_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ && \
-//        cmake --build build-fuzz --target http1_parser_fuzz
-// Run:   build-fuzz/http1_parser_fuzz -max_total_time=60 tests/fuzz/corpus
+// Build: scripts/sanitize.sh --build-only (or cmake -DSLUICE_FUZZ=ON with clang++)
+// Run:   mkdir -p /tmp/f; build-san/http1_parser_fuzz -max_total_time=60 /tmp/f \
+//          tests/fuzz/corpus   (new inputs go to /tmp/f; the seeds are only read)
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -5,6 +5,8 @@ clients); HEAD, 204 and 304 responses that carry a body."""
 
 import time
 
+import pytest
+
 from sluicetest import RawClient, Response, assert_proxy_error, build_request, http_request
 
 
@@ -98,6 +100,16 @@ def test_body_short_of_content_length_aborts_client(backend, proxy):
 
 def test_differing_content_lengths_502(backend, proxy):
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    backend.on("/bad", Response(raw=raw, close=False))
+    s = proxy(backend)
+    assert_proxy_error(http_request(s.port(), "GET", "/bad"), 502, "bad_gateway")
+    check_not_reused(backend, s)
+
+
+@pytest.mark.parametrize("raw", [b"HTTP/1.1 099 Continue\r\nContent-Length: 2\r\n\r\nok",
+                                 b"HTTP/1.1 000 Zero\r\n\r\nuntil close"])
+def test_status_below_100_502(backend, proxy, raw):
+    # Forwarded, "099" would have become "HTTP/1.1 99 ..." (found by http1_response_fuzz).
     backend.on("/bad", Response(raw=raw, close=False))
     s = proxy(backend)
     assert_proxy_error(http_request(s.port(), "GET", "/bad"), 502, "bad_gateway")

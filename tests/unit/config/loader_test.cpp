@@ -569,16 +569,10 @@ pool = "p"
   expectError(r, "listener[0].redirect_https: expected an https:// URL", 11, 18);
   expectError(r, "invalid pool name 'bad name'", 12, 7);
   expectError(r, "pool.p.backends[0].weight: must be between 1 and 1000, got 1001", 15, 41);
-  expectError(r,
-              "pool.p.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got "
-              "'fastest'",
-              16, 11);
+  expectError(r, "pool.p.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got 'fastest'", 16, 11);
   expectError(r, "pool.p.connect_timeout: invalid duration '2 s'", 17, 19);
   expectError(r, "pool.q.backends[0].address: expected host:port (missing port)", 19, 25);
-  expectError(
-      r,
-      "pool.q.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got 'random'",
-      20, 11);
+  expectError(r, "pool.q.balance: expected \"round_robin\", \"least_conn\", \"p2c\" or \"hash\", got 'random'", 20, 11);
   expectError(r, "route[0]: use exactly one of 'path', 'path_exact' and 'path_regex'", 24, 14);
   expectError(r, "route[1].strip_prefix: only allowed with 'path'", 29, 16);
   expectError(r, "route[1].methods[0]: invalid method 'get'", 30, 12);

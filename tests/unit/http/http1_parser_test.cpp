@@ -684,6 +684,11 @@ TEST_SUITE("http1_parser") {
         // Responses.
         {"response with a transfer coding other than chunked", Kind::Response,
          "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxxxx", M},
+        // A status below 100 (found by tests/fuzz/http1_response_fuzz.cpp): forwarded, it
+        // became a two-digit status line the client cannot parse.
+        {"response status 099", Kind::Response, "HTTP/1.1 099 Continue\r\n\r\nok", M},
+        {"response status 000", Kind::Response, "HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
+         M},
     };
     for (const Refusal& c : cases) expectRefused(c);
   }

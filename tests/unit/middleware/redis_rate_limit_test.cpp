@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -29,13 +31,14 @@ using namespace sluice::middleware;
 
 namespace {
 
-int freePort() {
+// A port the kernel offered a moment ago (bound to port 0, read back, closed).
+int offeredPort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
-  int port = 0;  // 0 on failure, as before: the test that uses it then fails to start Redis
+  int port = 0;
   if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
       getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
     port = ntohs(a.sin_port);
@@ -43,32 +46,58 @@ int freePort() {
   return port;
 }
 
+// True when something on 127.0.0.1:port answers PING with +PONG.
+bool answersPing(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[8] = {0};
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+            ::write(fd, "PING\r\n", 6) == 6 && ::read(fd, buf, 7) == 7 &&
+            std::string_view(buf, 7) == "+PONG\r\n";
+  close(fd);
+  return ok;
+}
+
 struct RedisProc {
   pid_t pid = -1;
   int port = 0;
-  bool start(int p) {
+  // Starts redis-server on `p`, or, with 0, on a port the kernel offered. redis-server cannot
+  // bind port 0 and report the port, so it binds the offered one a moment later; when someone
+  // else took it in between, redis-server exits and another port is tried.
+  bool start(int p = 0) {
     if (access("/usr/bin/redis-server", X_OK) != 0) return false;
-    port = p;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      port = p ? p : offeredPort();
+      if (spawn()) return true;
+      if (p) return false;
+    }
+    return false;
+  }
+  bool spawn() {
     pid = fork();
     if (pid == 0) {
       std::string ps = std::to_string(port);
       int devnull = ::open("/dev/null", O_WRONLY);
       dup2(devnull, 1);
+      dup2(devnull, 2);
       execl("/usr/bin/redis-server", "redis-server", "--port", ps.c_str(), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", static_cast<char*>(nullptr));
       _exit(127);
     }
     for (int i = 0; i < 500; ++i) {
-      int fd = socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(uint16_t(port));
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-      close(fd);
-      if (ok) return true;
+      if (waitpid(pid, nullptr, WNOHANG) == pid) {  // it could not bind the port
+        pid = -1;
+        return false;
+      }
+      if (answersPing(port)) return true;  // ours: the port is held by a live redis-server
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    stop();
     return false;
   }
   void signal(int sig) const {
@@ -166,11 +195,11 @@ struct RedisEnv {
 
   // False (the test is then skipped) without a redis-server.
   bool start(int timeoutMs) {
-    int port = freePort();
-    if (!redis.start(port)) {
+    if (!redis.start()) {
       MESSAGE("redis-server not available: skipped");
       return false;
     }
+    const int port = redis.port;
     uv_loop_init(&loop);
     client = new RedisClient(&loop, &metrics);
     rs.enabled = true;
@@ -268,11 +297,11 @@ Seen seen(const FakeConn& c) {
 
 TEST_CASE("redis rate limit: exact, shared, cancellable, fails over and recovers") {
   RedisProc redis;
-  int port = freePort();
-  if (!redis.start(port)) {
+  if (!redis.start()) {
     MESSAGE("redis-server not available: skipped");
     return;
   }
+  const int port = redis.port;
   uv_loop_t loop;
   uv_loop_init(&loop);
   observe::WorkerMetrics metrics;

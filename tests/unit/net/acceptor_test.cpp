@@ -109,9 +109,8 @@ TEST_CASE("acceptor: takes every waiting connection with its peer address, then 
   std::string err;
   Acceptor* a = Acceptor::open(&loop, lfd, &rec, err);
   REQUIRE(a != nullptr);
-  std::vector<int> clients;
-  clients.reserve(3);
-  for (int i = 0; i < 3; ++i) clients.push_back(connectTo(port));
+  std::vector<int> clients(3);
+  for (int& fd : clients) fd = connectTo(port);
   REQUIRE(runUntil(&loop, [&] { return rec.fds.size() == 3; }));
   for (const auto& p : rec.peers) {
     CHECK(p.ss_family == AF_INET);
@@ -137,20 +136,29 @@ TEST_CASE("acceptor: out of descriptors it pauses instead of retrying, then take
   REQUIRE(a != nullptr);
 
   // Lower the soft limit a little above what is open, fill it up, and leave exactly one
-  // descriptor for the client's socket: the acceptor then finds none for accept(2).
-  rlimit saved{};
-  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
-  int highest = ::dup(0);
+  // descriptor for the client's socket: the acceptor then finds none for accept(2). The guard
+  // gives the descriptors and the limit back whatever happens below.
+  struct Exhaustion {
+    rlimit saved{};
+    bool lowered = false;
+    std::vector<int> filler;
+    ~Exhaustion() {
+      for (int fd : filler) ::close(fd);
+      if (lowered) ::setrlimit(RLIMIT_NOFILE, &saved);
+    }
+  } ex;
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &ex.saved) == 0);
+  const int highest = ::dup(0);
   REQUIRE(highest >= 0);
   ::close(highest);
-  rlimit low = saved;
+  rlimit low = ex.saved;
   low.rlim_cur = rlim_t(highest) + 16;
   REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
-  std::vector<int> filler;
-  for (int fd; (fd = ::dup(0)) >= 0;) filler.push_back(fd);
+  ex.lowered = true;
+  for (int fd; (fd = ::dup(0)) >= 0;) ex.filler.push_back(fd);
   CHECK(errno == EMFILE);
-  ::close(filler.back());
-  filler.pop_back();
+  ::close(ex.filler.back());
+  ex.filler.pop_back();
   int client = connectTo(port);
   REQUIRE(client >= 0);
 
@@ -163,14 +171,12 @@ TEST_CASE("acceptor: out of descriptors it pauses instead of retrying, then take
   CHECK(a->paused());
 
   // A descriptor comes back: resume() takes the waiting connection at once.
-  ::close(filler.back());
-  filler.pop_back();
+  ::close(ex.filler.back());
+  ex.filler.pop_back();
   a->resume();
   CHECK(runUntil(
       &loop, [&] { return rec.fds.size() == 1; }, 1000));
 
-  for (int fd : filler) ::close(fd);
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
   ::close(client);
   a->close();
   uv_run(&loop, UV_RUN_DEFAULT);
