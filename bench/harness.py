@@ -44,6 +44,9 @@ SCALE_CPU = "0,1"
 PROXIES = ["nginx", "haproxy", "sluice"]
 BASELINE = "sluice-base"  # a second Sluice binary (--sluice-baseline); appended to PROXIES by main
 SMALL_BODY = "hello from the origin\n"  # /small, 22 bytes
+# The origin serves /64k and /1m with sendfile (ORIGIN_SENDFILE=off: plain writes, which
+# arrive at the proxies in smaller pieces and cost every proxy more per body).
+ORIGIN_SENDFILE = "off" if os.environ.get("ORIGIN_SENDFILE", "on") == "off" else "on"
 FILES = {"4k": 4096, "64k": 65536, "1m": 1 << 20}
 
 
@@ -246,7 +249,7 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   default_type application/octet-stream;
-  sendfile on;
+  sendfile {ORIGIN_SENDFILE};
   tcp_nopush on;
   keepalive_requests 10000000;
   keepalive_timeout 300s;
@@ -276,13 +279,12 @@ http {{
 {nginx_temp_paths(tmp, tag)}
   upstream origin {{
     server 127.0.0.1:{origin};
-    keepalive 256;
+    keepalive 64;
     keepalive_requests 10000000;
     keepalive_timeout 300s;
   }}
   proxy_http_version 1.1;
   proxy_set_header Connection "";
-  proxy_max_temp_file_size 0;   # never spool bodies to disk
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     listen 127.0.0.1:{tls_port} ssl backlog=4096;
@@ -1262,7 +1264,7 @@ def main():
         a.warmup = env.get("WARMUP", "2s")
         a.idle = int(env.get("IDLE_CONNS", "10000"))
         a.idle_tls = int(env.get("IDLE_TLS_CONNS", str(a.idle)))
-    a.connections = int(env.get("CONNECTIONS", "50"))
+    a.connections = int(env.get("CONNECTIONS", "64"))
     if a.sluice_baseline:
         if not os.access(a.sluice_baseline, os.X_OK):
             raise SystemExit(f"--sluice-baseline {a.sluice_baseline}: not an executable file")

@@ -19,6 +19,7 @@
 #include "middleware/filter.h"
 #include "proxy/net/acceptor.h"
 #include "proxy/net/peer_counts.h"
+#include "proxy/net/pipe_pool.h"
 #include "proxy/net/timer_heap.h"
 #include "proxy/observe/ids.h"
 #include "proxy/observe/metrics.h"
@@ -89,6 +90,8 @@ class Worker {
   observe::WorkerMetrics& metrics() { return metrics_; }
   observe::IdGenerator& ids() { return ids_; }
   upstream::ConnPool& connPool() { return connPool_; }
+  // Spare pipes for splicing response bodies backend -> client.
+  net::PipePool& pipes() { return pipes_; }
   // Client connection deadlines (one libuv timer for all of them).
   net::TimerHeap& timers() { return *timers_; }
   upstream::Balancer& balancer(const upstream::Pool* pool) { return balancers_.get(*pool); }
@@ -177,6 +180,7 @@ class Worker {
   observe::WorkerMetrics metrics_;
   observe::IdGenerator ids_;
   upstream::ConnPool connPool_;
+  net::PipePool pipes_;
   upstream::BalancerSet balancers_;
   router::Splitter splitter_;
   std::string accessBuf_;

@@ -138,7 +138,7 @@ void DownstreamConnection::accept(Worker& w, int fd, const sockaddr_storage& pee
     uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), onClosed);
     return;
   }
-  uv_tcp_nodelay(&c->tcp_, 1);
+  // TCP_NODELAY is inherited from the listening socket (net::listenSocket).
   if (spec.tls) {
     c->tls_ = std::make_unique<ServerTls>(spec.tls);
     c->info_.tls = c->tls_.get();
@@ -151,15 +151,30 @@ void DownstreamConnection::accept(Worker& w, int fd, const sockaddr_storage& pee
   // The header timeout also bounds the TLS handshake.
   c->armTimer(uint64_t(w.snapshot()->config.server.clientHeaderTimeout.count()));
   c->startReading();
+  // A client sends its request (or ClientHello) right after connecting, so by the time the
+  // connection is accepted it is usually waiting: read it now instead of after a trip through
+  // epoll (on EAGAIN the read watcher, started above, takes over).
+  ssize_t n;
+  do {
+    n = ::read(fd, w.readBuffer(), Worker::kReadBufferSize);
+  } while (n < 0 && errno == EINTR);
+  if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+    uv_buf_t buf = uv_buf_init(w.readBuffer(), unsigned(Worker::kReadBufferSize));
+    onRead(reinterpret_cast<uv_stream_t*>(&c->tcp_), n > 0 ? n : n == 0 ? UV_EOF : -errno, &buf);
+  }
 }
 
 const config::ServerSettings& DownstreamConnection::settings() const {
   return w_.snapshot()->config.server;
 }
 
-bool DownstreamConnection::closing() const { return shuttingDown_ || w_.draining(); }
+bool DownstreamConnection::closing() const {
+  return shuttingDown_ || w_.draining();
+}
 
-net::OutQueue& DownstreamConnection::out() { return stream().out; }
+net::OutQueue& DownstreamConnection::out() {
+  return stream().out;
+}
 
 // ---------------------------------------------------------------- reading
 
@@ -417,6 +432,16 @@ struct DownstreamConnection::WritablePoll {
 };
 
 long DownstreamConnection::sendFile(int fd, uint64_t offset, size_t len) {
+  return sendFromFd(fd, &offset, len);
+}
+
+long DownstreamConnection::splicePipe(int pipeRd, size_t len) {
+  return sendFromFd(pipeRd, nullptr, len);
+}
+
+// sendfile(2) from a file at `*offset`, or splice(2) from a pipe (`offset` null), after the
+// queued bytes: the bytes sent, 0 when the socket is full (onWritten follows), -1 when broken.
+long DownstreamConnection::sendFromFd(int fd, const uint64_t* offset, size_t len) {
   if (tls_ || state_ != State::Open || !s_) return -1;
   net::OutQueue& out = s_->out;
   if (out.hasPieces() && out.flush() < 0) {
@@ -427,10 +452,15 @@ long DownstreamConnection::sendFile(int fd, uint64_t offset, size_t len) {
   uv_os_fd_t sock;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &sock) != 0) return -1;
   for (;;) {
-    off_t off = off_t(offset);
-    const ssize_t n = ::sendfile(sock, fd, &off, len);
+    ssize_t n;
+    if (offset != nullptr) {
+      off_t off = off_t(*offset);
+      n = ::sendfile(sock, fd, &off, len);
+    } else {
+      n = ::splice(fd, nullptr, sock, nullptr, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    }
     if (n > 0) return long(n);
-    if (n == 0) return -1;  // the file is shorter than its stat said
+    if (n == 0) return -1;  // the file is shorter than its stat said, or the pipe is empty
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       awaitWritable();

@@ -79,6 +79,7 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   const config::ServerSettings& settings() const override;
   bool canSendFile() const override { return !tls_; }
   long sendFile(int fd, uint64_t offset, size_t len) override;
+  long splicePipe(int pipeRd, size_t len) override;
   void awaitWritable() override;
 
   void onCiphertext(const char* data, size_t len);
@@ -99,6 +100,7 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   // Gives the stream back when nothing in it is still needed.
   void releaseStreamIfIdle();
   static void recycle(Stream* st);
+  long sendFromFd(int fd, const uint64_t* offset, size_t len);
 
   Worker& w_;
   uv_tcp_t tcp_{};
@@ -110,9 +112,9 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
     tls::ServerTlsContextPtr ctx;
   };
   std::unique_ptr<ServerTls> tls_;
-  // sendfile(2) bypasses libuv's write queue, so libuv cannot say when the socket is writable
-  // again: a poll handle on a dup() of the socket does (made the first time a file send blocks,
-  // kept until the connection closes).
+  // sendfile(2) and splice(2) bypass libuv's write queue, so libuv cannot say when the socket is
+  // writable again: a poll handle on a dup() of the socket does (made the first time a file send
+  // blocks, kept until the connection closes).
   struct WritablePoll;
   WritablePoll* writable_ = nullptr;
   static void onWritable(uv_poll_t* p, int status, int events);

@@ -528,6 +528,10 @@ void Exchange::afterUpstreamRead(bool current) {
 }
 
 void Exchange::onClientDrained() {
+  if (splice_.pipe.valid()) {
+    pumpSplice();  // may end this exchange: touch nothing after
+    return;
+  }
   if (files_.active()) {
     stream_->setTimeout(uint64_t(snap_->config.server.clientIdleTimeout.count()));
     files_.onWritable();  // may end this exchange: touch nothing after
@@ -635,6 +639,7 @@ void Exchange::abandon() {
     if (s_.status == 0) s_.status = 499;  // client went away first (nginx's convention)
     finish();
   }
+  endSplice();
   upstream_->abort();
   upstream_->reset();
   files_.cancel();
@@ -644,6 +649,7 @@ void Exchange::abandon() {
 
 void Exchange::reset() {
   dirty_ = false;
+  endSplice();
   files_.cancel();
   filters_.destroy();
   upstream_->reset();

@@ -28,6 +28,7 @@
 #include "proxy/exchange/upstream_request.h"
 #include "proxy/files/file_responder.h"
 #include "proxy/http/server_stream.h"
+#include "proxy/net/pipe_pool.h"
 #include "proxy/observe/ids.h"
 #include "proxy/snapshot.h"
 
@@ -144,6 +145,12 @@ class Exchange final : public RequestDecoder,
   void afterUpstreamRead(bool current) override;
   void onUpstreamDrained() override;
   void setUpstreamDeadline(uint64_t ms) override;
+  bool onUpstreamSpliceable(uint64_t remaining) override;
+  void onUpstreamReadable() override;
+
+  // Splicing a response body (exchange_splice.cpp).
+  void pumpSplice();
+  void endSplice();
 
   // --- files::FileCallbacks (always from the loop, outside the codec's callbacks) ---
   void fileHead(http::ResponseHead& head, bool noBody) override;
@@ -205,6 +212,15 @@ class Exchange final : public RequestDecoder,
   UpstreamRequest request_;
   Upstream* upstream_;  // &request_ (tests substitute a fake)
   files::FileResponder files_;
+  // A response body spliced backend -> pipe -> client (plain TCP both sides, Content-Length):
+  // the worker's pipe it holds, the body bytes still to come from the backend, in all, and
+  // waiting in the pipe.
+  struct Splice {
+    net::Pipe pipe;
+    uint64_t remaining = 0;
+    uint64_t total = 0;
+    size_t inPipe = 0;
+  } splice_;
   bool filesInline_ = false;  // inside files_.start(): its callbacks come from the codec's
 };
 

@@ -202,6 +202,12 @@ void UpstreamRequest::resumeReading() {
 void UpstreamRequest::enterTunnel() {
   if (up_) up_->enterTunnel();
 }
+long UpstreamRequest::spliceTo(int pipeWr, size_t max) {
+  return up_ ? up_->spliceTo(pipeWr, max) : -1;
+}
+void UpstreamRequest::finishSplice(uint64_t n) {
+  if (up_) up_->finishSplice(n);
+}
 
 // ---------------------------------------------------------------- response and outcome
 
@@ -316,6 +322,14 @@ void UpstreamRequest::afterUpstreamRead(upstream::UpstreamConn* up) {
 
 void UpstreamRequest::onUpstreamDrained(upstream::UpstreamConn* up) {
   if (up == up_) cb_.onUpstreamDrained();
+}
+
+bool UpstreamRequest::onUpstreamSpliceable(upstream::UpstreamConn* up, uint64_t remaining) {
+  return up == up_ && cb_.onUpstreamSpliceable(remaining);
+}
+
+void UpstreamRequest::onUpstreamReadable(upstream::UpstreamConn* up) {
+  if (up == up_) cb_.onUpstreamReadable();
 }
 
 }  // namespace sluice

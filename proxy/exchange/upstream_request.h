@@ -43,6 +43,11 @@ class UpstreamCallbacks {
   virtual void onUpstreamDrained() = 0;
   // Arm (ms > 0) or clear (0) the exchange's deadline: waiting for a free slot.
   virtual void setUpstreamDeadline(uint64_t ms) = 0;
+  // A plain-TCP response body has `remaining` bytes to come: true when the exchange takes them
+  // with Upstream::spliceTo() from now on (it then hears onUpstreamReadable(), not
+  // onUpstreamData()).
+  virtual bool onUpstreamSpliceable(uint64_t /*remaining*/) { return false; }
+  virtual void onUpstreamReadable() {}
 };
 
 // The exchange's handle on its upstream side (UpstreamRequest; a fake in the exchange's tests).
@@ -79,6 +84,12 @@ class Upstream {
   // Its pool was drained (drain_timeout): the connection of this request, now or after a
   // retry, is closed instead of pooled when the response ends.
   virtual void closeOnRelease() = 0;
+  // Splicing the response body (after onUpstreamSpliceable): up to `max` bytes from the
+  // backend's socket into the pipe `pipeWr`. Returns the bytes moved, 0 when there are none now,
+  // -1 when the response broke (onUpstreamAborted was called).
+  virtual long spliceTo(int /*pipeWr*/, size_t /*max*/) { return -1; }
+  // The `n` spliced bytes reached the client: the response is complete (onUpstreamEnd follows).
+  virtual void finishSplice(uint64_t /*n*/) {}
   // Drop the attempt (client gone, answered locally, broken response).
   virtual void abort() = 0;
   virtual void reset() = 0;  // back to a fresh request (after release/abort)
@@ -113,6 +124,8 @@ class UpstreamRequest final : public Upstream,
   void enterTunnel() override;
   void release(bool reusable) override;
   void closeOnRelease() override { closeOnRelease_ = true; }
+  long spliceTo(int pipeWr, size_t max) override;
+  void finishSplice(uint64_t n) override;
   void abort() override;
   void reset() override;
   const upstream::Backend* backend() const override { return backend_.get(); }
@@ -132,6 +145,8 @@ class UpstreamRequest final : public Upstream,
   void onUpstreamTunnelEof(upstream::UpstreamConn* up) override;
   void afterUpstreamRead(upstream::UpstreamConn* up) override;
   void onUpstreamDrained(upstream::UpstreamConn* up) override;
+  bool onUpstreamSpliceable(upstream::UpstreamConn* up, uint64_t remaining) override;
+  void onUpstreamReadable(upstream::UpstreamConn* up) override;
   // upstream::SlotWaiter
   bool onSlotFreed() override;
 

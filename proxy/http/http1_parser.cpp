@@ -130,6 +130,7 @@ struct ParserCallbacks {
   }
   static int onBody(llhttp_t* p, const char* at, size_t len) {
     Http1Parser* s = self(p);
+    if (s->skipping_) return 0;
     if (!s->handler_->onBody(at, len)) return s->fail(ParseError::Aborted);
     return 0;
   }
@@ -285,6 +286,24 @@ Http1Parser::Status Http1Parser::finish() {
 void Http1Parser::resume() {
   if (pausedAtHead_ && llhttp_get_errno(&parser_) == HPE_PAUSED) llhttp_resume(&parser_);
   pausedAtHead_ = false;
+}
+
+Http1Parser::Result Http1Parser::skipBody(uint64_t n) {
+  // llhttp does not read the bytes of a Content-Length body: it only counts them, so any
+  // bytes will do.
+  static const char kFiller[16 * 1024] = {};
+  Result total{Status::NeedMore, 0};
+  skipping_ = true;
+  while (n > 0) {
+    const size_t k = n < sizeof kFiller ? size_t(n) : sizeof kFiller;
+    const Result r = execute(kFiller, k);
+    total.consumed += r.consumed;
+    total.status = r.status;
+    n -= r.consumed;
+    if (r.status != Status::NeedMore || r.consumed < k) break;
+  }
+  skipping_ = false;
+  return total;
 }
 
 void Http1Parser::next() {

@@ -63,6 +63,18 @@ class Http1Parser {
   void next();
   // Continues after HeadComplete.
   void resume();
+  // Inside a body framed by Content-Length: the bytes still to come; 0 otherwise (no body,
+  // chunked, read until close, head not complete, message done).
+  uint64_t bodyRemaining() const {
+    if (!headComplete_ || messageDone_ || (parser_.flags & F_CHUNKED) != 0 ||
+        (parser_.flags & F_CONTENT_LENGTH) == 0)
+      return 0;
+    return parser_.content_length;
+  }
+  // The next `n` bytes of a Content-Length body went past the parser (splice(2) moved them
+  // socket to socket): account for them, as execute() would, without handing them to the
+  // handler. Returns Complete when they were the last.
+  Result skipBody(uint64_t n);
   // For a response parser: the request was HEAD, so the response has no body.
   void setExpectNoBody(bool v) { expectNoBody_ = v; }
   // Takes effect from the next message's head.
@@ -102,6 +114,7 @@ class Http1Parser {
   bool expectNoBody_ = false;
   bool messageDone_ = false;
   bool pausedAtHead_ = false;
+  bool skipping_ = false;  // inside skipBody(): onBody is not called
   RequestHead request_;
   ResponseHead response_;
 };

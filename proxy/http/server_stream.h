@@ -18,10 +18,10 @@ namespace sluice {
 struct ResponseInfo {
   std::string_view requestId;
   std::string_view extraHeaders;  // header lines configured on the listener (HSTS, ...)
-  bool noBody = false;   // HEAD, 204, 304: the head only (a known Content-Length is kept)
-  bool upgrade = false;  // a 101 for a WebSocket request: a tunnel follows
-  bool close = false;    // the connection must end after this response
-  bool local = false;    // the proxy's own reply: a close lingers (the client may still send)
+  bool noBody = false;            // HEAD, 204, 304: the head only (a known Content-Length is kept)
+  bool upgrade = false;           // a 101 for a WebSocket request: a tunnel follows
+  bool close = false;             // the connection must end after this response
+  bool local = false;  // the proxy's own reply: a close lingers (the client may still send)
 };
 
 // The exchange's handle on its stream: response encoding and request-body flow control.
@@ -62,6 +62,11 @@ class ServerStream {
   virtual long sendFile(int /*fd*/, uint64_t /*offset*/, size_t /*len*/) { return -1; }
   // Calls RequestDecoder::onClientDrained() once the connection can take more bytes.
   virtual void awaitWritable() {}
+  // Proxied bodies spliced from a backend: true when splicePipe() can carry the body of the
+  // response whose head was encoded (plain TCP, the body sent as is: Content-Length framing).
+  virtual bool canSplice() const { return false; }
+  // As sendFile(), from the pipe `pipeRd`: up to `len` bytes, after the queued bytes.
+  virtual long splicePipe(int /*pipeRd*/, size_t /*len*/) { return -1; }
   // Bytes queued for the client and not yet written.
   virtual size_t queuedBytes() const = 0;
   // Write what is queued (called outside the client's read callback).

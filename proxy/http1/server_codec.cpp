@@ -152,7 +152,9 @@ int ServerCodec::onHeadersComplete() {
   return parser_.request().hasBody() ? kPause : kBody;
 }
 
-bool ServerCodec::onBody(const char* data, size_t len) { return dec_->decodeData(data, len); }
+bool ServerCodec::onBody(const char* data, size_t len) {
+  return dec_->decodeData(data, len);
+}
 
 void ServerCodec::onMessageComplete() {}
 
@@ -203,7 +205,9 @@ void ServerCodec::onTimeout() {
   }
 }
 
-void ServerCodec::onWritten() { dec_->onClientDrained(); }
+void ServerCodec::onWritten() {
+  dec_->onClientDrained();
+}
 
 // ---------------------------------------------------------------- response side
 
@@ -278,6 +282,11 @@ long ServerCodec::sendFile(int fd, uint64_t offset, size_t len) {
   return t_->sendFile(fd, offset, len);
 }
 
+long ServerCodec::splicePipe(int pipeRd, size_t len) {
+  if (framing_ != http::BodyFraming::ContentLength) return -1;
+  return t_->splicePipe(pipeRd, len);
+}
+
 void ServerCodec::encodeEnd() {
   if (framing_ == http::BodyFraming::Chunked) t_->out().copy("0\r\n\r\n");
   if (closeAfter_) {
@@ -330,12 +339,20 @@ void ServerCodec::startTunnel() {
   if (!t_->closed()) t_->startReading();
 }
 
-void ServerCodec::endTunnel() { t_->closeAfterFlush(); }
+void ServerCodec::endTunnel() {
+  t_->closeAfterFlush();
+}
 
-size_t ServerCodec::queuedBytes() const { return t_->out().queuedBytes(); }
+size_t ServerCodec::queuedBytes() const {
+  return t_->out().queuedBytes();
+}
 
-void ServerCodec::flush() { t_->flush(); }
+void ServerCodec::flush() {
+  t_->flush();
+}
 
-void ServerCodec::reset() { t_->close(); }
+void ServerCodec::reset() {
+  t_->close();
+}
 
 }  // namespace sluice::http1

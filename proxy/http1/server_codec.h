@@ -11,9 +11,9 @@
 #include <string>
 
 #include "config/schema.h"
-#include "proxy/http/server_stream.h"
 #include "proxy/http/http1_parser.h"
 #include "proxy/http/rewrite.h"
+#include "proxy/http/server_stream.h"
 #include "proxy/net/out_queue.h"
 
 namespace sluice::http1 {
@@ -42,6 +42,7 @@ class Transport {
   // Static files (ServerStream::sendFile): plain TCP only.
   virtual bool canSendFile() const { return false; }
   virtual long sendFile(int /*fd*/, uint64_t /*offset*/, size_t /*len*/) { return -1; }
+  virtual long splicePipe(int /*pipeRd*/, size_t /*len*/) { return -1; }
   // One onWritten() once the socket is writable.
   virtual void awaitWritable() {}
 };
@@ -75,6 +76,10 @@ class ServerCodec final : public ServerStream, private http::Http1Parser::Handle
   bool canSendFile() const override { return t_->canSendFile(); }
   long sendFile(int fd, uint64_t offset, size_t len) override;
   void awaitWritable() override { t_->awaitWritable(); }
+  bool canSplice() const override {
+    return framing_ == http::BodyFraming::ContentLength && t_->canSendFile();
+  }
+  long splicePipe(int pipeRd, size_t len) override;
   void encodeEnd() override;
   void encodeTunnelData(const char* data, size_t len) override;
   void endTunnel() override;

@@ -1,6 +1,9 @@
 // UpstreamConn state machine and the idle pool.
 #include "proxy/upstream/conn_pool.h"
 
+#include <fcntl.h>
+
+#include <cerrno>
 #include <cstring>
 
 namespace sluice::upstream {
@@ -158,12 +161,18 @@ void UpstreamConn::fail(UpstreamErrorKind kind) {
 
 void UpstreamConn::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* self = static_cast<UpstreamConn*>(h->data);
-  *buf = uv_buf_init(self->readBuf_, unsigned(self->readBufSize_));
+  // Splicing: no buffer, so libuv reads nothing and reports UV_ENOBUFS: the readability.
+  *buf = self->splicing_ ? uv_buf_init(nullptr, 0)
+                         : uv_buf_init(self->readBuf_, unsigned(self->readBufSize_));
 }
 
 void UpstreamConn::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<UpstreamConn*>(s->data);
   if (nread == 0 || self->state_ == State::Closed) return;
+  if (nread == UV_ENOBUFS && self->splicing_) {
+    if (self->handler_) self->handler_->onUpstreamReadable(self);
+    return;
+  }
   if (self->tls_)
     self->onCiphertext(nread, buf->base);
   else
@@ -269,7 +278,42 @@ void UpstreamConn::onPlainRead(ssize_t nread, const char* data) {
   }
   if (self->responseTimeoutMs_) self->armTimer(self->responseTimeoutMs_);
   self->onData(data, size_t(nread));
+  // A long Content-Length body still to come: the handler may splice the rest.
+  if (h != nullptr && h == self->handler_ && self->state_ == State::Busy && !self->tls_) {
+    const uint64_t rest = self->parser_.bodyRemaining();
+    if (rest >= kSpliceMin && h->onUpstreamSpliceable(self, rest)) self->splicing_ = true;
+  }
   if (h) h->afterUpstreamRead(self);
+}
+
+long UpstreamConn::spliceTo(int pipeWr, size_t max) {
+  uv_os_fd_t fd;
+  if (state_ != State::Busy || uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0)
+    return -1;
+  for (;;) {
+    const ssize_t n =
+        ::splice(fd, nullptr, pipeWr, nullptr, max, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      if (responseTimeoutMs_) armTimer(responseTimeoutMs_);
+      return long(n);
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    break;
+  }
+  // End of stream before the Content-Length, or a socket error: a truncated response.
+  fail(UpstreamErrorKind::Reset);
+  return -1;
+}
+
+void UpstreamConn::finishSplice(uint64_t n) {
+  splicing_ = false;
+  const auto r = parser_.skipBody(n);
+  if (r.status != http::Http1Parser::Status::Complete) {
+    fail(UpstreamErrorKind::BadResponse);
+    return;
+  }
+  if (handler_) handler_->onUpstreamComplete(this);
 }
 
 void UpstreamConn::onData(const char* data, size_t len) {
@@ -333,6 +377,7 @@ void UpstreamConn::onMessageComplete() {
 
 void UpstreamConn::release(bool reusable, uint64_t idleTimeoutMs) {
   handler_ = nullptr;
+  splicing_ = false;
   if (!reusable || trailingGarbage_ || state_ != State::Busy || !out_.idle()) {
     close();
     return;

@@ -48,11 +48,21 @@ class UpstreamHandler {
   virtual void afterUpstreamRead(UpstreamConn* up) = 0;
   // The write queue to the backend drained (backpressure release).
   virtual void onUpstreamDrained(UpstreamConn* up) = 0;
+  // Splicing (a plain-TCP response body with a Content-Length): after a read that left
+  // `remaining` body bytes to come, whether the handler takes them with spliceTo() from now
+  // on. It then hears onUpstreamReadable() instead of onUpstreamBody(), and ends the body with
+  // finishSplice().
+  virtual bool onUpstreamSpliceable(UpstreamConn* /*up*/, uint64_t /*remaining*/) { return false; }
+  virtual void onUpstreamReadable(UpstreamConn* /*up*/) {}
 };
 
 class UpstreamConn final : private net::Timer,  // its deadline, in the worker's heap
                            private http::Http1Parser::Handler {
  public:
+  // A plain-TCP response body with at least this much still to come after a read may be
+  // spliced (UpstreamHandler::onUpstreamSpliceable); shorter rests take the copy path.
+  static constexpr uint64_t kSpliceMin = 64 * 1024;
+
   // `plainBuf` (readBufSize bytes) receives decrypted input when the pool uses TLS.
   UpstreamConn(uv_loop_t* loop, ConnPool& pool, BackendPtr backend, char* readBuf, char* plainBuf,
                size_t readBufSize);
@@ -79,6 +89,15 @@ class UpstreamConn final : private net::Timer,  // its deadline, in the worker's
   void enterTunnel();
   // Tunnel: the client finished sending; FIN the backend once queued bytes are written.
   void shutdownWrite();
+
+  // Splicing (see UpstreamHandler::onUpstreamSpliceable): moves up to `max` body bytes from the
+  // socket into the pipe `pipeWr`. Returns the bytes moved, 0 when the socket has none now
+  // (onUpstreamReadable follows while reading), or -1 when the backend closed or failed: the
+  // connection has then failed (onUpstreamError was called).
+  long spliceTo(int pipeWr, size_t max);
+  // The spliced bytes (`n` in all) reached the client: the response is complete
+  // (onUpstreamComplete follows at once).
+  void finishSplice(uint64_t n);
 
   // Back to the pool (reusable) or closed. The handler is detached either way.
   void release(bool reusable, uint64_t idleTimeoutMs);
@@ -131,6 +150,7 @@ class UpstreamConn final : private net::Timer,  // its deadline, in the worker's
   bool reading_ = false;
   bool connectFailed_ = false;
   bool trailingGarbage_ = false;
+  bool splicing_ = false;  // readability goes to onUpstreamReadable, nothing is read
   UpstreamConn* nextIdle_ = nullptr;
   UpstreamConn* prevIdle_ = nullptr;
 };

@@ -276,7 +276,9 @@ def test_reloader_reloads_sluice_when_kubelet_updates_the_configmap(make_sluice,
         volume.write({"sluice.toml": cfg(green)})
         wait_until(lambda: s.generation() == 2, 10, message="reload after the ConfigMap update")
         assert http_request(s.port(), "GET", "/").json()["backend"] == "green"
-        assert f'"msg":"config changed, sent SIGHUP","pid":{s.pid}' in open(log.name).read()
+        # The reloader logs after its kill(2), so Sluice may have reloaded before the line lands.
+        sent = f'"msg":"config changed, sent SIGHUP","pid":{s.pid}'
+        wait_until(lambda: sent in open(log.name).read(), 5, message="the reloader's log line")
 
         # A broken file is refused by Sluice, which keeps running the last good config.
         volume.write({"sluice.toml": cfg(green) + "\n[nonsense]\n"})

@@ -873,6 +873,40 @@ TEST_SUITE("http1_parser") {
     CHECK(d.sink.body == "hello");
   }
 
+  TEST_CASE("a Content-Length body skipped (spliced past the parser), then the next message") {
+    Direct d(Kind::Response);
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+    CHECK(d.p.bodyRemaining() == 0);  // no head yet
+    auto r = d.feed(head + std::string(1000, 'a'));
+    CHECK(r.status == Status::NeedMore);
+    CHECK(d.p.bodyRemaining() == 99000);
+    CHECK(d.sink.body.size() == 1000);
+    // The rest goes around the parser in pieces larger than its filler buffer.
+    r = d.p.skipBody(60000);
+    CHECK(r.status == Status::NeedMore);
+    CHECK(r.consumed == 60000);
+    CHECK(d.p.bodyRemaining() == 39000);
+    r = d.p.skipBody(39000);
+    CHECK(r.status == Status::Complete);
+    CHECK(d.sink.completes == 1);
+    CHECK(d.sink.body.size() == 1000);  // skipped bytes never reach the handler
+    CHECK(d.p.bodyRemaining() == 0);
+    d.p.next();
+    const std::string second = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    r = d.feed(second);
+    CHECK(r.status == Status::Complete);
+    CHECK(r.consumed == second.size());
+    CHECK(d.sink.completes == 2);
+
+    // Chunked and close-delimited bodies have no remaining length to skip.
+    Direct c(Kind::Response);
+    c.feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    CHECK(c.p.bodyRemaining() == 0);
+    Direct e(Kind::Response);
+    e.feed("HTTP/1.1 200 OK\r\n\r\nuntil close");
+    CHECK(e.p.bodyRemaining() == 0);
+  }
+
   TEST_CASE("1xx followed by the final response") {
     Outcome o = parseResponse(
         "HTTP/1.1 100 Continue\r\n\r\n"
