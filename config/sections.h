@@ -27,6 +27,12 @@ void loadMiddleware(LoadContext& ctx, const toml::node& n);
 
 // route_section.cpp
 void loadRoutes(LoadContext& ctx, const toml::node& n);
+// route_targets.cpp: a route's `return` and `static` tables (`routeWhat` names the route in
+// messages; `regexRoute`: a path_regex route, where `alias` is refused).
+void loadReturn(LoadContext& ctx, const toml::node& n, const std::string& routeWhat,
+                RouteConfig& rc);
+void loadStatic(LoadContext& ctx, const toml::node& n, const std::string& routeWhat,
+                bool regexRoute, RouteConfig& rc);
 
 // tracing_section.cpp
 void loadTracing(LoadContext& ctx, const toml::node& n);

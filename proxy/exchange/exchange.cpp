@@ -1,13 +1,10 @@
 // The exchange's phases (see exchange.h) and its response path.
 #include "proxy/exchange/exchange.h"
 
-#include <cstring>
-
 #include "proxy/admin/health.h"
 #include "proxy/net/client_ip.h"
 #include "proxy/observe/access_log.h"
 #include "proxy/observe/ids.h"
-#include "proxy/tracing/span_ring.h"
 #include "proxy/worker.h"
 #include "tls/tls_session.h"
 
@@ -210,61 +207,6 @@ void Exchange::answerRoute() {
   sendLocalReply(r, false);
 }
 
-void Exchange::serveFiles() {
-  // `static = {...}`: files from a directory (access log and metrics show pool "-").
-  if (req_->method != "GET" && !s_.headRequest) {
-    http::LocalReply r(405, "method_not_allowed");
-    r.header("Allow", "GET, HEAD");
-    sendLocalReply(r, false);
-    return;
-  }
-  std::string_view hostFromTarget, path, query;
-  router::splitTarget(req_->target, hostFromTarget, path, query);  // checked by normalizeTarget
-  filesInline_ = true;  // a cache hit answers from inside start()
-  bool answered = false;
-  const bool ok =
-      files_.start(w_.loop(), s_.route->files, *req_, path, query, *stream_, *this, answered);
-  filesInline_ = false;
-  if (!ok) sendLocalReply({400, "bad_request"}, false);
-}
-
-void Exchange::fileHead(http::ResponseHead& head, bool noBody) {
-  s_.status = head.status;
-  ResponseInfo info;
-  info.noBody = noBody;
-  info.close = !s_.requestComplete;
-  encodeHeaders(head, info);
-  // A client that stops taking the body is dropped after client_idle_timeout without progress
-  // (re-armed in onClientDrained), as nginx's send_timeout.
-  if (!noBody) stream_->setTimeout(uint64_t(snap_->config.server.clientIdleTimeout.count()));
-}
-
-void Exchange::fileReply(const http::LocalReply& reply) {
-  ServerStream* st = stream_;
-  const bool inline_ = filesInline_;
-  filesInline_ = false;
-  sendLocalReply(reply, false);
-  if (!inline_) st->safePoint();  // from the thread pool's callback: the stream may go back now
-}
-
-void Exchange::fileBodySent(size_t n) {
-  s_.bytesSent += n;
-  s_.bodyBytesSent += n;
-}
-
-void Exchange::fileEnd() {
-  finish();
-  ServerStream* st = stream_;
-  const bool inline_ = filesInline_;
-  filesInline_ = false;  // endExchange may start the next (pipelined) request on this exchange
-  endExchange();
-  if (!inline_) st->safePoint();
-}
-
-void Exchange::fileBroken() {
-  stream_->reset();  // a short answer must not look complete
-}
-
 const upstream::Pool* Exchange::choosePool() {
   const upstream::Pool* pool = pickPool();
   if (!filters_.empty()) ctx_.poolName = pool->name;  // for the response filters
@@ -339,41 +281,6 @@ void Exchange::finish() {
   if (down_->tls && down_->tls->handshakeDone()) rec.tls = down_->tls->version();
   if (const std::string* rl = ctx_.attributes.get("log", "ratelimit")) rec.ratelimit = *rl;
   observe::appendAccessLine(w_.accessBuffer(), rec);
-}
-
-void Exchange::recordSpan(uint64_t endNs) {
-  tracing::SpanRing& ring = *w_.spanRing();
-  tracing::SpanRecord* r = ring.claim();
-  if (r == nullptr) return;              // full: dropped and counted by the ring
-  const char* tp = traceparent_.data();  // "00-" trace "-" client span "-" flags
-  std::memcpy(r->traceId, tp + 3, 32);
-  std::memcpy(r->clientSpanId, tp + 36, 16);
-  std::memcpy(r->spanId, trace_.spanId, 16);
-  r->hasParent = trace_.hasParent;
-  if (trace_.hasParent) std::memcpy(r->parentId, trace_.parentId, 16);
-  r->tls = down_->tls != nullptr;
-  r->split = s_.route->split != nullptr;
-  r->status = uint16_t(s_.status);
-  r->routeId = s_.route->nameId;
-  r->patternId = s_.route->patternId;
-  r->poolId = s_.pool ? s_.pool->nameId : 0;
-  r->startNs = s_.startNs;
-  r->endNs = endNs;
-  r->upstreamStartNs = upstream_->startNs();
-  r->upstreamHeadNs = upstream_->headNs();
-  const upstream::Backend* b = upstream_->backend();
-  r->backend.set(b ? std::string_view(b->address) : std::string_view());
-  const std::string* rl = ctx_.attributes.get("log", "ratelimit");
-  r->ratelimit.set(rl ? std::string_view(*rl) : std::string_view());
-  r->clientIp.set(s_.clientIp.empty() ? std::string_view(down_->peerIp) : s_.clientIp);
-  r->host.set(host_);
-  r->method.set(req_->method);
-  std::string_view path = req_->target, hostFromTarget, query;
-  if (path.empty() || path[0] != '/')
-    router::splitTarget(req_->target, hostFromTarget, path, query);
-  r->path.set(path.substr(0, path.find('?')));
-  r->userAgent.set(req_->headers.get(http::Hdr::UserAgent));
-  ring.commit();
 }
 
 // ---------------------------------------------------------------- request body and tunnel
