@@ -230,6 +230,9 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
     static const unsigned char kSidCtx[] = "sluice";
     SSL_CTX_set_session_id_context(x, kSidCtx, sizeof kSidCtx - 1);
     SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+    // The lifetime of new sessions, cached or in tickets (also the TLS 1.3 ticket_lifetime).
+    SSL_CTX_set_timeout(
+        x, long(std::chrono::duration_cast<std::chrono::seconds>(cfg.sessionTimeout).count()));
     SSL_CTX_sess_set_new_cb(x, onNewSession);
     SSL_CTX_sess_set_get_cb(x, onGetSession);
     SSL_CTX_sess_set_remove_cb(x, onRemoveSession);
