@@ -3,8 +3,6 @@
 oversized head is a 502; 1xx interim responses (only 103 is forwarded, never to HTTP/1.0
 clients); HEAD, 204 and 304 responses that carry a body."""
 
-import time
-
 import pytest
 
 from sluicetest import (RawClient, Response, assert_proxy_error, build_request, http_request,

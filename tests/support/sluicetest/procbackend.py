@@ -18,9 +18,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 from .backend import Backend, Response
+from .util import wait_stopped
 
 _SUPPORT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -67,11 +68,7 @@ class ProcBackend:
     def pause(self, timeout=5.0):
         """SIGSTOP, and wait until the process is really stopped."""
         self.proc.send_signal(signal.SIGSTOP)
-        deadline = time.monotonic() + timeout
-        while _state(self.proc.pid) not in ("T", "t"):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"backend {self.name} did not stop")
-            time.sleep(0.001)
+        wait_stopped(self.proc.pid, f"backend {self.name}", timeout)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
@@ -84,16 +81,11 @@ class ProcBackend:
         self.proc.wait(5)
 
 
-def _state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
-
-
 def main():
     name, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     be = Backend(name, port=port, host=host).set_default(_answer(name)).start()
     print(f"listening {be.port}", flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    threading.Event().wait()  # until killed
 
 
 if __name__ == "__main__":
