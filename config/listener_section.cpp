@@ -1,6 +1,7 @@
 // [[listener]] and its [listener.tls] table.
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
 
 #include "config/sections.h"
@@ -62,8 +63,9 @@ void loadListenerTls(LoadContext& ctx, const toml::node& n, const std::string& w
                      ListenerTls& tls) {
   const auto* t = ctx.tableOf(n, what, "listener.tls");
   if (t == nullptr) return;
-  ctx.checkKeys(*t, {"certificates", "min_version", "alpn", "hsts", "session_tickets"}, {},
-                "in [listener.tls]");
+  ctx.checkKeys(
+      *t, {"certificates", "min_version", "alpn", "hsts", "session_tickets", "session_timeout"}, {},
+      "in [listener.tls]");
   tls.enabled = true;
   tls.pos = posOf(n);
   if (const auto* certs = ctx.required(*t, "certificates", tls.pos, what)) {
@@ -100,6 +102,16 @@ void loadListenerTls(LoadContext& ctx, const toml::node& n, const std::string& w
   }
   if (const auto* v = t->get("session_tickets")) {
     if (auto b = ctx.getBool(*v, what + ".session_tickets")) tls.sessionTickets = *b;
+  }
+  if (const auto* v = t->get("session_timeout")) {
+    // OpenSSL keeps session lifetimes in whole seconds; TLS 1.3 caps a ticket at 7 days, and a
+    // session kept longer than a day mostly widens what a stolen one gives away.
+    if (auto d = ctx.getDuration(*v, what + ".session_timeout", false)) {
+      if (*d < std::chrono::seconds(1) || *d > std::chrono::hours(24) || d->count() % 1000 != 0)
+        ctx.error(posOf(*v), what + ".session_timeout: expected whole seconds from 1s to 24h");
+      else
+        tls.sessionTimeout = *d;
+    }
   }
 }
 

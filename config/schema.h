@@ -88,6 +88,8 @@ struct ListenerTls {
   std::vector<std::string> alpn{"http/1.1"};
   std::string hsts;  // Strict-Transport-Security value; empty = none
   bool sessionTickets = true;
+  // How long a session may be resumed (session cache and tickets); whole seconds, 1s-24h.
+  Duration sessionTimeout{300000};
   SourcePos pos;
 };
 
@@ -208,7 +210,7 @@ struct StaticConfig {
   // Candidates in order ($uri = the request path below the route's files; a trailing '/'
   // means a directory); the last is the fallback: a path, or "=CODE". Empty: just $uri.
   std::vector<std::string> tryFiles;
-  std::string cacheControl;   // Cache-Control of file answers; empty = none
+  std::string cacheControl;    // Cache-Control of file answers; empty = none
   bool precompressed = false;  // serve FILE.br / FILE.gz when the client accepts them
   // How long a worker reuses a small file's lookup (content and validators) without asking the
   // disk again; 0 = look up on every request.

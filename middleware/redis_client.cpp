@@ -53,6 +53,7 @@ void RedisClient::closeThunk(uv_handle_t* h) {
 
 void RedisClient::configure(const config::RedisSettings& s) {
   if (state_ == State::Closing) return;
+  cfg_.failureMode = s.failureMode;  // named in the log; no reconnect needed for it
   bool same = s.enabled == cfg_.enabled && s.url == cfg_.url && s.timeout == cfg_.timeout;
   if (same && state_ != State::Idle) return;
   if (same && !s.enabled) return;

@@ -125,7 +125,7 @@ class RedisClient final : private RedisEvents::Owner {
     Kind kind = Kind::User;
     Callback cb = nullptr;
     void* user = nullptr;
-    uint64_t deadline = 0;                // uv_now() ms
+    uint64_t deadline = 0;  // uv_now() ms
     bool retried = false;
     std::vector<std::string> argv;  // kept for a retry (capacity reused)
     // Kind::Batch: the calls, their keys and args (call i: key i, args i*A .. i*A+A-1, each
@@ -176,7 +176,8 @@ class RedisClient final : private RedisEvents::Owner {
   void armTimer();
   void onTimer();
   void setUp(bool up);
-  std::string where() const;  // for the log
+  std::string where() const;            // for the log
+  const char* failureModeText() const;  // the configured failure_mode, for the log
   static void connectThunk(const redisAsyncContext* c, int status);
   static void disconnectThunk(const redisAsyncContext* c, int status);
   void onWritePending() override;

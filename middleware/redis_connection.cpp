@@ -47,6 +47,12 @@ void RedisClient::setUp(bool up) {
   if (metrics_ != nullptr) metrics_->redisConnected = up ? 1 : 0;
 }
 
+const char* RedisClient::failureModeText() const {
+  // What rate limits do meanwhile, so the log line says what clients see.
+  return cfg_.failureMode == config::RedisFailureMode::Open ? "open (local limits)"
+                                                            : "closed (503 ratelimit_unavailable)";
+}
+
 std::string RedisClient::where() const {
   return cfg_.unixSocket ? cfg_.path : cfg_.host + ":" + std::to_string(cfg_.port);
 }
@@ -232,7 +238,8 @@ void RedisClient::onDisconnected(int) {
   setUp(false);
   if (metrics_ != nullptr)
     metrics_->redisError(wasReady ? RedisErrorKind::ConnectionLost : RedisErrorKind::Connect);
-  observe::logEvent(config::LogLevel::Warn, "redis connection lost", {{"redis", where()}});
+  observe::logEvent(config::LogLevel::Warn, "redis connection lost",
+                    {{"redis", where()}, {"failure_mode", failureModeText()}});
   scheduleReconnect();
 }
 
@@ -243,7 +250,7 @@ void RedisClient::fail(RedisErrorKind kind, RedisStatus status, const char* what
   if (wasReady || backoffMs_ == 0) {
     // Log transitions, not every retry of a long outage.
     observe::logEvent(config::LogLevel::Warn, "redis unavailable",
-                      {{"redis", where()}, {"reason", what}});
+                      {{"redis", where()}, {"reason", what}, {"failure_mode", failureModeText()}});
   }
   dropConnection(status);
   scheduleReconnect();

@@ -9,13 +9,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <mutex>
-#include <unordered_map>
+
+#include "tls/session_store.h"
 
 namespace sluice::tls {
 
@@ -82,111 +81,18 @@ class TicketKeys {
   std::chrono::steady_clock::time_point rotateAt_;
 };
 
-// The server session cache (resumption by session id in TLS 1.2, stateful tickets in TLS 1.3
-// when session_tickets = false): one per process, shared by every worker, certificate and
-// config generation, like the ticket keys. Sessions are kept DER-encoded (~200 bytes instead
-// of OpenSSL's ~1 KB in-memory SSL_SESSION, the way nginx's shared cache stores them); the
-// oldest go first beyond kMax, and expired ones are refused on lookup.
-class SessionStore {
- public:
-  static constexpr size_t kMax = 20000;
-  static SessionStore& instance() {
-    static SessionStore s;
-    return s;
-  }
-
-  void put(SSL_SESSION* sess) {
-    unsigned int idLen = 0;
-    const unsigned char* id = SSL_SESSION_get_id(sess, &idLen);
-    int n = i2d_SSL_SESSION(sess, nullptr);
-    if (idLen == 0 || idLen > SSL_MAX_SSL_SESSION_ID_LENGTH || n <= 0 || n > 16 * 1024) return;
-    // One allocation per session: the record, its id and its DER bytes.
-    auto* r = static_cast<Rec*>(std::malloc(sizeof(Rec) + size_t(n)));
-    if (r == nullptr) return;
-    r->idLen = uint8_t(idLen);
-    std::memcpy(r->id, id, idLen);
-    r->derLen = uint32_t(n);
-    unsigned char* p = r->der;
-    if (i2d_SSL_SESSION(sess, &p) != n) {
-      std::free(r);
-      return;
-    }
-    r->expires = int64_t(SSL_SESSION_get_time(sess)) + int64_t(SSL_SESSION_get_timeout(sess));
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = map_.find(r->key()); it != map_.end()) drop(it->second);  // same id again
-    map_.emplace(r->key(), r);
-    linkNewest(r);
-    while (map_.size() > kMax) drop(oldest_);
-  }
-
-  // A new SSL_SESSION (the caller owns it) or nullptr.
-  SSL_SESSION* get(const unsigned char* id, int len) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = map_.find(std::string_view(reinterpret_cast<const char*>(id), size_t(len)));
-    if (it == map_.end()) return nullptr;
-    Rec* r = it->second;
-    if (r->expires <= int64_t(std::time(nullptr))) {
-      drop(r);
-      return nullptr;
-    }
-    const unsigned char* p = r->der;
-    return d2i_SSL_SESSION(nullptr, &p, long(r->derLen));
-  }
-
-  void remove(SSL_SESSION* sess) {
-    unsigned int idLen = 0;
-    const unsigned char* id = SSL_SESSION_get_id(sess, &idLen);
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = map_.find(std::string_view(reinterpret_cast<const char*>(id), idLen));
-    if (it != map_.end()) drop(it->second);
-  }
-
- private:
-  struct Rec {
-    Rec* older;
-    Rec* newer;
-    int64_t expires;
-    uint32_t derLen;
-    uint8_t idLen;
-    unsigned char id[SSL_MAX_SSL_SESSION_ID_LENGTH];
-    unsigned char der[];
-    std::string_view key() const { return {reinterpret_cast<const char*>(id), idLen}; }
-  };
-  void linkNewest(Rec* r) {
-    r->older = newest_;
-    r->newer = nullptr;
-    if (newest_) newest_->newer = r;
-    newest_ = r;
-    if (!oldest_) oldest_ = r;
-  }
-  void unlink(Rec* r) {
-    (r->older ? r->older->newer : oldest_) = r->newer;
-    (r->newer ? r->newer->older : newest_) = r->older;
-  }
-  void drop(Rec* r) {
-    map_.erase(r->key());
-    unlink(r);
-    std::free(r);
-  }
-
-  std::mutex mu_;
-  std::unordered_map<std::string_view, Rec*> map_;  // keys point into the records
-  Rec* oldest_ = nullptr;
-  Rec* newest_ = nullptr;
-};
-
 int onNewSession(SSL*, SSL_SESSION* sess) {
-  SessionStore::instance().put(sess);
+  SessionStore::process().put(sess);
   return 0;  // we did not keep a reference
 }
 
 SSL_SESSION* onGetSession(SSL*, const unsigned char* id, int len, int* copy) {
   *copy = 0;  // the returned session is OpenSSL's to free
-  return SessionStore::instance().get(id, len);
+  return SessionStore::process().get(id, size_t(len));
 }
 
 void onRemoveSession(SSL_CTX*, SSL_SESSION* sess) {
-  SessionStore::instance().remove(sess);
+  SessionStore::process().remove(sess);
 }
 
 int ticketCallback(SSL*, unsigned char keyName[16], unsigned char* iv, EVP_CIPHER_CTX* ctx,
@@ -324,6 +230,9 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
     static const unsigned char kSidCtx[] = "sluice";
     SSL_CTX_set_session_id_context(x, kSidCtx, sizeof kSidCtx - 1);
     SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+    // The lifetime of new sessions, cached or in tickets (also the TLS 1.3 ticket_lifetime).
+    SSL_CTX_set_timeout(
+        x, long(std::chrono::duration_cast<std::chrono::seconds>(cfg.sessionTimeout).count()));
     SSL_CTX_sess_set_new_cb(x, onNewSession);
     SSL_CTX_sess_set_get_cb(x, onGetSession);
     SSL_CTX_sess_set_remove_cb(x, onRemoveSession);

@@ -85,7 +85,6 @@ constexpr Known kKnown[] = {
     {"ssl_ecdh_curve", Fate::NoEffect, "Sluice uses OpenSSL's default groups"},
     {"ssl_dhparam", Fate::NoEffect, "Sluice uses ECDHE only"},
     {"ssl_buffer_size", Fate::NoEffect, "TLS record sizing is Sluice's"},
-    {"ssl_session_timeout", Fate::NoEffect, "Sluice keeps OpenSSL's session lifetime"},
     {"ssl_stapling_verify", Fate::NoEffect, "Sluice staples from a file (ocsp = ...)"},
     {"ssl_trusted_certificate", Fate::NoEffect, "Sluice staples from a file (ocsp = ...)"},
     {"default_type", Fate::NoEffect, "only used for return bodies, and no location needs it"},
@@ -224,6 +223,7 @@ constexpr Known kKnown[] = {
     {"ssl_session_cache", Fate::NoEffect,
      "Sluice always keeps a shared cache of 20,000 sessions for every worker"},
     {"ssl_session_tickets", Fate::NoEffect, "set on the listener"},
+    {"ssl_session_timeout", Fate::NoEffect, "no TLS listener uses it"},
     {"ssl_protocols", Fate::NoEffect, "no TLS listener uses it"},
     {"ssl_certificate", Fate::NoEffect, "no TLS listener uses it"},
     {"ssl_certificate_key", Fate::NoEffect, "no TLS listener uses it"},
@@ -1023,6 +1023,7 @@ void Converter::listenerTls(ListenerOut& l) {
     if (i != l.defaultServer) order.push_back(i);
   std::string minVersion;
   std::optional<bool> tickets;
+  std::optional<int64_t> timeoutMs;
   for (size_t i : order) {
     const Scope& sc = *servers_[i].scope;
     auto certs = sc.all("ssl_certificate");
@@ -1083,6 +1084,21 @@ void Converter::listenerTls(ListenerOut& l) {
         tracker_.converted(*t);
       if (!tickets) tickets = on;
     }
+    if (const Directive* t = sc.last("ssl_session_timeout")) {
+      // nginx reads whole seconds (a bare number, or with units down to "s").
+      const auto ms = t->args.size() == 1 ? parseTimeMs(t->arg(0)) : std::nullopt;
+      if (!ms || *ms < 1000 || *ms > 24 * 3600 * 1000 || *ms % 1000 != 0) {
+        tracker_.skip(*t, "Sluice's session_timeout takes whole seconds from 1s to 24h");
+      } else {
+        if (timeoutMs && *timeoutMs != *ms)
+          tracker_.differs(*t,
+                           "Sluice sets the session lifetime per listener; the first server's "
+                           "setting is used");
+        else
+          tracker_.converted(*t);
+        if (!timeoutMs) timeoutMs = *ms;
+      }
+    }
     if (const Directive* c = sc.last("ssl_session_cache")) {
       if (c->args.size() == 1 && (c->arg(0) == "off" || c->arg(0) == "none"))
         tracker_.differs(*c,
@@ -1094,6 +1110,7 @@ void Converter::listenerTls(ListenerOut& l) {
   }
   if (!minVersion.empty() && minVersion != "1.2") l.minVersion = minVersion;
   if (tickets && !*tickets) l.sessionTickets = false;
+  if (timeoutMs && *timeoutMs != 300000) l.sessionTimeoutMs = timeoutMs;  // both default to 5m
 }
 
 // add_header Strict-Transport-Security "..." always, set once for every server of a TLS

@@ -158,7 +158,8 @@ struct ListenerOut {
   std::string minVersion;
   std::string hsts;
   std::optional<bool> sessionTickets;
-  std::string redirect;  // redirect_https template
+  std::optional<int64_t> sessionTimeoutMs;  // ssl_session_timeout, when not the default 5m
+  std::string redirect;                     // redirect_https template
   std::vector<std::string> comments;
   std::vector<size_t> servers;  // indexes into Converter::servers_, file order
   size_t defaultServer = 0;

@@ -142,6 +142,8 @@ std::string Converter::toml(const ConvertResult& res) const {
       if (!l.minVersion.empty()) kv(out, "min_version", tomlString(l.minVersion));
       if (!l.hsts.empty()) kv(out, "hsts", tomlString(l.hsts));
       if (l.sessionTickets) kv(out, "session_tickets", *l.sessionTickets ? "true" : "false");
+      if (l.sessionTimeoutMs)
+        kv(out, "session_timeout", tomlString(formatDuration(*l.sessionTimeoutMs)));
     }
   }
   for (const std::string& name : poolOrder_) {

@@ -592,9 +592,14 @@ def test_refused_connect_triggers_re_resolution(make_backend, make_sluice, tmp_p
     # (resolve_interval is an hour); the request itself fails, the next one finds b.
     write_hosts(hosts, "127.0.0.2")
     a.stop()
-    time.sleep(1.1)  # re-resolution after a refusal is rate-limited to once a second per name
-    http_request(s.port(), "GET", "/")
-    wait_until(lambda: list(backend_states(s)) == [f"{addr}@127.0.0.2"], timeout=3)
+    # Re-resolution after a refusal is rate-limited to once a second per name: requests are
+    # refused (502) until one of them makes Sluice look the name up again.
+    def refused_then_moved():
+        http_request(s.port(), "GET", "/")
+        return list(backend_states(s)) == [f"{addr}@127.0.0.2"]
+
+    wait_until(refused_then_moved, timeout=4, interval=0.05,
+               message="svc.test looked up again after a refused connect")
     assert http_request(s.port(), "GET", "/").json()["backend"] == "b"
 
 

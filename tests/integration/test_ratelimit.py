@@ -156,6 +156,20 @@ def _parallel(port, n, headers=(), paths=None, stopped=None):
         return list(ex.map(read, socks))
 
 
+def bytes_unread_by(port):
+    """Bytes sent to 127.0.0.1:port that the process behind it has not read (a stopped Redis):
+    the receive queues of its accepted sockets in /proc/net/tcp."""
+    total = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) == port and state != "0A":  # not the listener
+                total += int(queues.split(":")[1], 16)
+    return total
+
+
 class Monitor:
     """Redis MONITOR on its own connection: the EVALSHAs Sluice sent, as argument lists."""
 
@@ -303,7 +317,9 @@ def test_client_disconnect_during_pending_redis_call(backend, make_sluice, redis
             c.send(b"GET /gone HTTP/1.1\r\nHost: t\r\n\r\n")
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             c.close()  # RST while the Redis call is pending
-        time.sleep(0.2)  # let Sluice see the closes while Redis is still stopped
+        # Sluice sees the resets while Redis is still stopped.
+        wait_until(lambda: s.metrics().value("sluice_connections_active") == 0,
+                   message="the 20 connections closed")
     finally:
         redis.resume()  # the replies for the vanished requests arrive now
     s.check_alive()
@@ -371,7 +387,10 @@ def test_redis_killed_while_a_batch_waits_fails_every_request(backend, make_slui
     clients = [RawClient(s.port(), timeout=10) for _ in range(40)]
     for c in clients:
         c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-    time.sleep(0.3)
+    # Every decision is in a batch Redis has not read: each names the client's bucket.
+    key = "sluice:rl:rl:ip:127.0.0.1"
+    wait_until(lambda: bytes_unread_by(redis.port) >= 40 * len(key),
+               message="40 decisions written to the stopped Redis")
     t0 = time.monotonic()
     redis.kill()
     codes = []
@@ -429,7 +448,8 @@ def test_requests_gone_before_their_batch_is_sent_are_left_out(backend, make_slu
     mon = Monitor(redis)
     try:
         clients = [RawClient(s.port(), timeout=10) for _ in range(30)]
-        time.sleep(0.2)  # all accepted
+        wait_until(lambda: s.metrics().value("sluice_connections_active") == 30,
+                   message="the 30 connections accepted")
         s.pause()  # stopped for sure: heads and resets are read together after the resume
         try:
             for i, c in enumerate(clients):
@@ -448,7 +468,7 @@ def test_requests_gone_before_their_batch_is_sent_are_left_out(backend, make_slu
             c.close()
         assert codes == [200] * 10, codes
         wait_until(lambda: mon.keys_sent() >= 10, timeout=5)
-        time.sleep(0.1)
+        time.sleep(0.1)  # a short look: no other key may follow
         assert mon.keys_sent() == 10
     finally:
         mon.close()

@@ -344,6 +344,57 @@ def test_resumption_survives_reload(backend, start_tls, tmp_path, tickets):
     assert all(r.reused for r in after), [r.reused for r in after]
 
 
+def test_expired_sessions_are_not_resumed(backend, start_tls, tmp_path):
+    # session_timeout = "3s": a session resumes right away, and from ~3 s after the handshake
+    # that made it (OpenSSL counts whole seconds, so 2-3 s) every way back is a full handshake:
+    # by session id (the client does not know the server's lifetime: the server refuses it),
+    # TLS 1.3 stateful tickets naming a cache entry, and stateless tickets.
+    cache = start_tls(backend, tls={"session_tickets": False, "session_timeout": "3s"})
+    tickets = start_tls(backend, tls={"session_timeout": "3s"})
+    cases = {"tls1.2 session id": (cache, ("-tls1_2",), None),
+             "tls1.3 stateful ticket": (cache, ("-tls1_3",), GET_CLOSE),
+             "tls1.2 ticket": (tickets, ("-tls1_2",), None),
+             "tls1.3 ticket": (tickets, ("-tls1_3",), GET_CLOSE)}
+    made = time.monotonic()
+    saved = {}
+    for name, (s, extra, request) in cases.items():
+        first, runs, sess = _resume(s, tmp_path, 1, extra=extra, request=request)
+        assert runs[0].reused, f"{name}: not resumed at once: {runs[0].summary}"
+        if name != "tls1.2 session id":
+            assert "lifetime hint: 3 (seconds)" in first.stdout, f"{name}: {first.stdout}"
+        saved[name] = sess
+
+    def resumes(name):
+        s, extra, request = cases[name]
+        return s_client(s.port(), *extra, "-sess_in", saved[name], servername="a.test",
+                        request=request)
+
+    for name in cases:  # still good a moment later: the lifetime is not zero
+        assert resumes(name).reused, name
+    for name in cases:
+        r = wait_until(lambda n=name: (lambda r: None if r.reused else r)(resumes(n)),
+                       timeout=8, interval=0.2, message=f"{name} no longer resumed")
+        assert r.handshake_ok and r.new, r  # a full handshake instead, not a failure
+    assert time.monotonic() - made >= 1.9, "sessions expired before their lifetime"
+
+
+@pytest.mark.parametrize("value", ['"500ms"', '"0"', '"25h"', '"1500ms"', "3"])
+def test_t_session_timeout_errors(tdir, value):
+    path, text = _t_config(tdir, ['{ cert = "certs/a.pem", key = "certs/a.key" }'])
+    text = text.replace("]\n\n[pool.p]", f"]\nsession_timeout = {value}\n\n[pool.p]")
+    with open(path, "w") as f:
+        f.write(text)
+    out = run_cli(["-t", "-c", path])
+    assert out.returncode == 1, out.stdout + out.stderr
+    errs = _t_errors(out, path)
+    assert errs and errs[0][0] == _line(text, "session_timeout"), errs
+    assert "session_timeout" in errs[0][2]
+    ok = text.replace(f"session_timeout = {value}", 'session_timeout = "24h"')
+    with open(path, "w") as f:
+        f.write(ok)
+    assert run_cli(["-t", "-c", path]).returncode == 0
+
+
 # ---- certificate reload ----------------------------------------------------------------------
 
 def test_cert_replaced_on_disk_and_sighup(backend, start_tls, pki):

@@ -4,7 +4,8 @@ retries of idempotent requests on another backend, round robin."""
 import collections
 import time
 
-from sluicetest import Blackhole, RawClient, Response, assert_proxy_error, free_port, http_request
+from sluicetest import (Blackhole, RawClient, Response, assert_proxy_error, free_port,
+                        http_request, wait_until)
 
 
 def test_refused_backend_502(proxy):
@@ -48,9 +49,7 @@ def test_backend_response_ambiguous_framing_502(backend, proxy):
     r = http_request(s.port(), "GET", "/amb")
     assert_proxy_error(r, 502, "bad_gateway")
     # The proxy closed that connection (the backend kept it open): the next request dials.
-    deadline = time.monotonic() + 5
-    while backend.closed < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: backend.closed >= 1, message="the upstream connection closed")
     assert backend.closed == 1
     assert http_request(s.port(), "GET", "/next").status == 200
     assert backend.accepted == 2

@@ -3,20 +3,10 @@
 oversized head is a 502; 1xx interim responses (only 103 is forwarded, never to HTTP/1.0
 clients); HEAD, 204 and 304 responses that carry a body."""
 
-import time
-
 import pytest
 
-from sluicetest import RawClient, Response, assert_proxy_error, build_request, http_request
-
-
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
+from sluicetest import (RawClient, Response, assert_proxy_error, build_request, http_request,
+                        wait_until)
 
 
 def assert_aborted(c):
@@ -40,7 +30,7 @@ def assert_aborted(c):
 
 def check_not_reused(backend, s, first_conns=1):
     # The broken connection was closed by the proxy, and the next request dials a new one.
-    assert wait_for(lambda: backend.closed >= first_conns), "upstream connection left open"
+    wait_until(lambda: backend.closed >= first_conns, message="the upstream connection closed")
     backend.on("/next", Response(body=b"fine"))
     r = http_request(s.port(), "GET", "/next")
     assert r.status == 200 and r.body == b"fine", r

@@ -11,7 +11,7 @@ import tomllib
 import urllib.error
 import urllib.request
 
-from .util import free_port, port_is_open, read_text
+from .util import free_port, port_is_open, read_text, wait_stopped
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SLUICE_BIN = os.environ.get("SLUICE_BIN", os.path.join(REPO, "build", "sluice"))
@@ -274,21 +274,7 @@ class Sluice:
         """SIGSTOP, and wait until every thread of the process has actually stopped (the
         signal is asynchronous: bytes sent right after kill() may still be read at once)."""
         self.proc.send_signal(signal.SIGSTOP)
-        deadline = time.monotonic() + timeout
-        task_dir = f"/proc/{self.proc.pid}/task"
-        while True:
-            states = []
-            for tid in os.listdir(task_dir):
-                try:
-                    with open(f"{task_dir}/{tid}/stat") as f:
-                        states.append(f.read().rsplit(")", 1)[1].split()[0])
-                except FileNotFoundError:
-                    continue
-            if states and all(st in ("T", "t") for st in states):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"sluice did not stop: thread states {states}")
-            time.sleep(0.001)
+        wait_stopped(self.proc.pid, "sluice", timeout)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)

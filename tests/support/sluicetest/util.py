@@ -1,6 +1,7 @@
 """Small helpers shared by the harness and the tests."""
 
 import hashlib
+import os
 import socket
 import time
 
@@ -47,6 +48,26 @@ def wait_until(pred, timeout=5.0, interval=0.01, message="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message} (last={last!r})")
         time.sleep(interval)
+
+
+def wait_stopped(pid, what, timeout=5.0):
+    """Wait until every thread of process `pid` is stopped (after a SIGSTOP, which is
+    asynchronous: bytes sent right after kill() may still be read at once)."""
+    deadline = time.monotonic() + timeout
+    task_dir = f"/proc/{pid}/task"
+    while True:
+        states = []
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                continue
+        if states and all(st in ("T", "t") for st in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not stop: thread states {states}")
+        time.sleep(0.001)
 
 
 def port_is_open(port, host="127.0.0.1", timeout=0.2):

@@ -329,6 +329,7 @@ http {
   large_client_header_buffers 4 16k;
   ssl_protocols TLSv1.3;
   ssl_session_tickets off;
+  ssl_session_timeout 10m;
   server {
     listen 127.0.0.1:8443 ssl http2;
     ssl_certificate /nonexistent/c.pem;
@@ -352,11 +353,35 @@ http {
   CHECK(c.has("min_version = \"1.3\""));
   CHECK(c.has("hsts = \"max-age=63072000\""));
   CHECK(c.has("session_tickets = false"));
-  CHECK(c.warned(13, "HTTP/2 is not supported yet"));
+  CHECK(c.has("session_timeout = \"10m\""));
+  CHECK(c.warned(14, "HTTP/2 is not supported yet"));
   CHECK(c.warned(7, "so this smaller limit is not enforced"));
   // The certificate cannot be read here: that is the only thing the loader refuses.
   REQUIRE_FALSE(c.load.config);
   for (const auto& e : c.load.errors) CHECK(e.message.find("certificates[0]") != std::string::npos);
+}
+
+TEST_CASE("convert: ssl_session_timeout is the listener's session_timeout") {
+  auto tls = [](std::string_view a, std::string_view b) {
+    return conv(std::string("http {\n") +  // line 1
+                "server { listen 127.0.0.1:8443 ssl; server_name a.test; " +
+                "ssl_certificate /n/a.pem; ssl_certificate_key /n/a.key; " + std::string(a) +
+                " }\n" +  // line 2
+                "server { listen 127.0.0.1:8443 ssl; server_name b.test; " +
+                "ssl_certificate /n/b.pem; ssl_certificate_key /n/b.key; " + std::string(b) +
+                " }\n}\n");
+  };
+  auto c = tls("ssl_session_timeout 1d;", "ssl_session_timeout 1d;");
+  INFO(c.dump());
+  CHECK(c.has("session_timeout = \"24h\""));
+  c = tls("ssl_session_timeout 5m;", "");  // nginx's default is Sluice's: nothing to write
+  CHECK_FALSE(c.has("session_timeout ="));
+  c = tls("ssl_session_timeout 2d;", "");
+  CHECK_FALSE(c.has("session_timeout ="));
+  CHECK(c.warned(2, "whole seconds from 1s to 24h"));
+  c = tls("ssl_session_timeout 90s;", "ssl_session_timeout 10m;");  // the default server's wins
+  CHECK(c.has("session_timeout = \"90s\""));
+  CHECK(c.warned(3, "the first server's setting is used"));
 }
 
 TEST_CASE("convert: everything not converted is named, counted, and the output says so") {
