@@ -351,6 +351,8 @@ FEATURE_PROBES = {
     "regex": _PROBE_POOLS + '[[route]]\nname = "r"\npath_regex = "^/x"\npool = "a"\n',
     # static file routes
     "static": '[[route]]\nname = "r"\npath = "/"\nstatic = { root = "/" }\n',
+    # server.max_connections
+    "max_connections": '[server]\nmax_connections = 100\n',
     # OpenTelemetry export
     "tracing": '[tracing]\notlp_endpoint = "http://127.0.0.1:1/v1/traces"\n',
 }
@@ -392,9 +394,12 @@ pool = "origin"
 
 
 def sluice_conf(port, tls_port, origin, workers, cert, key, tls, redis_port, split=True,
-                cors=True, regex=True, static_root="", tracing=True):
+                cors=True, regex=True, static_root="", tracing=True, max_connections=0):
+    # max_connections: as nginx's worker_connections (Sluice's default, "auto", allows half
+    # the descriptors, one pair per proxied request, which refuses idle clients beyond it)
     s = f"""[server]
 workers = {workers}
+{f"max_connections = {max_connections}" if max_connections else ""}
 client_idle_timeout = "300s"
 client_header_timeout = "60s"
 shutdown_timeout = "1s"
@@ -610,6 +615,8 @@ class Bench:
                                regex=supports(binary, self.tmp, "regex"),
                                static_root=os.path.join(self.tmp, "www") + "/"
                                if supports(binary, self.tmp, "static") else "",
+                               max_connections=self.nofile - 64
+                               if supports(binary, self.tmp, "max_connections") else 0,
                                tracing=supports(binary, self.tmp, "tracing"))
             argv = [binary, "-c", conf]
         with open(conf, "w") as f:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sluicetest import Backend, RawClient, Response, http_request, run_cli, wait_until
+from sluicetest import RawClient, Response, http_request, run_cli, wait_until
 
 
 # ---- helpers ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ modes when Redis goes away."""
 
 import concurrent.futures
 import re
-import signal
 import socket
 import threading
 import time
