@@ -289,13 +289,17 @@ void DownstreamConnection::onPlaintext(const char* data, size_t len) {
 // Re-armed lazily: most requests move the deadline later, which only updates a field; the heap
 // entry moves only when it must fire earlier, or when it fires early.
 void DownstreamConnection::armTimer(uint64_t ms) {
-  trimPending_ = false;
+  trimPending_ = drainPending_ = false;
   const uint64_t now = uv_now(w_.loop());
   deadline_ = now + ms;
   if (!scheduled() || deadline_ < due) w_.timers().schedule(this, ms);
 }
 
 void DownstreamConnection::waitIdle(uint64_t idleMs) {
+  if (s_ && s_->out.queuedBytes() > 0) {
+    awaitDrain();  // the idle wait starts once the client has taken the answer (onWriteDone)
+    return;
+  }
   // After kTrimMs of quiet the stream goes back to the free list, then the idle timeout runs.
   armTimer(idleMs > kTrimMs ? kTrimMs : idleMs);
   trimPending_ = idleMs > kTrimMs;
@@ -313,7 +317,28 @@ void DownstreamConnection::onTimer(net::Timer* t) {
   self->onTimeout();
 }
 
+size_t DownstreamConnection::unsentBytes() const {
+  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
+}
+
+void DownstreamConnection::awaitDrain() {
+  armTimer(uint64_t(settings().clientIdleTimeout.count()));
+  drainPending_ = true;
+  drainMark_ = unsentBytes();
+}
+
 void DownstreamConnection::onTimeout() {
+  if (drainPending_) {
+    drainPending_ = false;
+    if (s_ && s_->out.queuedBytes() > 0) {
+      if (unsentBytes() < drainMark_) {
+        awaitDrain();  // the client is slow but takes bytes
+        return;
+      }
+      close();  // it took nothing for client_idle_timeout: the rest is dropped
+      return;
+    }
+  }
   if (state_ == State::Lingering) {
     close();
     return;
@@ -359,6 +384,10 @@ void DownstreamConnection::onWriteDone(void* p, int status) {
       self->close();
     return;
   }
+  if (self->drainPending_ && self->s_->out.queuedBytes() == 0 && self->state_ == State::Open) {
+    // The client took the rest of a finished answer: now it is an idle keep-alive connection.
+    self->waitIdle(uint64_t(self->settings().clientIdleTimeout.count()));
+  }
   self->s_->codec.onWritten();
   self->releaseStreamIfIdle();  // a slow client just took the rest of a finished response
 }
@@ -375,6 +404,7 @@ void DownstreamConnection::closeAfterFlush() {
   } else {
     closeAfterFlush_ = true;
     stopReading();
+    awaitDrain();
   }
 }
 
@@ -392,6 +422,7 @@ void DownstreamConnection::lingerClose() {
   state_ = State::Lingering;
   if (s_ && s_->out.queuedBytes() > 0) {
     closeAfterFlush_ = true;
+    awaitDrain();
     return;
   }
   // The request is allocated only here: idle connections do not carry one.

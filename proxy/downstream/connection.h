@@ -87,6 +87,10 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   void onEof();
   void answerPlainHttpOnTls();
   void onTimeout();
+  // The answer is complete but the client has not taken all of it: wait client_idle_timeout,
+  // again as long as bytes keep leaving (nginx's send_timeout), else close.
+  void awaitDrain();
+  size_t unsentBytes() const;
 
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -127,12 +131,14 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   bool reading_ = false;
   bool closeAfterFlush_ = false;
   bool shuttingDown_ = false;
-  bool trimPending_ = false;  // the timer will first release the stream of an idle connection
-  bool tlsFailed_ = false;    // a fatal TLS error: no close_notify, the session is not reused
-  bool served_ = false;       // a stream was attached before (the accept header timer is over)
+  bool trimPending_ = false;   // the timer will first release the stream of an idle connection
+  bool drainPending_ = false;  // the timer guards a finished answer still being written
+  bool tlsFailed_ = false;     // a fatal TLS error: no close_notify, the session is not reused
+  bool served_ = false;        // a stream was attached before (the accept header timer is over)
   uint32_t listenerNameId_ = 0;
   net::PeerCounts::Place peerPlace_ = nullptr;  // max_connections_per_ip
   uint64_t deadline_ = 0;  // loop ms; 0 = nothing to time (the heap entry may fire earlier)
+  size_t drainMark_ = 0;   // unsentBytes() when awaitDrain() armed the timer
 };
 
 }  // namespace sluice

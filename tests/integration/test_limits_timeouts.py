@@ -1,9 +1,10 @@
 """max_header_size (431), max_body_size (413), client_header_timeout (408),
 client_idle_timeout (silent close)."""
 
+import socket
 import time
 
-from sluicetest import RawClient, Response, assert_proxy_error, build_request
+from sluicetest import RawClient, Response, assert_proxy_error, build_request, wait_until
 
 LIMITS = {"max_header_size": "8k", "max_body_size": "64k"}
 
@@ -169,3 +170,98 @@ def test_slow_body_within_limits_is_not_timed_out_by_header_timeout(backend, pro
         c.send(b"d")
         r = c.read_response()
         assert r.status == 200 and r.header("x-body-length") == "10"
+
+
+# ---- a finished answer the client is slow to take (nginx's send_timeout) ----------------
+#
+# The kernel holds a few MiB of a loopback response (both socket buffers) even for a client
+# with a tiny receive buffer; only what does not fit stays queued in Sluice. Each test first
+# measures how much the kernel takes, then asks for a little more, so that the answer ends
+# while its tail is still queued in the proxy.
+
+SLOW_READER = {"client_idle_timeout": "1s", "client_header_timeout": "10s"}
+
+
+def _tiny_window_client(port):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", port))
+    return c
+
+
+def _read_to_close(c, timeout=5.0):
+    c.settimeout(timeout)
+    got = 0
+    try:
+        while True:
+            b = c.recv(1 << 20)
+            if not b:
+                return got
+            got += len(b)
+    except ConnectionResetError:
+        return got
+
+
+def _kernel_share(s, backend):
+    """Bytes of an answer the kernel absorbs for a client that reads nothing: a 32 MiB answer
+    stalls, response_timeout (1s) cuts it, and the client then reads what had reached it."""
+    backend.on("/huge", Response(body_size=32 << 20))
+    c = _tiny_window_client(s.port())
+    c.sendall(b"GET /huge HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_until(lambda: s.metrics().value("sluice_upstream_errors_total") >= 1, timeout=8,
+               message="the stalled answer cut by response_timeout")
+    got = _read_to_close(c)
+    c.close()
+    assert 0 < got < (32 << 20)
+    return got
+
+
+def _active(s):
+    return s.metrics().value("sluice_connections_active")
+
+
+def test_non_reading_client_of_a_closing_answer_is_dropped(backend, proxy):
+    # Connection: close and the tail still queued: before, nothing timed the connection at all
+    # (a client that never reads held its descriptor and the queued bytes forever).
+    s = proxy(backend, server=SLOW_READER, pool_opts={"response_timeout": "1s"})
+    size = _kernel_share(s, backend) + (96 << 10)
+    backend.on("/fit", Response(body_size=size))
+    c = _tiny_window_client(s.port())
+    c.sendall(b"GET /fit HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    s.wait_access(lambda e: e["path"] == "/fit")  # the backend's answer is complete
+    t0 = time.monotonic()
+    wait_until(lambda: _active(s) == 0, timeout=6, message="the stalled connection closed")
+    took = time.monotonic() - t0
+    assert took >= 0.6, f"closed {took:.2f}s after the answer ended: nothing was queued?"
+    got = _read_to_close(c)
+    c.close()
+    assert got < size, "the queued tail must have been dropped"
+
+
+def test_idle_timeout_starts_once_the_client_took_the_answer(backend, proxy):
+    # Keep-alive, the tail queued: the client takes it after 1.5 s (client_idle_timeout 2 s),
+    # stays quiet 1 s more and asks again. The idle wait runs from when the answer was taken,
+    # not from when the backend finished it (that would have closed the connection at 2 s).
+    s = proxy(backend, server={"client_idle_timeout": "2s"}, pool_opts={"response_timeout": "1s"})
+    size = _kernel_share(s, backend) + (96 << 10)
+    backend.on("/fit", Response(body_size=size))
+    c = _tiny_window_client(s.port())
+    c.sendall(b"GET /fit HTTP/1.1\r\nHost: t\r\n\r\n")
+    s.wait_access(lambda e: e["path"] == "/fit")
+    time.sleep(1.5)  # pacing: a client that takes its answer late, on purpose
+    c.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(65536)
+    head_len = data.index(b"\r\n\r\n") + 4
+    got = len(data)
+    while got < head_len + size:
+        b = c.recv(1 << 20)
+        assert b, f"closed after {got - head_len} of {size} body bytes"
+        got += len(b)
+    assert got == head_len + size
+    time.sleep(1.0)  # pacing: idle past the old deadline, within the new one
+    c.sendall(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+    again = c.recv(65536)
+    assert again.startswith(b"HTTP/1.1 200 "), again[:100]
+    c.close()
