@@ -177,7 +177,8 @@ def test_slow_body_within_limits_is_not_timed_out_by_header_timeout(backend, pro
 # The kernel holds a few MiB of a loopback response (both socket buffers) even for a client
 # with a tiny receive buffer; only what does not fit stays queued in Sluice. Each test first
 # measures how much the kernel takes, then asks for a little more, so that the answer ends
-# while its tail is still queued in the proxy.
+# while its tail is still queued in the proxy. The answers are chunked: a Content-Length body
+# over plain TCP is spliced, and its exchange ends only once the client took every byte.
 
 SLOW_READER = {"client_idle_timeout": "1s", "client_header_timeout": "10s"}
 
@@ -205,7 +206,7 @@ def _read_to_close(c, timeout=5.0):
 def _kernel_share(s, backend):
     """Bytes of an answer the kernel absorbs for a client that reads nothing: a 32 MiB answer
     stalls, response_timeout (1s) cuts it, and the client then reads what had reached it."""
-    backend.on("/huge", Response(body_size=32 << 20))
+    backend.on("/huge", Response(body_size=32 << 20, mode="chunked"))
     c = _tiny_window_client(s.port())
     c.sendall(b"GET /huge HTTP/1.1\r\nHost: t\r\n\r\n")
     wait_until(lambda: s.metrics().value("sluice_upstream_errors_total") >= 1, timeout=8,
@@ -225,7 +226,7 @@ def test_non_reading_client_of_a_closing_answer_is_dropped(backend, proxy):
     # (a client that never reads held its descriptor and the queued bytes forever).
     s = proxy(backend, server=SLOW_READER, pool_opts={"response_timeout": "1s"})
     size = _kernel_share(s, backend) + (96 << 10)
-    backend.on("/fit", Response(body_size=size))
+    backend.on("/fit", Response(body_size=size, mode="chunked"))
     c = _tiny_window_client(s.port())
     c.sendall(b"GET /fit HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     s.wait_access(lambda e: e["path"] == "/fit")  # the backend's answer is complete
@@ -244,7 +245,7 @@ def test_idle_timeout_starts_once_the_client_took_the_answer(backend, proxy):
     # not from when the backend finished it (that would have closed the connection at 2 s).
     s = proxy(backend, server={"client_idle_timeout": "2s"}, pool_opts={"response_timeout": "1s"})
     size = _kernel_share(s, backend) + (96 << 10)
-    backend.on("/fit", Response(body_size=size))
+    backend.on("/fit", Response(body_size=size, mode="chunked"))
     c = _tiny_window_client(s.port())
     c.sendall(b"GET /fit HTTP/1.1\r\nHost: t\r\n\r\n")
     s.wait_access(lambda e: e["path"] == "/fit")
@@ -253,13 +254,11 @@ def test_idle_timeout_starts_once_the_client_took_the_answer(backend, proxy):
     data = b""
     while b"\r\n\r\n" not in data:
         data += c.recv(65536)
-    head_len = data.index(b"\r\n\r\n") + 4
-    got = len(data)
-    while got < head_len + size:
+    while not data.endswith(b"\r\n0\r\n\r\n"):  # the whole chunked answer
         b = c.recv(1 << 20)
-        assert b, f"closed after {got - head_len} of {size} body bytes"
-        got += len(b)
-    assert got == head_len + size
+        assert b, f"closed after {len(data)} bytes of a {size}-byte body"
+        data += b
+    assert len(data) > size
     time.sleep(1.0)  # pacing: idle past the old deadline, within the new one
     c.sendall(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
     again = c.recv(65536)
