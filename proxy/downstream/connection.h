@@ -81,6 +81,7 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   long sendFile(int fd, uint64_t offset, size_t len) override;
   long splicePipe(int pipeRd, size_t len) override;
   void awaitWritable() override;
+  size_t unsentBytes() const override;
 
   void onCiphertext(const char* data, size_t len);
   void onPlaintext(const char* data, size_t len);
@@ -90,7 +91,6 @@ class DownstreamConnection final : private net::Timer,  // its one deadline, in 
   // The answer is complete but the client has not taken all of it: wait client_idle_timeout,
   // again as long as bytes keep leaving (nginx's send_timeout), else close.
   void awaitDrain();
-  size_t unsentBytes() const;
 
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);

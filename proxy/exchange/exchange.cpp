@@ -334,6 +334,18 @@ void Exchange::onTimeout() {
     stream_->flush();
     return;
   }
+  if (s_.upstreamPaused && s_.requestComplete && !s_.tunnel) {
+    const size_t unsent = stream_->unsentBytes();
+    if (unsent < s_.sendMark) {  // slow, but taking bytes: wait again
+      s_.sendMark = unsent;
+      stream_->setTimeout(uint64_t(snap_->config.server.clientIdleTimeout.count()));
+      return;
+    }
+    // The client took nothing for client_idle_timeout: end it (not the backend's fault).
+    upstream_->abort();
+    stream_->reset();
+    return;
+  }
   if (s_.requestComplete) return;
   // The client stopped sending its body.
   upstream_->abort();
@@ -427,10 +439,8 @@ void Exchange::afterUpstreamRead(bool current) {
     }
   }
   stream_->flush();
-  if (current && alive(gen) && upstream_->connected() && stream_->queuedBytes() > kHighWater) {
-    upstream_->pauseReading();
-    s_.upstreamPaused = true;
-  }
+  if (current && alive(gen) && upstream_->connected() && stream_->queuedBytes() > kHighWater)
+    holdUpstream();
   stream_->safePoint();  // the last thing done with this exchange in the read callback
 }
 
@@ -444,10 +454,26 @@ void Exchange::onClientDrained() {
     files_.onWritable();  // may end this exchange: touch nothing after
     return;
   }
-  if (s_.upstreamPaused && stream_->queuedBytes() < kHighWater / 4) {
-    s_.upstreamPaused = false;
-    upstream_->resumeReading();
+  if (s_.upstreamPaused && stream_->queuedBytes() < kHighWater / 4) releaseUpstream();
+}
+
+// The client cannot take more: stop reading the backend. While the response streams (the
+// request is in, not a tunnel), the backend's response_timeout stops too and the client is
+// timed instead: client_idle_timeout without taking a byte ends the exchange (onTimeout),
+// as nginx's send_timeout. Called again on each progress, it pushes the deadline on.
+void Exchange::holdUpstream() {
+  upstream_->holdForClient();
+  s_.upstreamPaused = true;
+  if (s_.requestComplete && !s_.tunnel) {
+    s_.sendMark = stream_->unsentBytes();
+    stream_->setTimeout(uint64_t(snap_->config.server.clientIdleTimeout.count()));
   }
+}
+
+void Exchange::releaseUpstream() {
+  s_.upstreamPaused = false;
+  if (s_.requestComplete && !s_.tunnel) stream_->setTimeout(0);
+  upstream_->resumeReading();
 }
 
 void Exchange::onUpstreamDrained() {

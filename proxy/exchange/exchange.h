@@ -148,6 +148,10 @@ class Exchange final : public RequestDecoder,
   bool onUpstreamSpliceable(uint64_t remaining) override;
   void onUpstreamReadable() override;
 
+  // Backpressure from the client on the response (see holdUpstream in exchange.cpp).
+  void holdUpstream();
+  void releaseUpstream();
+
   // Splicing a response body (exchange_splice.cpp).
   void pumpSplice();
   void endSplice();
@@ -189,10 +193,11 @@ class Exchange final : public RequestDecoder,
     bool websocket = false;
     bool tunnel = false;  // raw bytes both ways since the 101
     bool logged = false;
-    bool ended = false;  // the response is complete (or the exchange was abandoned)
-    bool upstreamPaused = false;
-    bool traced = false;        // [tracing] sampled this request: trace_ holds its span ids
-    std::string_view clientIp;  // peer or clientIpBuf_
+    bool ended = false;           // the response is complete (or the exchange was abandoned)
+    bool upstreamPaused = false;  // holdUpstream(): the client is slow
+    size_t sendMark = 0;          // unsent client bytes when the client was last timed
+    bool traced = false;          // [tracing] sampled this request: trace_ holds its span ids
+    std::string_view clientIp;    // peer or clientIpBuf_
   } s_;
   uint32_t generation_ = 0;  // bumped by reset(): stale filter callbacks see a new one
   bool dirty_ = false;

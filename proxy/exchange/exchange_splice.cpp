@@ -33,11 +33,8 @@ void Exchange::pumpSplice() {
         stream_->reset();
         return;
       }
-      if (n == 0) {  // the client is full: leave the backend unread until it drains
-        if (!s_.upstreamPaused) {
-          upstream_->pauseReading();
-          s_.upstreamPaused = true;
-        }
+      if (n == 0) {      // the client is full: leave the backend unread until it drains
+        holdUpstream();  // (again on each progress: the client's deadline moves on)
         return;
       }
       splice_.inPipe -= size_t(n);
@@ -51,10 +48,7 @@ void Exchange::pumpSplice() {
       upstream_->finishSplice(total);  // ends this exchange: touch nothing after
       return;
     }
-    if (s_.upstreamPaused) {
-      s_.upstreamPaused = false;
-      upstream_->resumeReading();
-    }
+    if (s_.upstreamPaused) releaseUpstream();
     const size_t want = size_t(std::min<uint64_t>(splice_.remaining, net::PipePool::kPipeSize));
     const long n = upstream_->spliceTo(splice_.pipe.wr, want);
     if (n <= 0) return;  // nothing now (readability calls back), or aborted (stream reset)

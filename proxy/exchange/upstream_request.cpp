@@ -199,6 +199,9 @@ void UpstreamRequest::pauseReading() {
 void UpstreamRequest::resumeReading() {
   if (up_) up_->resumeReading();
 }
+void UpstreamRequest::holdForClient() {
+  if (up_) up_->holdForClient();
+}
 void UpstreamRequest::enterTunnel() {
   if (up_) up_->enterTunnel();
 }

@@ -78,6 +78,9 @@ class Upstream {
   virtual size_t queuedBytes() const = 0;
   virtual void pauseReading() = 0;
   virtual void resumeReading() = 0;
+  // Backpressure from a slow client: pause reading and the response timeout (resumeReading()
+  // restarts both); the client's progress is timed instead.
+  virtual void holdForClient() { pauseReading(); }
   virtual void enterTunnel() = 0;
   // The response completed: the connection goes back to the pool when `reusable`.
   virtual void release(bool reusable) = 0;
@@ -121,6 +124,7 @@ class UpstreamRequest final : public Upstream,
   size_t queuedBytes() const override;
   void pauseReading() override;
   void resumeReading() override;
+  void holdForClient() override;
   void enterTunnel() override;
   void release(bool reusable) override;
   void closeOnRelease() override { closeOnRelease_ = true; }

@@ -69,6 +69,9 @@ class ServerStream {
   virtual long splicePipe(int /*pipeRd*/, size_t /*len*/) { return -1; }
   // Bytes queued for the client and not yet written.
   virtual size_t queuedBytes() const = 0;
+  // Of those, the bytes the client's socket has not taken yet: shrinks while a slow client
+  // reads (progress), where queuedBytes() only drops when a whole write completes.
+  virtual size_t unsentBytes() const { return queuedBytes(); }
   // Write what is queued (called outside the client's read callback).
   virtual void flush() = 0;
   // The stream cannot go on (a response started and broke, the client vanished): close the

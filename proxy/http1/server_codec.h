@@ -43,6 +43,9 @@ class Transport {
   virtual bool canSendFile() const { return false; }
   virtual long sendFile(int /*fd*/, uint64_t /*offset*/, size_t /*len*/) { return -1; }
   virtual long splicePipe(int /*pipeRd*/, size_t /*len*/) { return -1; }
+  // Bytes handed to the connection and not yet taken by the client's socket (they shrink as a
+  // slow client reads, unlike out().queuedBytes(), which drops only when a write completes).
+  virtual size_t unsentBytes() const { return 0; }
   // One onWritten() once the socket is writable.
   virtual void awaitWritable() {}
 };
@@ -89,6 +92,7 @@ class ServerCodec final : public ServerStream, private http::Http1Parser::Handle
   void setTimeout(uint64_t ms) override;
   void safePoint() override { t_->safePoint(); }
   size_t queuedBytes() const override;
+  size_t unsentBytes() const override { return t_->unsentBytes(); }
   void flush() override;
   void reset() override;  // the stream cannot go on: close the connection
 

@@ -105,6 +105,18 @@ void UpstreamConn::resumeReading() {
     uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
     reading_ = true;
   }
+  if (heldForClient_) {
+    heldForClient_ = false;
+    if (state_ == State::Busy && responseTimeoutMs_) armTimer(responseTimeoutMs_);
+  }
+}
+
+void UpstreamConn::holdForClient() {
+  pauseReading();
+  if (state_ == State::Busy && deadline_ != 0) {
+    disarmTimer();  // the heap entry may still fire: onTimer sees no deadline
+    heldForClient_ = true;
+  }
 }
 
 void UpstreamConn::enterTunnel() {
@@ -377,7 +389,7 @@ void UpstreamConn::onMessageComplete() {
 
 void UpstreamConn::release(bool reusable, uint64_t idleTimeoutMs) {
   handler_ = nullptr;
-  splicing_ = false;
+  splicing_ = heldForClient_ = false;
   if (!reusable || trailingGarbage_ || state_ != State::Busy || !out_.idle()) {
     close();
     return;

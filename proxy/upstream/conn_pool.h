@@ -86,6 +86,9 @@ class UpstreamConn final : private net::Timer,  // its deadline, in the worker's
   void armResponseTimer();
   void pauseReading();
   void resumeReading();
+  // Backpressure from the client: stop reading, and stop timing the backend (it is not the one
+  // late) until resumeReading(), which restarts the response timeout.
+  void holdForClient();
   void enterTunnel();
   // Tunnel: the client finished sending; FIN the backend once queued bytes are written.
   void shutdownWrite();
@@ -150,7 +153,9 @@ class UpstreamConn final : private net::Timer,  // its deadline, in the worker's
   bool reading_ = false;
   bool connectFailed_ = false;
   bool trailingGarbage_ = false;
-  bool splicing_ = false;  // readability goes to onUpstreamReadable, nothing is read
+  bool splicing_ = false;
+  bool heldForClient_ = false;  // holdForClient(): the response timer restarts on resume  //
+                                // readability goes to onUpstreamReadable, nothing is read
   UpstreamConn* nextIdle_ = nullptr;
   UpstreamConn* prevIdle_ = nullptr;
 };

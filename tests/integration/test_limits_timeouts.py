@@ -4,6 +4,8 @@ client_idle_timeout (silent close)."""
 import socket
 import time
 
+import pytest
+
 from sluicetest import RawClient, Response, assert_proxy_error, build_request, wait_until
 
 LIMITS = {"max_header_size": "8k", "max_body_size": "64k"}
@@ -205,12 +207,14 @@ def _read_to_close(c, timeout=5.0):
 
 def _kernel_share(s, backend):
     """Bytes of an answer the kernel absorbs for a client that reads nothing: a 32 MiB answer
-    stalls, response_timeout (1s) cuts it, and the client then reads what had reached it."""
+    stalls, client_idle_timeout cuts it (and its backend connection), and the client then reads
+    what had reached it."""
     backend.on("/huge", Response(body_size=32 << 20, mode="chunked"))
+    closed = backend.closed
     c = _tiny_window_client(s.port())
     c.sendall(b"GET /huge HTTP/1.1\r\nHost: t\r\n\r\n")
-    wait_until(lambda: s.metrics().value("sluice_upstream_errors_total") >= 1, timeout=8,
-               message="the stalled answer cut by response_timeout")
+    wait_until(lambda: backend.closed > closed, timeout=8,
+               message="the stalled answer cut by client_idle_timeout")
     got = _read_to_close(c)
     c.close()
     assert 0 < got < (32 << 20)
@@ -264,3 +268,85 @@ def test_idle_timeout_starts_once_the_client_took_the_answer(backend, proxy):
     again = c.recv(65536)
     assert again.startswith(b"HTTP/1.1 200 "), again[:100]
     c.close()
+
+
+# ---------------------------------------------------------------- a slow reader of a streaming answer
+# While the client holds the answer back (Sluice stops reading the backend), the backend's
+# response_timeout does not run: the client is timed instead (client_idle_timeout without
+# taking a byte), as nginx's send_timeout. Content-Length bodies take the splice path, chunked
+# ones the copy path.
+
+BIG = 64 << 20
+
+
+def _stream_case(backend, proxy, mode):
+    backend.on("/big", Response(body_size=BIG, mode=mode))
+    return proxy(backend, server={"client_idle_timeout": "3s"},
+                 pool_opts={"response_timeout": "500ms"})
+
+
+def _read_rest(c, first, until_close=False):
+    got = len(first)
+    while True:
+        try:
+            chunk = c.sock.recv(1 << 20)
+        except (ConnectionResetError, TimeoutError, socket.timeout):
+            break
+        if not chunk:
+            break
+        got += len(chunk)
+        if not until_close and got >= BIG:
+            break
+    return got
+
+
+def _ask_big(c):
+    """GET /big with a small receive buffer; returns the body bytes that came with the head."""
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.send(build_request("GET", "/big"))
+    data = c.recv_some()
+    while b"\r\n\r\n" not in data:
+        data += c.recv_some()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked"])
+def test_paused_reader_outlasting_response_timeout_gets_the_whole_body(backend, proxy, mode):
+    s = _stream_case(backend, proxy, mode)
+    with RawClient(s.port(), timeout=20) as c:
+        body = _ask_big(c)
+        # Three response_timeouts without reading (less than client_idle_timeout): the
+        # backend was not late, the client was, and it is still within its own limit.
+        time.sleep(1.5)  # the stall under test
+        if mode == "length":
+            assert _read_rest(c, body) == BIG
+        else:
+            # Chunked: the framing adds bytes; the body is complete when the last chunk came.
+            total = len(body)
+            tail = body[-5:]
+            while tail != b"0\r\n\r\n":
+                chunk = c.sock.recv(1 << 20)
+                assert chunk, f"closed after {total} bytes"
+                total += len(chunk)
+                tail = (tail + chunk)[-5:]
+            assert total > BIG
+    assert backend.closed == 0, "the backend connection stays pooled"
+    s.check_alive()
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked"])
+def test_reader_that_stops_is_dropped_after_client_idle_timeout(backend, proxy, mode):
+    s = _stream_case(backend, proxy, mode)
+    with RawClient(s.port(), timeout=20) as c:
+        body = _ask_big(c)
+        start = time.monotonic()
+        # The exchange ends (its backend connection with it) once the client took nothing
+        # for client_idle_timeout: not at response_timeout, and not never.
+        wait_until(lambda: backend.closed >= 1, timeout=10,
+                   message="the backend connection closed")
+        held = time.monotonic() - start
+        assert 2.5 < held < 8, held
+        assert _read_rest(c, body, until_close=True) < BIG + 1024
+    s.check_alive()
