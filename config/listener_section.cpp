@@ -117,8 +117,9 @@ void loadListenerTls(LoadContext& ctx, const toml::node& n, const std::string& w
 
 void loadListener(LoadContext& ctx, NameRules& names, const toml::table& t, const std::string& what,
                   SourcePos pos) {
-  ctx.checkKeys(t, {"name", "listen", "redirect_https", "max_connections_per_ip", "tls"}, {},
-                "in [[listener]]");
+  ctx.checkKeys(
+      t, {"name", "listen", "redirect_https", "max_connections_per_ip", "defer_accept", "tls"}, {},
+      "in [[listener]]");
   ListenerConfig lc;
   lc.pos = pos;
   lc.name = names.nameKey(t, lc.pos, what);
@@ -144,6 +145,9 @@ void loadListener(LoadContext& ctx, NameRules& names, const toml::table& t, cons
     // 0 = no cap (the default).
     if (auto n = ctx.getInt(*v, what + ".max_connections_per_ip", 0, kMaxConnectionsLimit))
       lc.maxConnectionsPerIp = uint32_t(*n);
+  }
+  if (const auto* v = t.get("defer_accept")) {
+    if (auto b = ctx.getBool(*v, what + ".defer_accept")) lc.deferAccept = *b;
   }
   if (const auto* v = t.get("tls")) loadListenerTls(ctx, *v, what + ".tls", lc.tls);
   if (lc.tls.enabled && !lc.redirectHttps.empty())

@@ -99,6 +99,8 @@ struct ListenerConfig {
   std::string redirectHttps;  // empty = route normally
   // Open connections from one peer address; 0 = no cap.
   uint32_t maxConnectionsPerIp = 0;
+  // TCP_DEFER_ACCEPT: a connection is handed over once the client's first bytes arrived.
+  bool deferAccept = true;
   ListenerTls tls;
   SourcePos pos;
 };

@@ -120,7 +120,15 @@ void Worker::openListener(const std::string& key, int fd) {
                       {{"listener", key}, {"error", err}});
     return;
   }
+  if (const ListenerSpec* spec = snapshot_->listener(key))
+    ls->acceptor->setDeferAccept(spec->cfg.deferAccept);
   listeners_[key] = std::move(ls);
+}
+
+void Worker::applyListenerOptions() {
+  for (auto& [key, ls] : listeners_)
+    if (const ListenerSpec* spec = snapshot_->listener(key))
+      ls->acceptor->setDeferAccept(spec->cfg.deferAccept);
 }
 
 void Worker::closeListener(const std::string& key) {
@@ -226,6 +234,7 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
     if (services_.redis) services_.redis->configure(snapshot_->config.redis);
     for (const auto& key : close) closeListener(key);
     for (const auto& [key, fd] : open) openListener(key, fd);
+    applyListenerOptions();  // a kept listener may have changed defer_accept
   });
 }
 

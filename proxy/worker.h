@@ -147,6 +147,8 @@ class Worker {
 
   void run();
   void openListener(const std::string& key, int fd);
+  // Socket options of the listening sockets from the current snapshot (defer_accept).
+  void applyListenerOptions();
   void closeListener(const std::string& key);
   void closeListeners();
   void accepted(ListenSocket& ls, int fd, const sockaddr_storage& peer);

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -151,12 +152,15 @@ void DownstreamConnection::accept(Worker& w, int fd, const sockaddr_storage& pee
   // The header timeout also bounds the TLS handshake.
   c->armTimer(uint64_t(w.snapshot()->config.server.clientHeaderTimeout.count()));
   c->startReading();
-  // A client sends its request (or ClientHello) right after connecting, so by the time the
-  // connection is accepted it is usually waiting: read it now instead of after a trip through
-  // epoll (on EAGAIN the read watcher, started above, takes over).
+  // With defer_accept the kernel hands a connection over once the client's first bytes (its
+  // request or ClientHello) arrived: read them now instead of after a trip through epoll (on
+  // EAGAIN, after the kernel's ~1 s wait for a silent client, the read watcher started above
+  // takes over). Without it the read would mostly find nothing: the connection is taken as
+  // soon as the handshake completes, before the client had a chance to write.
+  if (!spec.cfg.deferAccept) return;
   ssize_t n;
   do {
-    n = ::read(fd, w.readBuffer(), Worker::kReadBufferSize);
+    n = ::recv(fd, w.readBuffer(), Worker::kReadBufferSize, 0);  // no VFS layer, unlike read(2)
   } while (n < 0 && errno == EINTR);
   if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
     uv_buf_t buf = uv_buf_init(w.readBuffer(), unsigned(Worker::kReadBufferSize));

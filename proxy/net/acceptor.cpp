@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -67,6 +68,15 @@ Acceptor* Acceptor::open(uv_loop_t* loop, int fd, Handler* handler, std::string&
   return a;
 }
 
+void Acceptor::setDeferAccept(bool on) {
+  if (deferAccept_ == int(on)) return;
+  // Linux counts the seconds in SYN-ACK retransmissions: 1 s is one, so a connection that
+  // sends nothing is handed over when the client answers the first retransmission (~1 s).
+  const int secs = on ? 1 : 0;
+  if (::setsockopt(fd_, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) == 0)
+    deferAccept_ = int(on);
+}
+
 void Acceptor::close() {
   if (closed_) return;
   closed_ = true;
@@ -91,12 +101,19 @@ void Acceptor::onPoll(uv_poll_t* p, int status, int /*events*/) {
 }
 
 void Acceptor::acceptSome() {
-  for (int i = 0; i < kBatch && !closed_ && !paused_; ++i) {
+  int budget = 1;  // connections still to take in this wake-up (see kBatch)
+  bool counted = false;
+  int skipped = 0;
+  while (budget > 0 && !closed_ && !paused_) {
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       handler_->onAccepted(fd, peer);
+      if (--budget == 0 && !counted) {  // after the first: the rest of the queue, bounded
+        counted = true;
+        budget = std::min(queued(), kBatch - 1);
+      }
       continue;
     }
     switch (errno) {
@@ -119,12 +136,21 @@ void Acceptor::acceptSome() {
       case EOPNOTSUPP:
       case ENETUNREACH:
       case ETIMEDOUT:
+        if (++skipped > kMaxSkipped) return;
         continue;
       default:  // EMFILE, ENFILE, ENOBUFS, ENOMEM, or anything that would fail again at once
         pause(errno);
         return;
     }
   }
+}
+
+int Acceptor::queued() const {
+  // For a listening socket Linux reports the length of its accept queue in tcpi_unacked.
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  if (::getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return 0;
+  return int(std::min<uint32_t>(ti.tcpi_unacked, uint32_t(kBatch)));
 }
 
 void Acceptor::pause(int err) {

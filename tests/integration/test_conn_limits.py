@@ -219,3 +219,50 @@ def test_out_of_descriptors_accept_pauses_and_resumes_without_spinning(make_slui
     assert m.value(REFUSED, listener="web", reason="fd_limit") >= 1
     assert m.value(REFUSED, listener="web", reason="max_connections") == 0
     s.check_alive()
+
+
+def test_defer_accept_keeps_a_silent_connection_in_the_kernel_and_a_reload_turns_it_off(
+        make_sluice, backend):
+    # On by default: the kernel hands a connection over once the client sent something, so a
+    # connection that sent nothing is not Sluice's yet (no descriptor, not counted), and the
+    # request it sends later is served as usual. Off: taken as soon as it is connected.
+    s = make_sluice()
+    port = free_port()
+    pools = {"p": {"backends": [backend.address]}}
+    routes = [{"name": "r", "path": "/", "pool": "p"}]
+
+    def cfg(defer=None):
+        lst = {"name": "web", "listen": f"127.0.0.1:{port}"}
+        if defer is not None:
+            lst["defer_accept"] = defer
+        return s.config(routes=routes, pools=pools, listeners=[lst],
+                        server={"workers": 1, "client_header_timeout": "2s"})
+
+    def active():
+        return s.metrics().value("sluice_connections_active", listener="web")
+
+    s.start(cfg())
+    silent = connect(port)
+    talker = served(port)  # connected after the silent one: the accept queue is in order
+    assert silent and talker
+    assert active() == 1
+    silent.sendall(build_request("GET", "/late"))
+    assert silent.recv(4096).startswith(b"HTTP/1.1 200 ")
+    wait_until(lambda: active() == 2, message="the late talker to be counted")
+    # One that never sends is handed over after about a second, then the header timeout ends
+    # it (silently: it never sent a byte).
+    mute = connect(port)
+    t0 = time.monotonic()
+    mute.settimeout(10)
+    assert mute.recv(4096) == b""
+    assert 2.0 <= time.monotonic() - t0 < 8.0
+    for c in (silent, talker, mute):
+        c.close()
+    wait_until(lambda: active() == 0, message="the connections to be counted out")
+
+    assert s.reload(cfg(defer=False)) == "ok"
+    silent = connect(port)
+    wait_until(lambda: active() == 1, message="a silent connection taken at once")
+    silent.sendall(build_request("GET", "/"))
+    assert silent.recv(4096).startswith(b"HTTP/1.1 200 ")
+    silent.close()

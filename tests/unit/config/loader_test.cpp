@@ -249,6 +249,23 @@ max_connections_per_ip = -1
               "listener[0].max_connections_per_ip: must be between 0 and 10000000, got -1", 4, 26);
 }
 
+TEST_CASE("listener.defer_accept: on unless turned off, a boolean") {
+  const std::string rest =
+      "[pool.p]\nbackends = [{ address = \"127.0.0.1:9000\" }]\n"
+      "[[route]]\nname = \"r\"\npath = \"/\"\npool = \"p\"\n";
+  const std::string head = "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n";
+  LoadResult r = load(head + rest);
+  REQUIRE(r.config.has_value());
+  CHECK(r.config->listeners[0].deferAccept);
+  r = load(head + "defer_accept = false\n" + rest);
+  INFO(dump(r.errors));
+  REQUIRE(r.config.has_value());
+  CHECK_FALSE(r.config->listeners[0].deferAccept);
+  r = load(head + "defer_accept = \"yes\"\n" + rest);
+  REQUIRE_FALSE(r.config.has_value());
+  CHECK(dump(r.errors).find("listener[0].defer_accept") != std::string::npos);
+}
+
 TEST_CASE("unknown keys are errors with the key's exact position") {
   LoadResult r = load(R"([server]
 workers = 2

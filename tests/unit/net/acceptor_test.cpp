@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -37,9 +38,9 @@ struct Recorder : Acceptor::Handler {
 };
 
 // A listening socket on 127.0.0.1 with a port the kernel chose (bound once, never re-bound).
-int listenOnAnyPort(uint16_t& port) {
+int listenOnAnyPort(uint16_t& port, int backlog = 64) {
   std::string err;
-  int fd = listenSocket(config::HostPort{"127.0.0.1", 0}, false, 64, err);
+  int fd = listenSocket(config::HostPort{"127.0.0.1", 0}, false, backlog, err);
   REQUIRE_MESSAGE(fd >= 0, err);
   sockaddr_in a{};
   socklen_t len = sizeof a;
@@ -98,17 +99,35 @@ sockaddr_storage v6(const char* ip) {
   return ss;
 }
 
+// An acceptor on a private loop, listening on 127.0.0.1 with a port the kernel chose.
+struct Running {
+  uv_loop_t loop{};
+  uint16_t port = 0;
+  int lfd = -1;
+  Acceptor* a = nullptr;
+  explicit Running(Acceptor::Handler& h, int backlog = 64) {
+    uv_loop_init(&loop);
+    lfd = listenOnAnyPort(port, backlog);
+    std::string err;
+    a = Acceptor::open(&loop, lfd, &h, err);
+    REQUIRE_MESSAGE(a != nullptr, err);
+  }
+  // Closes the acceptor and runs the loop until its handles closed (it frees itself).
+  void close() {
+    a->close();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("acceptor: takes every waiting connection with its peer address, then closes") {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  uint16_t port = 0;
-  int lfd = listenOnAnyPort(port);
   Recorder rec;
-  std::string err;
-  Acceptor* a = Acceptor::open(&loop, lfd, &rec, err);
-  REQUIRE(a != nullptr);
+  Running r(rec);
+  uv_loop_t& loop = r.loop;
+  const uint16_t port = r.port;
+  Acceptor* a = r.a;
   std::vector<int> clients(3);
   for (int& fd : clients) fd = connectTo(port);
   REQUIRE(runUntil(&loop, [&] { return rec.fds.size() == 3; }));
@@ -118,22 +137,75 @@ TEST_CASE("acceptor: takes every waiting connection with its peer address, then 
   }
   CHECK(rec.pauses.empty());
   CHECK_FALSE(a->paused());
-  a->close();
-  uv_run(&loop, UV_RUN_DEFAULT);  // the handles close, the acceptor frees itself
-  CHECK(uv_loop_close(&loop) == 0);
+  r.close();
   CHECK(connectTo(port) < 0);  // the listening socket is closed
   for (int fd : clients) ::close(fd);
 }
 
-TEST_CASE("acceptor: out of descriptors it pauses instead of retrying, then takes the waiter") {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  uint16_t port = 0;
-  int lfd = listenOnAnyPort(port);
+// Counts the loop turns in which the acceptor took connections.
+struct TurnRecorder : Recorder {
+  std::vector<size_t> perTurn;  // connections taken in each turn that took any
+  void runTurn(uv_loop_t* loop) {
+    const size_t before = fds.size();
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (fds.size() > before) perTurn.push_back(fds.size() - before);
+  }
+};
+
+TEST_CASE("acceptor: one wake-up takes the whole queue, at most kBatch, then the rest next turn") {
+  TurnRecorder rec;
+  Running r(rec, 4 * Acceptor::kBatch);  // a backlog with room for every connection below
+  // Queued before the loop runs: connect(2) on loopback returns once the connection is in the
+  // listener's accept queue.
+  const size_t n = size_t(Acceptor::kBatch) + 10;
+  std::vector<int> clients;
+  for (size_t i = 0; i < n; ++i) clients.push_back(connectTo(r.port));
+  for (int i = 0; i < 10 && rec.fds.size() < n; ++i) rec.runTurn(&r.loop);
+  REQUIRE(rec.fds.size() == n);
+  REQUIRE(rec.perTurn.size() == 2);
+  CHECK(rec.perTurn[0] == size_t(Acceptor::kBatch));
+  CHECK(rec.perTurn[1] == 10);
+  r.close();
+  for (int fd : clients) ::close(fd);
+}
+
+TEST_CASE("acceptor: with defer_accept a connection is taken once it has sent something") {
   Recorder rec;
-  std::string err;
-  Acceptor* a = Acceptor::open(&loop, lfd, &rec, err);
-  REQUIRE(a != nullptr);
+  Running r(rec);
+  r.a->setDeferAccept(true);
+  CHECK(r.a->deferAccept());
+  int secs = 0;
+  socklen_t len = sizeof secs;
+  REQUIRE(::getsockopt(r.lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, &len) == 0);
+  CHECK(secs > 0);
+  int silent = connectTo(r.port);
+  int talker = connectTo(r.port);
+  REQUIRE(silent >= 0);
+  REQUIRE(talker >= 0);
+  REQUIRE(::write(talker, "GET", 3) == 3);
+  REQUIRE(runUntil(&r.loop, [&] { return rec.fds.size() == 1; }));
+  char buf[8];
+  CHECK(::recv(rec.fds[0], buf, sizeof buf, 0) == 3);  // the talker, its bytes already there
+  runFor(&r.loop, 100);
+  CHECK(rec.fds.size() == 1);  // the silent one waits in the kernel (about 1 s)
+  // Switched off (as a reload does): later connections are taken at once.
+  r.a->setDeferAccept(false);
+  CHECK_FALSE(r.a->deferAccept());
+  REQUIRE(::getsockopt(r.lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, &len) == 0);
+  CHECK(secs == 0);
+  int later = connectTo(r.port);
+  REQUIRE(later >= 0);
+  REQUIRE(runUntil(&r.loop, [&] { return rec.fds.size() >= 2; }));
+  r.close();
+  for (int fd : {silent, talker, later}) ::close(fd);
+}
+
+TEST_CASE("acceptor: out of descriptors it pauses instead of retrying, then takes the waiter") {
+  Recorder rec;
+  Running r(rec);
+  uv_loop_t& loop = r.loop;
+  const uint16_t port = r.port;
+  Acceptor* a = r.a;
 
   // Lower the soft limit a little above what is open, fill it up, and leave exactly one
   // descriptor for the client's socket: the acceptor then finds none for accept(2). The guard
@@ -178,9 +250,7 @@ TEST_CASE("acceptor: out of descriptors it pauses instead of retrying, then take
       &loop, [&] { return rec.fds.size() == 1; }, 1000));
 
   ::close(client);
-  a->close();
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  r.close();
 }
 
 TEST_CASE("peer counts: a cap per address and scope, IPv4 and its mapped IPv6 form alike") {
