@@ -155,11 +155,20 @@ struct TurnRecorder : Recorder {
 TEST_CASE("acceptor: one wake-up takes the whole queue, at most kBatch, then the rest next turn") {
   TurnRecorder rec;
   Running r(rec, 4 * Acceptor::kBatch);  // a backlog with room for every connection below
-  // Queued before the loop runs: connect(2) on loopback returns once the connection is in the
-  // listener's accept queue.
   const size_t n = size_t(Acceptor::kBatch) + 10;
   std::vector<int> clients;
   for (size_t i = 0; i < n; ++i) clients.push_back(connectTo(r.port));
+  // All of them in the accept queue before the loop runs (the server side of a loopback
+  // handshake may finish just after connect(2) returned).
+  auto queued = [&] {
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    return ::getsockopt(r.lfd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 ? size_t(ti.tcpi_unacked)
+                                                                      : size_t(0);
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (queued() < n && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  REQUIRE(queued() == n);
   for (int i = 0; i < 10 && rec.fds.size() < n; ++i) rec.runTurn(&r.loop);
   REQUIRE(rec.fds.size() == n);
   REQUIRE(rec.perTurn.size() == 2);
