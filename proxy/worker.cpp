@@ -54,6 +54,7 @@ void Worker::start(SnapshotPtr snap, const std::map<std::string, int>& listenFds
   services_.redis = new middleware::RedisClient(&loop_, &metrics_);
   services_.redis->configure(snapshot_->config.redis);
   for (const auto& [key, fd] : listenFds) openListener(key, fd);
+  applyListenerOptions();
   uv_check_start(&check_, onCheck);
   uv_prepare_start(&prepare_, onPrepare);
   thread_ = std::thread([this] { run(); });
@@ -120,8 +121,6 @@ void Worker::openListener(const std::string& key, int fd) {
                       {{"listener", key}, {"error", err}});
     return;
   }
-  if (const ListenerSpec* spec = snapshot_->listener(key))
-    ls->acceptor->setDeferAccept(spec->cfg.deferAccept);
   listeners_[key] = std::move(ls);
 }
 
@@ -234,7 +233,7 @@ void Worker::applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
     if (services_.redis) services_.redis->configure(snapshot_->config.redis);
     for (const auto& key : close) closeListener(key);
     for (const auto& [key, fd] : open) openListener(key, fd);
-    applyListenerOptions();  // a kept listener may have changed defer_accept
+    applyListenerOptions();  // new listeners, and kept ones whose defer_accept changed
   });
 }
 
