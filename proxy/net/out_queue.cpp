@@ -15,6 +15,9 @@
 namespace sluice::net {
 
 namespace {
+// Largest multi-piece batch gathered into one buffer before sending.
+constexpr size_t kPackMax = 2048;
+
 // What uv_try_write() does, minus two layers: sendto/sendmsg instead of write/writev (the
 // socket path skips the VFS write checks) through syscall(), which is not a pthread
 // cancellation point (glibc's send/write wrappers toggle async-cancel on every call). The
@@ -67,6 +70,20 @@ void OutQueue::endScratch() {
 int OutQueue::writeBufs(uv_buf_t* bufs, size_t n) {
   size_t batch = 0;
   for (size_t i = 0; i < n; ++i) batch += bufs[i].len;
+  // A short batch in several pieces (a response head and a small body) is gathered into one
+  // buffer: copying a few hundred bytes costs less than sendmsg's msghdr and iovec import.
+  char packed[kPackMax];
+  uv_buf_t one;
+  if (n > 1 && batch <= kPackMax) {
+    char* dst = packed;
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(dst, bufs[i].base, bufs[i].len);
+      dst += bufs[i].len;
+    }
+    one = uv_buf_init(packed, unsigned(batch));
+    bufs = &one;
+    n = 1;
+  }
   size_t written = 0;
   if (queued_ == 0) {
     ssize_t w = directSend(stream_, bufs, n);
