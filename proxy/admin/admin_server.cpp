@@ -575,7 +575,8 @@ void AdminServer::finishScrapes() {
       for (const auto& b : pool->backends)
         p.backends.push_back({pool->name, b->name,
                               b->resolved && b->usable(upstream::monotonicMs()),
-                              b->draining.load(std::memory_order_relaxed)});
+                              b->draining.load(std::memory_order_relaxed),
+                              b->stateChanges.load(std::memory_order_relaxed)});
     for (const auto& r : snap.routes.routes())
       if (r.split)
         for (size_t i = 0; i < r.split->arms.size(); ++i)
@@ -590,19 +591,6 @@ void AdminServer::finishScrapes() {
     }
     std::string text;
     observe::renderPrometheus(s->merged, p, text);
-    text.append(
-        "# HELP sluice_backend_state_changes_total Backend state changes (up, down, ejected, "
-        "draining).\n# TYPE sluice_backend_state_changes_total counter\n");
-    for (const auto& pool : snap.pools)
-      for (const auto& b : pool->backends) {
-        text.append("sluice_backend_state_changes_total{pool=\"");
-        text.append(pool->name);
-        text.append("\",backend=\"");
-        text.append(b->name);
-        text.append("\"} ");
-        text.append(std::to_string(b->stateChanges.load(std::memory_order_relaxed)));
-        text.push_back('\n');
-      }
     s->conn->respond(200, "text/plain; version=0.0.4; charset=utf-8", text);
   }
 }

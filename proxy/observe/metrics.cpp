@@ -285,6 +285,18 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
                &ProcessMetrics::BackendState::up);
   backendGauge("sluice_backend_draining", "1 when the backend is drained (admin API).",
                &ProcessMetrics::BackendState::draining);
+  out.append(
+      "# HELP sluice_backend_state_changes_total Backend state changes (up, down, ejected, "
+      "draining).\n# TYPE sluice_backend_state_changes_total counter\n");
+  for (const auto& b : p.backends) {
+    out.append("sluice_backend_state_changes_total{pool=\"");
+    appendLabelValue(out, b.pool);
+    out.append("\",backend=\"");
+    appendLabelValue(out, b.backend);
+    out.append("\"} ");
+    appendUnsigned(out, b.stateChanges);
+    out.push_back('\n');
+  }
 
   out.append("# HELP sluice_split_weight Live weight of each pool of a split route.\n");
   out.append("# TYPE sluice_split_weight gauge\n");

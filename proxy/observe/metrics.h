@@ -46,8 +46,10 @@ enum class ConnRefusal : uint8_t {
 const char* connRefusalName(ConnRefusal r);
 
 // The bucket bounds (seconds) of both histograms, request and upstream (docs/operations.md).
-constexpr std::array<double, 11> kDurationBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                     0.5,   1,    2.5,   5,    10};
+// They start below a millisecond, like Envoy's: a proxy hop and a LAN backend usually answer
+// within a few ms, which Prometheus' default first bound (5 ms) would lump into one bucket.
+constexpr std::array<double, 14> kDurationBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 struct Histogram {
   std::array<uint64_t, kDurationBuckets.size()> buckets{};  // non-cumulative
@@ -110,6 +112,7 @@ struct ProcessMetrics {
     std::string pool, backend;
     bool up;
     bool draining = false;  // drained through the admin API (then not up either)
+    uint64_t stateChanges = 0;  // up, down, ejected, draining, since the backend exists
   };
   std::vector<BackendState> backends;
   struct SplitWeight {

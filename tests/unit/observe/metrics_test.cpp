@@ -54,8 +54,8 @@ TEST_SUITE("metrics") {
 
   TEST_CASE("Histogram observe and merge") {
     Histogram h;
-    h.observe(0.005);  // on a bound: counted in that bucket
-    h.observe(0.0051);
+    h.observe(0.0005);  // on a bound: counted in that bucket
+    h.observe(0.00051);
     h.observe(11);  // above every bound: only in count/+Inf
     CHECK(h.buckets[0] == 1);
     CHECK(h.buckets[1] == 1);
@@ -63,13 +63,13 @@ TEST_SUITE("metrics") {
     for (uint64_t b : h.buckets) inBuckets += b;
     CHECK(inBuckets == 2);
     CHECK(h.count == 3);
-    CHECK(h.sum == doctest::Approx(11.0101));
+    CHECK(h.sum == doctest::Approx(11.00101));
     Histogram o;
-    o.observe(0.001);
+    o.observe(0.0001);
     h.merge(o);
     CHECK(h.buckets[0] == 2);
     CHECK(h.count == 4);
-    CHECK(h.sum == doctest::Approx(11.0111));
+    CHECK(h.sum == doctest::Approx(11.00111));
   }
 
   TEST_CASE("renderPrometheus: requests, histogram, errors, gauges") {
@@ -91,7 +91,7 @@ TEST_SUITE("metrics") {
     p.generation = 3;
     p.reloadsOk = 2;
     p.reloadsError = 1;
-    p.backends.push_back({"mt_render_pool", "10.0.0.1:8080", true});
+    p.backends.push_back({"mt_render_pool", "10.0.0.1:8080", true, false, 4});
     p.backends.push_back({"mt_render_pool", "10.0.0.2:8080", false});
 
     std::string out = render(m, p);
@@ -112,8 +112,9 @@ TEST_SUITE("metrics") {
     CHECK(hasLine(out, "# TYPE sluice_request_duration_seconds histogram"));
     const std::string b = R"(sluice_request_duration_seconds_bucket{route="mt_render_route",le=")";
     const std::vector<std::pair<std::string, int>> want = {
-        {"0.005", 1}, {"0.01", 1}, {"0.025", 1}, {"0.05", 1}, {"0.1", 1}, {"0.25", 2},
-        {"0.5", 2},   {"1", 2},    {"2.5", 2},   {"5", 2},    {"10", 3},  {"+Inf", 4}};
+        {"0.0005", 0}, {"0.001", 0}, {"0.0025", 0}, {"0.005", 1}, {"0.01", 1},
+        {"0.025", 1},  {"0.05", 1},  {"0.1", 1},    {"0.25", 2},  {"0.5", 2},
+        {"1", 2},      {"2.5", 2},   {"5", 2},      {"10", 3},    {"+Inf", 4}};
     for (const auto& [bound, n] : want) {
       const std::string& le = bound;  // clang 14 cannot capture a structured binding
       CAPTURE(le);
@@ -140,6 +141,12 @@ TEST_SUITE("metrics") {
 
     CHECK(hasLine(out, R"(sluice_backend_up{pool="mt_render_pool",backend="10.0.0.1:8080"} 1)"));
     CHECK(hasLine(out, R"(sluice_backend_up{pool="mt_render_pool",backend="10.0.0.2:8080"} 0)"));
+    CHECK(hasLine(
+        out,
+        R"(sluice_backend_state_changes_total{pool="mt_render_pool",backend="10.0.0.1:8080"} 4)"));
+    CHECK(hasLine(
+        out,
+        R"(sluice_backend_state_changes_total{pool="mt_render_pool",backend="10.0.0.2:8080"} 0)"));
     CHECK(hasLine(out, R"(sluice_connections_active{listener="mt_render_listener"} 2)"));
     CHECK(hasLine(out, R"(sluice_connections_total{listener="mt_render_listener"} 5)"));
     CHECK(hasLine(out, R"(sluice_config_reloads_total{result="success"} 2)"));
@@ -150,8 +157,9 @@ TEST_SUITE("metrics") {
     // Every family has exactly one TYPE line and HELP line.
     for (const char* fam :
          {"sluice_requests_total", "sluice_request_duration_seconds",
-          "sluice_upstream_errors_total", "sluice_backend_up", "sluice_connections_active",
-          "sluice_connections_total", "sluice_config_reloads_total", "sluice_config_generation"}) {
+          "sluice_upstream_errors_total", "sluice_backend_up", "sluice_backend_state_changes_total",
+          "sluice_connections_active", "sluice_connections_total", "sluice_config_reloads_total",
+          "sluice_config_generation"}) {
       CAPTURE(fam);
       CHECK(countPrefix(out, std::string("# TYPE ") + fam + " ") == 1);
       CHECK(countPrefix(out, std::string("# HELP ") + fam + " ") == 1);
@@ -206,11 +214,11 @@ TEST_SUITE("metrics") {
     const Histogram& h = total.durations.at(route);
     CHECK(h.count == 4);
     CHECK(h.sum == doctest::Approx(2.324));
-    CHECK(h.buckets[0] == 1);  // 0.004
-    CHECK(h.buckets[2] == 1);  // 0.02
-    CHECK(h.buckets[5] == 0);
-    CHECK(h.buckets[6] == 1);  // 0.3
-    CHECK(h.buckets[8] == 1);  // 2.0
+    CHECK(h.buckets[3] == 1);  // 0.004
+    CHECK(h.buckets[5] == 1);  // 0.02
+    CHECK(h.buckets[8] == 0);
+    CHECK(h.buckets[9] == 1);   // 0.3
+    CHECK(h.buckets[11] == 1);  // 2.0
     CHECK(total.durations.at(route2).count == 1);
     CHECK(total.connectionsActive.at(listener) == 2);
     CHECK(total.connectionsTotal.at(listener) == 14);
@@ -229,6 +237,8 @@ TEST_SUITE("metrics") {
     CHECK(hasLine(
         out,
         R"(sluice_requests_total{route="mt_merge_route2",pool="mt_merge_pool",code="201"} 1)"));
+    CHECK(hasLine(
+        out, R"(sluice_request_duration_seconds_bucket{route="mt_merge_route",le="0.0025"} 0)"));
     CHECK(hasLine(
         out, R"(sluice_request_duration_seconds_bucket{route="mt_merge_route",le="0.005"} 1)"));
     CHECK(hasLine(

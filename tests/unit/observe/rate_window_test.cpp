@@ -41,9 +41,14 @@ TEST_SUITE("rate_window") {
     CHECK(histogramQuantile(h, 0.95) == doctest::Approx(0.46875));
     CHECK(histogramQuantile(h, 0.55) == doctest::Approx(0.175));
     Histogram first;
-    first.observe(0.001);
-    first.observe(0.002);
-    CHECK(histogramQuantile(first, 0.5) == doctest::Approx(0.0025));  // from 0 to 5 ms
+    first.observe(0.0002);
+    first.observe(0.0004);
+    CHECK(histogramQuantile(first, 0.5) == doctest::Approx(0.00025));  // from 0 to 0.5 ms
+    Histogram fast;  // sub-millisecond answers are told apart from 1-2 ms ones
+    for (int i = 0; i < 90; ++i) fast.observe(0.0004);
+    for (int i = 0; i < 10; ++i) fast.observe(0.002);
+    CHECK(histogramQuantile(fast, 0.5) < 0.0005);
+    CHECK(histogramQuantile(fast, 0.99) > 0.001);
     Histogram tail;
     tail.observe(30);  // above every bound: the highest bound known
     CHECK(histogramQuantile(tail, 0.99) == doctest::Approx(10));
