@@ -268,35 +268,28 @@ void renderPrometheus(const WorkerMetrics& m, const ProcessMetrics& p, std::stri
     out.push_back('\n');
   }
 
-  // One 0/1 gauge per backend.
-  auto backendGauge = [&](const char* name, const char* help,
-                          bool ProcessMetrics::BackendState::*flag) {
+  // One series per backend: 0/1 gauges and the state-change counter.
+  auto perBackend = [&](const char* name, const char* type, const char* help, auto value) {
     out.append("# HELP ").append(name).append(" ").append(help).append("\n");
-    out.append("# TYPE ").append(name).append(" gauge\n");
+    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
     for (const auto& b : p.backends) {
       out.append(name).append("{pool=\"");
       appendLabelValue(out, b.pool);
       out.append("\",backend=\"");
       appendLabelValue(out, b.backend);
-      out.append(b.*flag ? "\"} 1\n" : "\"} 0\n");
+      out.append("\"} ");
+      appendUnsigned(out, value(b));
+      out.push_back('\n');
     }
   };
-  backendGauge("sluice_backend_up", "1 when the backend takes traffic.",
-               &ProcessMetrics::BackendState::up);
-  backendGauge("sluice_backend_draining", "1 when the backend is drained (admin API).",
-               &ProcessMetrics::BackendState::draining);
-  out.append(
-      "# HELP sluice_backend_state_changes_total Backend state changes (up, down, ejected, "
-      "draining).\n# TYPE sluice_backend_state_changes_total counter\n");
-  for (const auto& b : p.backends) {
-    out.append("sluice_backend_state_changes_total{pool=\"");
-    appendLabelValue(out, b.pool);
-    out.append("\",backend=\"");
-    appendLabelValue(out, b.backend);
-    out.append("\"} ");
-    appendUnsigned(out, b.stateChanges);
-    out.push_back('\n');
-  }
+  using Backend = ProcessMetrics::BackendState;
+  perBackend("sluice_backend_up", "gauge", "1 when the backend takes traffic.",
+             [](const Backend& b) { return uint64_t(b.up); });
+  perBackend("sluice_backend_draining", "gauge", "1 when the backend is drained (admin API).",
+             [](const Backend& b) { return uint64_t(b.draining); });
+  perBackend("sluice_backend_state_changes_total", "counter",
+             "Backend state changes (up, down, ejected, draining).",
+             [](const Backend& b) { return b.stateChanges; });
 
   out.append("# HELP sluice_split_weight Live weight of each pool of a split route.\n");
   out.append("# TYPE sluice_split_weight gauge\n");
