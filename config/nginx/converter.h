@@ -21,6 +21,15 @@ namespace sluice::config::nginx {
 // the end gets a generic "not converted" warning, so nothing is dropped without a word.
 enum class Fate { Unseen, Converted, NoEffect, Differs, NotConverted };
 
+// What nginx does with a directive the converter has nothing to write for: its fate and the
+// reason the report gives (known_directives.cpp); nullptr for a directive not in that list.
+struct KnownDirective {
+  std::string_view name;
+  Fate fate;
+  std::string_view why;
+};
+const KnownDirective* knownDirective(std::string_view name);
+
 class Tracker {
  public:
   // Numbers every directive (file order, includes expanded) and counts them. The entries of
