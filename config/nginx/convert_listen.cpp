@@ -229,9 +229,7 @@ void Converter::listenerTls(ListenerOut& l) {
 void Converter::liftHsts() {
   auto stsOf = [&](const ServerInfo& s) -> const Directive* {
     for (const Directive* d : s.scope->all("add_header")) {
-      std::string name = d->args.empty() ? "" : d->arg(0);
-      std::transform(name.begin(), name.end(), name.begin(),
-                     [](unsigned char c) { return char(std::tolower(c)); });
+      const std::string name = asciiLower(d->args.empty() ? "" : d->arg(0));
       if (d->args.size() == 3 && d->arg(2) == "always" && name == "strict-transport-security" &&
           d->arg(1).find("max-age=") != std::string::npos && findVariables(d->arg(1)).empty() &&
           d->arg(1).find_first_of("\r\n") == std::string::npos)

@@ -82,8 +82,7 @@ void Converter::server(const Directive& d) {
 void Converter::serverNames(ServerInfo& s, const Directive& d) {
   std::vector<std::string> problems;
   for (const Arg& a : d.args) {
-    std::string n = a.text;
-    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
+    const std::string n = asciiLower(a.text);
     if (n.empty() || n == "_") continue;  // requests without Host / the catch-all convention
     if (n.starts_with("~")) {
       problems.push_back("'" + a.text + "' (regular-expression names are not supported)");

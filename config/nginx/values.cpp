@@ -367,4 +367,10 @@ bool isRouteHost(std::string_view host) {
   return true;
 }
 
+std::string asciiLower(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+  return s;
+}
+
 }  // namespace sluice::config::nginx

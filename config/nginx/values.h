@@ -75,4 +75,7 @@ std::string quoteRegex(std::string_view literal);
 // Host names Sluice routes accept: letters, digits, '-', '_', '.', optionally "*." first.
 bool isRouteHost(std::string_view host);
 
+// `s` with A-Z turned into a-z (header and host names).
+std::string asciiLower(std::string s);
+
 }  // namespace sluice::config::nginx
