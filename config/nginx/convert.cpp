@@ -2,9 +2,11 @@
 // once for the whole process ([server], [log]), and the sweep that gives every directive no
 // part took its fate. Servers are in convert_server.cpp, listeners in convert_listen.cpp,
 // locations in convert_location.cpp, upstreams in convert_upstream.cpp.
+#include <algorithm>
 #include <functional>
 
 #include "config/nginx/converter.h"
+#include "config/units.h"
 
 namespace sluice::config::nginx {
 
@@ -257,6 +259,7 @@ void Converter::http(const Directive& d) {
     }
   }
   globalSettings();
+  realIp();
   accessLog();
   for (const Directive& c : d.children)
     if (c.name == "server" && c.block) server(c);
@@ -335,15 +338,7 @@ void Converter::globalSettings() {
   const Global globals[] = {{"keepalive_timeout", &idleTimeout_, "client_idle_timeout"},
                             {"client_header_timeout", &headerTimeout_, "client_header_timeout"}};
   for (const Global& g : globals) {
-    std::vector<const Directive*> found;
-    std::function<void(const std::vector<Directive>&)> collect = [&](const auto& list) {
-      for (const Directive& c : list) {
-        if (c.name == g.name) found.push_back(&c);
-        if (c.block && (c.name == "server" || c.name == "location" || c.name == "if"))
-          collect(c.children);
-      }
-    };
-    collect(http_->children);
+    const std::vector<const Directive*> found = everywhere(g.name);
     const Directive* chosen = nullptr;
     for (const Directive* c : found) {
       if (c->args.empty()) continue;
@@ -390,19 +385,93 @@ void Converter::globalSettings() {
   }
 }
 
-void Converter::bodySize() {
-  // client_max_body_size: Sluice has one limit for everything, so the largest effective one
-  // is kept (no upload that worked starts failing). nginx's default (1m) is effective in
-  // every server that neither it nor the http level sets.
+std::vector<const Directive*> Converter::everywhere(std::string_view name) const {
   std::vector<const Directive*> found;
   std::function<void(const std::vector<Directive>&)> collect = [&](const auto& list) {
     for (const Directive& c : list) {
-      if (c.name == "client_max_body_size") found.push_back(&c);
+      if (c.name == name) found.push_back(&c);
       if (c.block && (c.name == "server" || c.name == "location" || c.name == "if"))
         collect(c.children);
     }
   };
   collect(http_->children);
+  return found;
+}
+
+void Converter::realIp() {
+  // nginx's realip module: a request from an address in set_real_ip_from has its client
+  // address taken from real_ip_header. Sluice's trusted_proxies does this for X-Forwarded-For,
+  // once for the whole process, and always skips trusted addresses from the right of the list
+  // (real_ip_recursive on); nginx's default takes the last address.
+  const auto from = everywhere("set_real_ip_from");
+  const auto header = everywhere("real_ip_header");
+  const auto recursive = everywhere("real_ip_recursive");
+  if (from.empty()) {
+    for (const Directive* d : header) tracker_.noEffect(*d, "no set_real_ip_from uses it");
+    for (const Directive* d : recursive) tracker_.noEffect(*d, "no set_real_ip_from uses it");
+    return;
+  }
+  std::string why;  // set when the whole setting cannot be converted
+  if (header.empty()) {
+    why =
+        "nginx takes the address from X-Real-IP (real_ip_header's default); Sluice takes "
+        "the client address only from X-Forwarded-For (server.trusted_proxies)";
+  }
+  for (const Directive* d : header) {
+    if (d->args.size() != 1 || asciiLower(d->arg(0)) != "x-forwarded-for") {
+      why = "Sluice takes the client address only from X-Forwarded-For (server.trusted_proxies)";
+      tracker_.skip(*d, why);
+    }
+  }
+  if (!why.empty()) {
+    for (const Directive* d : from) tracker_.skip(*d, why);
+    for (const Directive* d : header)
+      if (tracker_.fate(*d) == Fate::Unseen) tracker_.skip(*d, why);
+    for (const Directive* d : recursive) tracker_.skip(*d, why);
+    return;
+  }
+  bool allRecursive = !recursive.empty();
+  for (const Directive* d : recursive)
+    allRecursive = allRecursive && d->args.size() == 1 && d->arg(0) == "on";
+  std::vector<std::string> differences;
+  if (!allRecursive)
+    differences.push_back(
+        "Sluice skips trusted addresses from the right of X-Forwarded-For (as with "
+        "real_ip_recursive on); without it nginx takes the last address");
+  for (const Directive* d : from) {
+    Cidr c;
+    const std::string a = d->args.size() == 1 ? d->arg(0) : "";
+    if (a.starts_with("unix:")) {
+      tracker_.noEffect(*d, "Sluice listens on TCP only");
+      continue;
+    }
+    if (!parseCidr(a, c)) {
+      tracker_.skip(*d, "'" + a + "' is not an address or CIDR (host names are not converted)");
+      continue;
+    }
+    if (std::find(trustedProxies_.begin(), trustedProxies_.end(), a) == trustedProxies_.end())
+      trustedProxies_.push_back(a);
+    if (serverComments_.count("trusted_proxies") == 0)
+      serverComments_["trusted_proxies"] = display(d->at);
+    std::vector<std::string> diffs;
+    const bool atHttp = std::any_of(http_->children.begin(), http_->children.end(),
+                                    [d](const Directive& c) { return &c == d; });
+    if (!atHttp)
+      diffs.push_back(
+          "Sluice trusts these addresses on every listener, not only where this "
+          "directive is");
+    tracker_.outcome(*d, diffs);
+  }
+  // How the list is read: said once, on real_ip_header.
+  for (const Directive* d : header) tracker_.outcome(*d, differences);
+  for (const Directive* d : recursive) tracker_.converted(*d);
+}
+
+void Converter::bodySize() {
+  // client_max_body_size: Sluice has one limit for everything, so the largest effective one
+  // is kept (no upload that worked starts failing). nginx's default (1m) is effective in
+  // every server that neither it nor the http level sets.
+  const std::vector<const Directive*> found = everywhere("client_max_body_size");
   bool defaultApplies = !httpScope_->here("client_max_body_size");
   if (defaultApplies) {
     bool serverWithout = false;

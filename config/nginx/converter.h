@@ -217,6 +217,10 @@ class Converter {
   void limitReqZone(const Directive& d);
   void globalSettings();
   void bodySize();
+  // set_real_ip_from / real_ip_header X-Forwarded-For / real_ip_recursive -> trusted_proxies.
+  void realIp();
+  // Every `name` directive of the http block, in servers, locations and ifs too, in file order.
+  std::vector<const Directive*> everywhere(std::string_view name) const;
   void accessLog();
   void accessLogDirective(const Directive& d);
   void server(const Directive& d);
@@ -280,6 +284,7 @@ class Converter {
   // [server] and [log]
   std::optional<std::string> workers_, pidFile_, maxBody_, maxHeader_, headerTimeout_, idleTimeout_,
       shutdownTimeout_, logAccess_, logFormat_, logLevel_;
+  std::vector<std::string> trustedProxies_;
   std::map<std::string, std::string> serverComments_;  // key -> where it came from
 
   std::vector<ListenerOut> listeners_;

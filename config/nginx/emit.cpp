@@ -120,6 +120,9 @@ std::string Converter::toml(const ConvertResult& res) const {
   if (idleTimeout_)
     kv(out, "client_idle_timeout", tomlString(*idleTimeout_),
        noteOf(serverComments_, "client_idle_timeout"));
+  if (!trustedProxies_.empty())
+    kv(out, "trusted_proxies", stringList(trustedProxies_),
+       noteOf(serverComments_, "trusted_proxies"));
   if (logAccess_ || logFormat_ || logLevel_) {
     out += "\n[log]\n";
     if (logAccess_) kv(out, "access", tomlString(*logAccess_), noteOf(serverComments_, "access"));

@@ -123,13 +123,6 @@ constexpr KnownDirective kKnown[] = {
     {"proxy_cache_min_uses", Fate::NotConverted, "Sluice does not cache responses"},
     {"proxy_cache_revalidate", Fate::NotConverted, "Sluice does not cache responses"},
     {"proxy_cache_background_update", Fate::NotConverted, "Sluice does not cache responses"},
-    {"real_ip_header", Fate::NotConverted,
-     "Sluice does not take the client address from a header yet (server.trusted_proxies is "
-     "accepted but not used)"},
-    {"set_real_ip_from", Fate::NotConverted,
-     "Sluice does not take the client address from a header yet"},
-    {"real_ip_recursive", Fate::NotConverted,
-     "Sluice does not take the client address from a header yet"},
     {"limit_conn", Fate::NotConverted, "Sluice has no per-key connection limits"},
     {"limit_conn_zone", Fate::NotConverted, "Sluice has no per-key connection limits"},
     {"limit_conn_status", Fate::NotConverted, "Sluice has no per-key connection limits"},

@@ -361,6 +361,50 @@ http {
   for (const auto& e : c.load.errors) CHECK(e.message.find("certificates[0]") != std::string::npos);
 }
 
+TEST_CASE("convert: set_real_ip_from with X-Forwarded-For is server.trusted_proxies") {
+  SUBCASE("converted: every address, once; the recursion and the scope are said") {
+    auto c = conv(server("set_real_ip_from 172.16.0.0/12;\nlocation / { return 204; }",
+                         "set_real_ip_from 10.0.0.0/8;\nset_real_ip_from 192.168.1.1;\n"
+                         "set_real_ip_from 10.0.0.0/8;\nset_real_ip_from unix:;\n"
+                         "real_ip_header X-Forwarded-For;\n"));
+    INFO(c.dump());
+    CHECK(c.has(R"(trusted_proxies = ["10.0.0.0/8", "192.168.1.1", "172.16.0.0/12"])"));
+    REQUIRE(c.load.config);
+    CHECK(c.load.config->server.trustedProxies.size() == 3);
+    CHECK(c.warned(6, "without it nginx takes the last address"));  // real_ip_header
+    CHECK(c.warned(9, "on every listener"));                        // in a server block
+    CHECK(c.warned(5, "TCP only"));                                 // unix:
+    CHECK_FALSE(c.warned(2, ""));                                   // http level, exact
+  }
+  SUBCASE("real_ip_recursive on: exactly Sluice's reading") {
+    auto c = conv(server("location / { return 204; }",
+                         "set_real_ip_from 10.0.0.0/8;\nreal_ip_header x-forwarded-for;\n"
+                         "real_ip_recursive on;\n"));
+    INFO(c.dump());
+    CHECK(c.has(R"(trusted_proxies = ["10.0.0.0/8"])"));
+    CHECK(c.res.warnings.empty());
+  }
+  SUBCASE("another header (or X-Real-IP by default) is not converted") {
+    for (std::string_view h :
+         {"", "real_ip_header X-Real-IP;\n", "real_ip_header proxy_protocol;\n"}) {
+      auto c = conv(
+          server("location / { return 204; }", "set_real_ip_from 10.0.0.0/8;\n" + std::string(h)));
+      INFO(c.dump());
+      CHECK_FALSE(c.has("trusted_proxies = "));
+      CHECK(c.warned(2, "only from X-Forwarded-For"));
+    }
+  }
+  SUBCASE("a host name is not converted; real_ip_header alone does nothing") {
+    auto c = conv(server("location / { return 204; }",
+                         "set_real_ip_from lb.internal;\nreal_ip_header X-Forwarded-For;\n"));
+    INFO(c.dump());
+    CHECK_FALSE(c.has("trusted_proxies = "));
+    CHECK(c.warned(2, "not an address or CIDR"));
+    auto d = conv(server("location / { return 204; }", "real_ip_header X-Forwarded-For;\n"));
+    CHECK(d.warned(2, "no set_real_ip_from uses it"));
+  }
+}
+
 TEST_CASE("convert: ssl_session_timeout is the listener's session_timeout") {
   auto tls = [](std::string_view a, std::string_view b) {
     return conv(std::string("http {\n") +  // line 1
