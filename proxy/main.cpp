@@ -19,22 +19,23 @@
 namespace {
 
 void usage(FILE* f) {
-  std::fprintf(f,
-               "Usage: sluice [-c FILE] [-t] [-s reload|stop|quit|reopen] [-v] [-h]\n"
-               "       sluice convert-nginx NGINX_CONF [-o OUT.toml]\n"
-               "\n"
-               "  -c FILE   configuration file (default ./sluice.toml, then "
-               "/etc/sluice/sluice.toml)\n"
-               "  -t        test the configuration and exit\n"
-               "  -s SIG    send a signal to the running sluice (pid from server.pid_file):\n"
-               "            reload (HUP), stop (INT, fast), quit (QUIT, graceful), reopen (USR1)\n"
-               "  -v        print the version and exit\n"
-               "  -h        this help\n"
-               "\n"
-               "  convert-nginx  write the Sluice TOML equivalent of an nginx configuration\n"
-               "                 (stdout, or OUT.toml with -o); every directive that is not\n"
-               "                 converted, or runs differently, is named on stderr with its\n"
-               "                 FILE:LINE\n");
+  std::fprintf(
+      f,
+      "Usage: sluice [-c FILE] [-t] [-s reload|stop|quit|reopen] [-v] [-h]\n"
+      "       sluice convert-nginx NGINX_CONF [-o OUT.toml]\n"
+      "\n"
+      "  -c FILE        configuration file (default ./sluice.toml, then "
+      "/etc/sluice/sluice.toml)\n"
+      "  -t             test the configuration and exit\n"
+      "  -s SIG         send a signal to the running sluice (pid from server.pid_file):\n"
+      "                 reload (HUP), stop (INT, fast), quit (QUIT, graceful), reopen (USR1)\n"
+      "  -v, --version  print the version and exit\n"
+      "  -h, --help     this help\n"
+      "\n"
+      "  convert-nginx  write the Sluice TOML equivalent of an nginx configuration\n"
+      "                 (stdout, or OUT.toml with -o); every directive that is not\n"
+      "                 converted, or runs differently, is named on stderr with its\n"
+      "                 FILE:LINE\n");
 }
 
 std::string defaultConfig() {

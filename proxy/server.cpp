@@ -14,6 +14,7 @@
 #include "config/loader.h"
 #include "config/units.h"
 #include "middleware/registry.h"
+#include "proxy/admin/health.h"
 #include "proxy/observe/log.h"
 
 namespace sluice {
@@ -207,6 +208,7 @@ bool Server::start() {
         auto* self = static_cast<Server*>(t->data);
         self->monitorBackends();
         self->monitorSplits();
+        self->heartbeat();
       },
       kMonitorMs, kMonitorMs);
   startSignals();
@@ -417,6 +419,26 @@ void Server::rebuildBackends() {
             {"backends", std::to_string(n)}});
 }
 
+void Server::heartbeat() {
+  const uint64_t now = uv_now(&loop_);  // the workers' uv_now reads the same monotonic clock
+  if (now < nextBeatMs_) return;
+  nextBeatMs_ = now + 1000;
+  uint32_t stalled = 0;
+  for (const auto& w : workers_) {
+    const uint64_t turn = w->lastTurnMs();
+    if (turn != 0 && now > turn + admin::Liveness::kStallMs) ++stalled;
+    w->poke();
+  }
+  const uint32_t before = admin::liveness().stalledWorkers.load(std::memory_order_relaxed);
+  if (stalled != 0 && before == 0)
+    logEvent(LogLevel::Error, "worker event loop stalled",
+             {{"workers", std::to_string(stalled)},
+              {"stalled_for_ms", std::to_string(admin::Liveness::kStallMs)}});
+  else if (stalled == 0 && before != 0)
+    logEvent(LogLevel::Info, "worker event loops turn again", {});
+  admin::liveness().beat(now, stalled);
+}
+
 void Server::monitorBackends() {
   if (!current_ || shuttingDown_) return;
   uint64_t now = upstream::monotonicMs();
@@ -526,6 +548,7 @@ void Server::beginShutdown(bool graceful) {
     if (health_) health_->close();
     uv_timer_stop(&monitorTimer_);
     uv_timer_stop(&rebuildTimer_);
+    admin::liveness().beat(0, 0);  // no heartbeat while stopping: nothing to call stalled
     if (releaseStore_) {
       releaseStore_->flush();
       releaseStore_->close();

@@ -93,6 +93,10 @@ class Server {
   // drain_timeout: on the monitor timer, drains the pools of splits that have taken no new
   // traffic for that long (router::DrainTracker decides, workers close).
   void monitorSplits();
+  // Once a second: which worker loops have not turned (admin::liveness()), then a poke to
+  // each so that an idle one turns.
+  void heartbeat();
+  uint64_t nextBeatMs_ = 0;
 
   static void onSignal(uv_signal_t* h, int signum);
 

@@ -57,6 +57,8 @@ void Worker::start(SnapshotPtr snap, const std::map<std::string, int>& listenFds
   applyListenerOptions();
   uv_check_start(&check_, onCheck);
   uv_prepare_start(&prepare_, onPrepare);
+  uv_update_time(&loop_);
+  lastTurnMs_.store(uv_now(&loop_), std::memory_order_relaxed);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -79,6 +81,13 @@ bool Worker::post(std::function<void()> fn) {
   return true;
 }
 
+bool Worker::poke() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (asyncClosed_) return false;
+  uv_async_send(&async_);
+  return true;
+}
+
 void Worker::onAsync(uv_async_t* h) {
   static_cast<Worker*>(h->data)->drainPosted();
 }
@@ -93,7 +102,9 @@ void Worker::drainPosted() {
 }
 
 void Worker::onPrepare(uv_prepare_t* h) {
-  static_cast<Worker*>(h->data)->clockValid_ = false;
+  auto* self = static_cast<Worker*>(h->data);
+  self->clockValid_ = false;
+  self->lastTurnMs_.store(uv_now(&self->loop_), std::memory_order_relaxed);
 }
 
 void Worker::onCheck(uv_check_t* h) {
@@ -337,6 +348,7 @@ void Worker::maybeStop() {
     asyncClosed_ = true;
     posted_.clear();
   }
+  lastTurnMs_.store(0, std::memory_order_relaxed);  // stopped on purpose: not stalled
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   // Remaining handles (upstream connections closing) finish; then uv_run returns.
 }

@@ -64,6 +64,11 @@ class Worker {
   void start(SnapshotPtr snap, const std::map<std::string, int>& listenFds);
   // Runs `fn` on the worker's loop (thread-safe). False once the worker has stopped.
   bool post(std::function<void()> fn);
+  // Liveness (any thread): the loop time (monotonic ms) of this worker's last loop turn; 0 once
+  // it stopped on purpose. poke() makes an idle loop take one turn (the main thread's
+  // heartbeat); false once the worker has stopped.
+  uint64_t lastTurnMs() const { return lastTurnMs_.load(std::memory_order_relaxed); }
+  bool poke();
   // A new config generation: listeners to open (key -> fd) and keys to close.
   void applySnapshot(SnapshotPtr snap, std::map<std::string, int> open,
                      std::vector<std::string> close);
@@ -170,6 +175,7 @@ class Worker {
   uv_prepare_t prepare_{};  // invalidates the cached clock before the loop blocks
   uint64_t clockNs_ = 0;
   bool clockValid_ = false;
+  std::atomic<uint64_t> lastTurnMs_{0};  // set in onPrepare, read by the heartbeat
   std::unique_ptr<net::TimerHeap> timers_;
   std::unique_ptr<upstream::SlotQueue> slotQueue_;
   std::thread thread_;

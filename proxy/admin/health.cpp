@@ -1,6 +1,8 @@
 // Health endpoint bodies.
 #include "proxy/admin/health.h"
 
+#include <uv.h>
+
 #include "proxy/observe/log.h"
 
 namespace sluice::admin {
@@ -77,10 +79,32 @@ void appendPoolsJson(const Snapshot& snap, std::string& out) {
   out.append("}");
 }
 
+Liveness& liveness() {
+  static Liveness l;
+  return l;
+}
+
+bool Liveness::live(uint64_t nowMs, uint32_t* stalled, bool* mainStalled) const {
+  const uint64_t beat = beatMs.load(std::memory_order_relaxed);
+  const uint32_t n = stalledWorkers.load(std::memory_order_relaxed);
+  const bool mainLate = beat != 0 && nowMs > beat + kStallMs;
+  if (stalled) *stalled = n;
+  if (mainStalled) *mainStalled = mainLate;
+  return n == 0 && !mainLate;
+}
+
 bool healthResponse(std::string_view path, const Snapshot& snap, int& status, std::string& body) {
   if (path == "/health/live") {
-    status = 200;
-    body = "{\"status\":\"live\"}";
+    uint32_t stalled = 0;
+    bool mainStalled = false;
+    if (liveness().live(uv_hrtime() / 1000000, &stalled, &mainStalled)) {
+      status = 200;
+      body = "{\"status\":\"live\"}";
+    } else {
+      status = 503;
+      body = "{\"status\":\"stalled\",\"stalled_workers\":" + std::to_string(stalled) +
+             ",\"main_loop_stalled\":" + (mainStalled ? "true" : "false") + "}";
+    }
     return true;
   }
   if (path == "/health/ready") {
@@ -90,9 +114,12 @@ bool healthResponse(std::string_view path, const Snapshot& snap, int& status, st
     return true;
   }
   if (path == "/health") {
+    const bool live = liveness().live(uv_hrtime() / 1000000);
     bool ready = snap.ready();
-    status = ready ? 200 : 503;
-    body = "{\"live\":true,\"ready\":";
+    status = ready && live ? 200 : 503;
+    body = "{\"live\":";
+    body.append(live ? "true" : "false");
+    body.append(",\"ready\":");
     body.append(ready ? "true" : "false");
     body.append(",\"generation\":");
     body.append(std::to_string(snap.generation));

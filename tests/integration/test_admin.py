@@ -5,6 +5,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 
 from sluicetest import RawClient, Response, free_port, http_request, wait_until
 
@@ -99,6 +100,30 @@ def test_admin_token(backend, sluice):
     assert sluice.admin_get("/metrics")[0] == 200
     assert sluice.admin_get("/health/live")[0] == 200
     assert sluice.admin_get("/health/ready")[0] == 200
+
+
+def test_health_live_is_503_while_the_event_loops_do_not_turn(backend, sluice):
+    # /health/live is what the image's HEALTHCHECK and the Kubernetes liveness probe ask: it
+    # must fail when the process hangs. Stopped for longer than the stall bound (10 s), the
+    # heartbeat and the worker loops are late: the first answers after the resume are 503
+    # "stalled", then the heartbeat sees every loop turn again.
+    _start(sluice, [backend])
+    assert sluice.admin_get("/health/live")[0] == 200
+    sluice.pause()
+    try:
+        time.sleep(10.5)  # the elapsed time is the condition itself
+    finally:
+        sluice.resume()
+    st, _, body = sluice.admin_get("/health/live")
+    assert st == 503, body
+    assert json.loads(body)["status"] == "stalled"
+    st, _, body = sluice.admin_get("/health")
+    assert st == 503 and json.loads(body)["live"] is False
+    wait_until(lambda: sluice.admin_get("/health/live")[0] == 200, timeout=5,
+               message="live again once the loops turn")
+    assert json.loads(sluice.admin_get("/health")[2])["live"] is True
+    assert "worker event loop stalled" in sluice.stderr()
+    wait_until(lambda: "worker event loops turn again" in sluice.stderr(), timeout=5)
 
 
 def test_admin_token_from_env(backend, sluice):
