@@ -1,4 +1,8 @@
 // [server], [admin], [log] and [redis]: the single-table sections.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -110,6 +114,15 @@ void loadServer(LoadContext& ctx, const toml::node& n) {
         ctx.error(posOf(*v), "server.state_file: expected a file path");
       } else {
         s.stateFile = ctx.resolvePath(*str);
+        // Written after every change (temporary file + rename in its folder): say now when
+        // that cannot work, rather than in the log at the first change.
+        const size_t slash = s.stateFile.rfind('/');
+        const std::string dir = slash == std::string::npos ? "."
+                                : slash == 0               ? "/"
+                                                           : s.stateFile.substr(0, slash);
+        if (::access(dir.c_str(), W_OK | X_OK) != 0)
+          ctx.warn(posOf(*v), "server.state_file: cannot write in '" + dir + "' (" +
+                                  std::strerror(errno) + "): the release state is not kept");
       }
     }
   }

@@ -634,6 +634,20 @@ TEST_CASE("warnings do not block loading") {
   CHECK(r.config->routes[0].methods == std::vector<std::string>{"GET"});
 }
 
+TEST_CASE("server.state_file in a folder that cannot be written is a warning") {
+  const std::string route = "name = \"r\"\npath = \"/\"\npool = \"p\"\n";
+  LoadResult bad = load("[server]\nstate_file = \"/nonexistent-sluice-dir/state.json\"\n" +
+                        std::string(kBase) + route);
+  INFO(dump(bad.errors), dump(bad.warnings));
+  REQUIRE(bad.config.has_value());
+  REQUIRE(bad.warnings.size() == 1);
+  CHECK(bad.warnings[0].str().find("test.toml:2:14: server.state_file: cannot write in "
+                                   "'/nonexistent-sluice-dir'") == 0);
+  LoadResult ok =
+      load("[server]\nstate_file = \"/tmp/sluice-state.json\"\n" + std::string(kBase) + route);
+  CHECK(ok.warnings.empty());
+}
+
 TEST_CASE("loadConfigFile reads a file and reports unreadable ones") {
   char path[] = "/tmp/sluice_loader_test_XXXXXX";
   int fd = ::mkstemp(path);
