@@ -420,14 +420,23 @@ void Server::rebuildBackends() {
 }
 
 void Server::heartbeat() {
+  // A worker is judged on the pokes it has not answered, not on the age of its last turn: an
+  // idle loop only turns when poked, and a main thread that was itself late must not make
+  // the workers look stalled.
   const uint64_t now = uv_now(&loop_);  // the workers' uv_now reads the same monotonic clock
   if (now < nextBeatMs_) return;
   nextBeatMs_ = now + 1000;
+  pokedAtMs_.resize(workers_.size(), 0);
   uint32_t stalled = 0;
-  for (const auto& w : workers_) {
-    const uint64_t turn = w->lastTurnMs();
-    if (turn != 0 && now > turn + admin::Liveness::kStallMs) ++stalled;
-    w->poke();
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    uint64_t& poked = pokedAtMs_[i];
+    const uint64_t turn = workers_[i]->lastTurnMs();
+    if (turn == 0 || turn >= poked) poked = 0;  // stopped on purpose, or it turned since
+    if (poked != 0) {
+      if (now > poked + admin::Liveness::kStallMs) ++stalled;
+      continue;  // still pending: no second poke
+    }
+    if (workers_[i]->poke()) poked = now;
   }
   const uint32_t before = admin::liveness().stalledWorkers.load(std::memory_order_relaxed);
   if (stalled != 0 && before == 0)

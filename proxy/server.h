@@ -93,10 +93,11 @@ class Server {
   // drain_timeout: on the monitor timer, drains the pools of splits that have taken no new
   // traffic for that long (router::DrainTracker decides, workers close).
   void monitorSplits();
-  // Once a second: which worker loops have not turned (admin::liveness()), then a poke to
-  // each so that an idle one turns.
+  // Once a second: which worker loops have not answered a poke for kStallMs
+  // (admin::liveness()), then a poke to each one that has no poke pending.
   void heartbeat();
   uint64_t nextBeatMs_ = 0;
+  std::vector<uint64_t> pokedAtMs_;  // per worker: when its unanswered poke was sent, 0 = none
 
   static void onSignal(uv_signal_t* h, int signum);
 

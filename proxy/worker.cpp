@@ -2,6 +2,7 @@
 #include "proxy/worker.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -63,6 +64,9 @@ void Worker::start(SnapshotPtr snap, const std::map<std::string, int>& listenFds
 }
 
 void Worker::run() {
+  // "sluice-w0", "sluice-w1"...: how top -H, perf and gdb name the worker threads.
+  const std::string name = "sluice-w" + std::to_string(id_);
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Flush the last access-log lines.
   if (!accessBuf_.empty()) observe::LogWriter::instance().writeAccess(std::move(accessBuf_));

@@ -400,71 +400,96 @@ std::vector<const Directive*> Converter::everywhere(std::string_view name) const
 
 void Converter::realIp() {
   // nginx's realip module: a request from an address in set_real_ip_from has its client
-  // address taken from real_ip_header. Sluice's trusted_proxies does this for X-Forwarded-For,
-  // once for the whole process, and always skips trusted addresses from the right of the list
-  // (real_ip_recursive on); nginx's default takes the last address.
+  // address taken from real_ip_header (default X-Real-IP), each inherited from http to server
+  // to location. Sluice's trusted_proxies does this for X-Forwarded-For, once for the whole
+  // process, and always skips trusted addresses from the right of the list (nginx's
+  // real_ip_recursive on; its default takes the last address). Converted only when every
+  // context reads X-Forwarded-For: set at the http level and never overridden otherwise.
   const auto from = everywhere("set_real_ip_from");
   const auto header = everywhere("real_ip_header");
   const auto recursive = everywhere("real_ip_recursive");
-  if (from.empty()) {
-    for (const Directive* d : header) tracker_.noEffect(*d, "no set_real_ip_from uses it");
-    for (const Directive* d : recursive) tracker_.noEffect(*d, "no set_real_ip_from uses it");
-    return;
-  }
-  std::string why;  // set when the whole setting cannot be converted
-  if (header.empty()) {
-    why =
-        "nginx takes the address from X-Real-IP (real_ip_header's default); Sluice takes "
-        "the client address only from X-Forwarded-For (server.trusted_proxies)";
-  }
-  for (const Directive* d : header) {
-    if (d->args.size() != 1 || asciiLower(d->arg(0)) != "x-forwarded-for") {
+  auto atHttp = [this](const Directive* d) {
+    return std::any_of(http_->children.begin(), http_->children.end(),
+                       [d](const Directive& c) { return &c == d; });
+  };
+  auto isXff = [](const Directive* d) {
+    return d->args.size() == 1 && asciiLower(d->arg(0)) == "x-forwarded-for";
+  };
+  std::string why;  // set when nothing can be converted
+  if (!from.empty()) {
+    if (std::none_of(header.begin(), header.end(),
+                     [&](const Directive* d) { return atHttp(d) && isXff(d); }))
+      why =
+          "nginx reads X-Real-IP (real_ip_header's default) where real_ip_header "
+          "X-Forwarded-For is not set; Sluice takes the client address only from "
+          "X-Forwarded-For, the same way everywhere (set it at the http level)";
+    if (!std::all_of(header.begin(), header.end(), isXff))
       why = "Sluice takes the client address only from X-Forwarded-For (server.trusted_proxies)";
-      tracker_.skip(*d, why);
-    }
   }
-  if (!why.empty()) {
-    for (const Directive* d : from) tracker_.skip(*d, why);
-    for (const Directive* d : header)
-      if (tracker_.fate(*d) == Fate::Unseen) tracker_.skip(*d, why);
-    for (const Directive* d : recursive) tracker_.skip(*d, why);
-    return;
-  }
-  bool allRecursive = !recursive.empty();
-  for (const Directive* d : recursive)
-    allRecursive = allRecursive && d->args.size() == 1 && d->arg(0) == "on";
-  std::vector<std::string> differences;
-  if (!allRecursive)
-    differences.push_back(
-        "Sluice skips trusted addresses from the right of X-Forwarded-For (as with "
-        "real_ip_recursive on); without it nginx takes the last address");
+  std::vector<std::string> ranges;
   for (const Directive* d : from) {
     Cidr c;
     const std::string a = d->args.size() == 1 ? d->arg(0) : "";
-    if (a.starts_with("unix:")) {
+    if (d->args.size() != 1) {
+      tracker_.skip(*d, "invalid set_real_ip_from");
+    } else if (a.starts_with("unix:")) {
       tracker_.noEffect(*d, "Sluice listens on TCP only");
-      continue;
-    }
-    if (!parseCidr(a, c)) {
+    } else if (!parseCidr(a, c)) {
       tracker_.skip(*d, "'" + a + "' is not an address or CIDR (host names are not converted)");
-      continue;
+    } else if (!why.empty()) {
+      tracker_.skip(*d, why);
+    } else {
+      if (std::find(ranges.begin(), ranges.end(), a) == ranges.end()) ranges.push_back(a);
+      if (serverComments_.count("trusted_proxies") == 0)
+        serverComments_["trusted_proxies"] = display(d->at);
+      std::vector<std::string> diffs;
+      if (!atHttp(d))
+        diffs.push_back(
+            "Sluice trusts these addresses on every listener, not only where this "
+            "directive is");
+      tracker_.outcome(*d, diffs);
     }
-    if (std::find(trustedProxies_.begin(), trustedProxies_.end(), a) == trustedProxies_.end())
-      trustedProxies_.push_back(a);
-    if (serverComments_.count("trusted_proxies") == 0)
-      serverComments_["trusted_proxies"] = display(d->at);
-    std::vector<std::string> diffs;
-    const bool atHttp = std::any_of(http_->children.begin(), http_->children.end(),
-                                    [d](const Directive& c) { return &c == d; });
-    if (!atHttp)
-      diffs.push_back(
-          "Sluice trusts these addresses on every listener, not only where this "
-          "directive is");
-    tracker_.outcome(*d, diffs);
   }
-  // How the list is read: said once, on real_ip_header.
-  for (const Directive* d : header) tracker_.outcome(*d, differences);
-  for (const Directive* d : recursive) tracker_.converted(*d);
+  trustedProxies_ = ranges;
+  // The headers and the recursion: converted with the list, else without effect or refused.
+  const std::string unused =
+      from.empty() ? "no set_real_ip_from uses it" : "no set_real_ip_from address was converted";
+  bool recursiveEverywhere = false;
+  for (const Directive* d : recursive) {
+    if (d->args.size() != 1 || (d->arg(0) != "on" && d->arg(0) != "off"))
+      tracker_.skip(*d, "invalid real_ip_recursive");
+    else if (atHttp(d) && d->arg(0) == "on")
+      recursiveEverywhere = true;
+  }
+  for (const Directive* d : recursive) {
+    if (tracker_.fate(*d) != Fate::Unseen) continue;
+    if (ranges.empty())
+      tracker_.noEffect(*d, unused);
+    else if (d->arg(0) == "on")
+      tracker_.converted(*d);
+    else
+      tracker_.differs(*d,
+                       "Sluice skips trusted addresses from the right of X-Forwarded-For "
+                       "(as with real_ip_recursive on)");
+  }
+  const bool allOn = std::all_of(recursive.begin(), recursive.end(), [](const Directive* d) {
+    return d->args.size() == 1 && d->arg(0) == "on";
+  });
+  for (const Directive* d : header) {
+    if (!why.empty()) {
+      tracker_.skip(*d, why);
+    } else if (ranges.empty()) {
+      tracker_.noEffect(*d, unused);
+    } else if (!recursiveEverywhere || !allOn) {
+      // How the list is read: said once per real_ip_header.
+      tracker_.differs(*d,
+                       "Sluice skips trusted addresses from the right of X-Forwarded-For (as "
+                       "with real_ip_recursive on); where that is not on, nginx takes the last "
+                       "address");
+    } else {
+      tracker_.converted(*d);
+    }
+  }
 }
 
 void Converter::bodySize() {

@@ -371,10 +371,10 @@ TEST_CASE("convert: set_real_ip_from with X-Forwarded-For is server.trusted_prox
     CHECK(c.has(R"(trusted_proxies = ["10.0.0.0/8", "192.168.1.1", "172.16.0.0/12"])"));
     REQUIRE(c.load.config);
     CHECK(c.load.config->server.trustedProxies.size() == 3);
-    CHECK(c.warned(6, "without it nginx takes the last address"));  // real_ip_header
-    CHECK(c.warned(9, "on every listener"));                        // in a server block
-    CHECK(c.warned(5, "TCP only"));                                 // unix:
-    CHECK_FALSE(c.warned(2, ""));                                   // http level, exact
+    CHECK(c.warned(6, "nginx takes the last address"));  // real_ip_header
+    CHECK(c.warned(9, "on every listener"));             // in a server block
+    CHECK(c.warned(5, "TCP only"));                      // unix:
+    CHECK_FALSE(c.warned(2, ""));                        // http level, exact
   }
   SUBCASE("real_ip_recursive on: exactly Sluice's reading") {
     auto c = conv(server("location / { return 204; }",
@@ -393,6 +393,31 @@ TEST_CASE("convert: set_real_ip_from with X-Forwarded-For is server.trusted_prox
       CHECK_FALSE(c.has("trusted_proxies = "));
       CHECK(c.warned(2, "only from X-Forwarded-For"));
     }
+  }
+  SUBCASE("X-Forwarded-For only in one server: the others read X-Real-IP in nginx") {
+    auto c = conv(server("real_ip_header X-Forwarded-For;\nlocation / { return 204; }",
+                         "set_real_ip_from 10.0.0.0/8;\n"));
+    INFO(c.dump());
+    CHECK_FALSE(c.has("trusted_proxies = "));
+    CHECK(c.warned(2, "set it at the http level"));
+    CHECK(c.warned(5, "set it at the http level"));
+  }
+  SUBCASE("real_ip_recursive on in one server only: the rest takes the last address") {
+    auto c = conv(server("real_ip_recursive on;\nlocation / { return 204; }",
+                         "set_real_ip_from 10.0.0.0/8;\nreal_ip_header X-Forwarded-For;\n"));
+    INFO(c.dump());
+    CHECK(c.has(R"(trusted_proxies = ["10.0.0.0/8"])"));
+    CHECK(c.warned(3, "nginx takes the last address"));
+  }
+  SUBCASE("nothing converted: the header and the recursion have no effect") {
+    auto c = conv(server("location / { return 204; }",
+                         "set_real_ip_from unix:;\nreal_ip_header X-Forwarded-For;\n"
+                         "real_ip_recursive on;\nset_real_ip_from;\n"));
+    INFO(c.dump());
+    CHECK_FALSE(c.has("trusted_proxies = "));
+    CHECK(c.warned(3, "no set_real_ip_from address was converted"));
+    CHECK(c.warned(4, "no set_real_ip_from address was converted"));
+    CHECK(c.warned(5, "invalid set_real_ip_from"));
   }
   SUBCASE("a host name is not converted; real_ip_header alone does nothing") {
     auto c = conv(server("location / { return 204; }",
