@@ -1,8 +1,6 @@
 // Health endpoint bodies.
 #include "proxy/admin/health.h"
 
-#include <uv.h>
-
 #include "proxy/observe/log.h"
 
 namespace sluice::admin {
@@ -97,7 +95,7 @@ bool healthResponse(std::string_view path, const Snapshot& snap, int& status, st
   if (path == "/health/live") {
     uint32_t stalled = 0;
     bool mainStalled = false;
-    if (liveness().live(uv_hrtime() / 1000000, &stalled, &mainStalled)) {
+    if (liveness().live(upstream::monotonicMs(), &stalled, &mainStalled)) {
       status = 200;
       body = "{\"status\":\"live\"}";
     } else {
@@ -114,7 +112,7 @@ bool healthResponse(std::string_view path, const Snapshot& snap, int& status, st
     return true;
   }
   if (path == "/health") {
-    const bool live = liveness().live(uv_hrtime() / 1000000);
+    const bool live = liveness().live(upstream::monotonicMs());
     bool ready = snap.ready();
     status = ready && live ? 200 : 503;
     body = "{\"live\":";
