@@ -29,22 +29,7 @@ for a in "$@"; do
   esac
 done
 
-if [ "${SKIP_SETUP:-0}" != 1 ]; then
-  bash scripts/setup.sh --bench
-fi
-# SLUICE_BIN=path uses an existing binary (CI's smoke reuses the test build).
-sluice_bin="${SLUICE_BIN:-}"
-if [ -z "$sluice_bin" ]; then
-  cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build-bench -j"$(nproc)" --target sluice >/dev/null
-  sluice_bin="$root/build-bench/sluice"
-fi
-
-if [ -n "${SLUICE_BASELINE:-}" ]; then
-  [ -x "$SLUICE_BASELINE" ] || { echo "run.sh: SLUICE_BASELINE=$SLUICE_BASELINE is not executable" >&2; exit 2; }
-  args+=(--sluice-baseline "$(realpath "$SLUICE_BASELINE")")
-fi
-
-ulimit -n "$(ulimit -Hn)"
+. bench/common.sh
+bench_prepare run.sh
 # harness.py kills everything it started on exit (and on INT/TERM/HUP); this catches the rest.
 exec python3 bench/harness.py --sluice "$sluice_bin" --command "$cmd" "${args[@]}"
