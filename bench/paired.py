@@ -11,7 +11,8 @@ host hit both runs of a pair, so they cancel in the ratio; the median of PAIRS r
 its middle half are reported.
 
 Same setup as run.sh (origin, configs, CPU pinning, wrk, CPU time per request): see
-harness.py. Prints a Markdown table; --out FILE writes it there too.
+harness.py. The warm-up is one run per proxy before each workload's pairs. Prints a heading
+line, then a Markdown table per workload as it completes; --out FILE writes them there too.
 """
 import argparse
 import os
@@ -76,7 +77,7 @@ def run(a, b, order, workloads, pairs, duration, warmup):
             infos[p] = b.start_proxy(p, 1)
             port = infos[p]["tls_port"] if w.tls else infos[p]["port"]
             b.check_http(port, w.tls, f"{infos[p]['tag']} ({w.name})", [w.path])
-        for p in procs:
+        for p in procs if warmup else []:
             b.wrk(infos[p], w, warmup)
         runs = {p: [] for p in procs}
         for i in range(pairs):
@@ -93,6 +94,7 @@ def run(a, b, order, workloads, pairs, duration, warmup):
                                                      f" ({runs[p][-1]['cpu_us'] / ref:.3f})")
                 for p in procs))
         out.append(table(w, procs, runs, pairs, duration))
+        print("\n" + out[-1], flush=True)  # kept even if a later workload fails
         for p in procs:
             b.stop_proxy(p, 1)
     return out
@@ -106,13 +108,17 @@ def main():
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     env = os.environ
-    pairs = int(env.get("PAIRS", "30"))
-    duration = env.get("DURATION", "1s")
-    warmup = env.get("WARMUP", "2s")
-    H.parse_secs(duration)
-    H.parse_secs(warmup)
+    try:
+        pairs = int(env.get("PAIRS") or "30")
+    except ValueError:
+        pairs = 0
     if pairs < 1:
-        raise SystemExit("PAIRS must be >= 1")
+        raise SystemExit("PAIRS must be a number >= 1")
+    duration = env.get("DURATION") or "1s"
+    warmup = env.get("WARMUP", "2s")  # empty: no warm-up
+    H.parse_secs(duration)
+    if warmup:
+        H.parse_secs(warmup)
     if a.sluice_baseline:
         H.PROXIES.append(H.BASELINE)
     order = [p for p in env.get("PROXIES", "nginx,sluice").split(",") if p]
@@ -127,11 +133,14 @@ def main():
         raise SystemExit(f"WORKLOADS: known are {','.join(w.name for w in H.WORKLOADS)}")
     os.environ["WORKLOADS"] = ",".join(sorted(names))  # what the Sluice config needs
     a.connections = int(env.get("CONNECTIONS", "64"))
-    a.idle = a.idle_tls = 0  # HAProxy's maxconn is sized from these
+    a.idle = a.idle_tls = 10000  # HAProxy's maxconn is sized from these: as in run.sh
     b = H.Bench(a)
     t0 = time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = " ".join(open("/proc/loadavg").read().split()[:3])
+    head = (f"Paired runs, {started}, load at start {load}, {H.machine()}: "
+            f"`{a.command}`\n")
+    print(head, flush=True)
 
     def on_signal(sig, _frame):
         H.PROCS.stop_all()
@@ -148,10 +157,7 @@ def main():
     finally:
         H.PROCS.stop_all()
         shutil.rmtree(b.tmp, ignore_errors=True)
-    head = (f"Paired runs, {started}, load at start {load}, {H.machine()}: "
-            f"`{a.command}`\n\n")
-    text = head + "\n".join(tables)
-    print("\n" + text, end="")
+    text = head + "\n" + "\n".join(tables)
     if a.out:
         with open(a.out, "w") as f:
             f.write(text)

@@ -24,7 +24,7 @@ for a in "$@"; do
   case "$a" in
     --smoke) args+=(--smoke); cmd="$cmd --smoke" ;;
     --keep) args+=(--keep) ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
