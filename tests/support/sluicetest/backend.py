@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 
-from .util import HeaderLookup, pattern_chunks
+from .util import HeaderLookup, bound_socket, pattern_chunks
 
 
 class Request(HeaderLookup):
@@ -199,9 +199,7 @@ class Backend:
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self._want_port))
+        s = bound_socket(self.host, self._want_port)
         s.listen(256)
         s.settimeout(0.1)
         self._listener = s

@@ -5,7 +5,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .util import wait_until
+from .util import bound_socket, wait_until
 
 
 class OtlpReceiver:
@@ -38,7 +38,11 @@ class OtlpReceiver:
             def log_message(self, *args):
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = ThreadingHTTPServer((host, port), Handler, bind_and_activate=False)
+        self._server.socket.close()
+        self._server.socket = bound_socket(host, port)  # not a port free_port() handed out
+        self._server.server_address = self._server.socket.getsockname()
+        self._server.server_activate()
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.endpoint = f"http://{host}:{self.port}/v1/traces"

@@ -37,6 +37,30 @@ def free_port():
             return port
 
 
+def bound_socket(host="127.0.0.1", port=0):
+    """A TCP socket bound to (host, port), SO_REUSEADDR set. With port 0, never a port that
+    free_port() handed out: nobody may be bound to such a port yet (a Sluice about to listen
+    on it), and the kernel would offer it again. The port is then reserved the same way."""
+    held = []
+    try:
+        while True:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except BaseException:
+                s.close()
+                raise
+            got = s.getsockname()[1]
+            if port or got not in _HANDED_OUT:
+                _HANDED_OUT.add(got)
+                return s
+            held.append(s)  # keep it bound, so the next bind cannot get it again
+    finally:
+        for h in held:
+            h.close()
+
+
 def wait_until(pred, timeout=5.0, interval=0.01, message="condition"):
     """Poll `pred` until it returns a truthy value (returned) or fail after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -135,8 +159,7 @@ class Blackhole:
     never accepts), for connect_timeout tests without relying on unroutable addresses."""
 
     def __init__(self):
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener = bound_socket()
         self.listener.listen(0)
         self.port = self.listener.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
