@@ -25,16 +25,10 @@ def free_port():
 
     Never the same port twice in one test run: a port handed out for a "dead" backend is not
     bound by anyone, so the kernel would happily offer it again (e.g. as the admin port)."""
-    while True:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+    s = bound_socket()
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def bound_socket(host="127.0.0.1", port=0):
